@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * File access: opens (de-duplicated in the kernel per workload, path and access mode within an
+ * interval, so a process opening one file a million times costs one record per interval) and
+ * chmod calls that set the setuid or setgid bit.
+ */
+#ifndef HABIT_FILE_H
+#define HABIT_FILE_H
+
+#include "lib/common.h"
+
+#define O_ACCMODE 3
+#define O_WRONLY 1
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define S_ISUID 04000
+#define S_ISGID 02000
+#define AT_FDCWD -100
+
+struct habit_open_key {
+	__u64 cgroup_id;
+	__u64 path_hash;
+	__u32 accmode;
+	__u32 _pad;
+};
+
+/* Value: the interval in which the key was last sent. LRU: forgetting costs a resend only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct habit_open_key);
+	__type(value, __u64);
+} habit_open_seen SEC(".maps");
+
+/* FNV-1a over the first `len` bytes; bounded for the verifier. */
+static __always_inline __u64 hash_path(const char *s, long len)
+{
+	__u64 h = 0xcbf29ce484222325ULL;
+
+	for (int i = 0; i < HABIT_PATH_LEN; i++) {
+		if (i >= len)
+			break;
+		h ^= (__u8)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static __always_inline __u64 current_epoch(void)
+{
+	__u32 zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&habit_epoch, &zero);
+
+	return epoch ? *epoch : 0;
+}
+
+/* True when this (workload, path, access mode) was already sent in the current interval. */
+static __always_inline bool open_seen_this_interval(struct habit_file *f, long len)
+{
+	struct habit_open_key key = {
+		.cgroup_id = f->hdr.cgroup_id,
+		.path_hash = hash_path(f->path, len),
+		.accmode = f->flags & O_ACCMODE,
+	};
+	__u64 epoch = current_epoch();
+	__u64 *last = bpf_map_lookup_elem(&habit_open_seen, &key);
+
+	if (last && *last == epoch)
+		return true;
+	if (bpf_map_update_elem(&habit_open_seen, &key, &epoch, BPF_ANY) != 0)
+		count_drop(HABIT_DROP_DEDUP_FULL);
+	return false;
+}
+
+static __always_inline struct habit_file *scratch_file(void)
+{
+	__u32 zero = 0;
+	struct habit_scratch *s = bpf_map_lookup_elem(&habit_scratch_map, &zero);
+
+	return s ? &s->file : 0;
+}
+
+static __always_inline void send_file(struct habit_file *f)
+{
+	struct habit_file *e = reserve(sizeof(*e));
+
+	if (!e)
+		return;
+	bpf_probe_read_kernel(e, sizeof(*e), f);
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
+{
+	struct habit_file *f = scratch_file();
+	const char *upath;
+	long len;
+
+	if (!f)
+		return 0;
+	fill_hdr(&f->hdr, HABIT_EV_OPEN);
+	f->syscall = nr;
+	f->mode = 0;
+	if (nr == NR_open) {
+		f->dirfd = AT_FDCWD;
+		upath = (const char *)regs->di;
+		f->flags = regs->si;
+		f->mode = regs->dx;
+	} else if (nr == NR_creat) {
+		f->dirfd = AT_FDCWD;
+		upath = (const char *)regs->di;
+		f->flags = O_CREAT | O_WRONLY | O_TRUNC;
+		f->mode = regs->si;
+	} else if (nr == NR_openat) {
+		f->dirfd = (int)regs->di;
+		upath = (const char *)regs->si;
+		f->flags = regs->dx;
+		f->mode = regs->r10;
+	} else { /* openat2: flags live in the user's struct open_how */
+		__u64 how[2] = {};
+		f->dirfd = (int)regs->di;
+		upath = (const char *)regs->si;
+		bpf_probe_read_user(how, sizeof(how), (void *)regs->dx);
+		f->flags = how[0];
+		f->mode = how[1];
+	}
+	len = bpf_probe_read_user_str(f->path, sizeof(f->path), upath);
+	if (len <= 0)
+		return 0;
+	if (open_seen_this_interval(f, len))
+		return 0;
+	send_file(f);
+	return 0;
+}
+
+static __noinline int handle_chmod(struct pt_regs *regs, __u32 nr)
+{
+	struct habit_file *f;
+	const char *upath = 0;
+	__u32 mode;
+
+	if (nr == NR_chmod)
+		mode = regs->si;
+	else if (nr == NR_fchmod)
+		mode = regs->si;
+	else
+		mode = regs->dx;
+	if (!(mode & (S_ISUID | S_ISGID)))
+		return 0;
+	f = scratch_file();
+	if (!f)
+		return 0;
+	fill_hdr(&f->hdr, HABIT_EV_CHMOD);
+	f->syscall = nr;
+	f->flags = 0;
+	f->mode = mode;
+	f->path[0] = 0;
+	if (nr == NR_chmod) {
+		f->dirfd = AT_FDCWD;
+		upath = (const char *)regs->di;
+	} else if (nr == NR_fchmod) {
+		f->dirfd = (int)regs->di; /* the file itself; user space resolves the fd */
+	} else {
+		f->dirfd = (int)regs->di;
+		upath = (const char *)regs->si;
+	}
+	if (upath)
+		bpf_probe_read_user_str(f->path, sizeof(f->path), upath);
+	send_file(f);
+	return 0;
+}
+
+#endif

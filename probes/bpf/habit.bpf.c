@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * habitd's probes, compiled as one object so that every hook family shares the ring buffer,
+ * the drop counters and the process-level maps without pinning. Each family lives in its own
+ * header: process.h (exec/fork/exit), file.h, net.h, priv.h, syscalls.h (the hot path).
+ */
+#include "lib/common.h"
+#include "process.h"
+#include "file.h"
+#include "net.h"
+#include "priv.h"
+#include "syscalls.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Maps and helpers shared by every hook family. */
+#ifndef HABIT_COMMON_H
+#define HABIT_COMMON_H
+
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+#include "syscall_nrs.h"
+
+/* Set by the loader: habitd's own process id, whose activity is never reported. */
+const volatile __u32 habit_self_tgid = 0;
+
+/* All records for user space. Sized by the loader (default 4 MiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 * 1024 * 1024);
+} habit_events SEC(".maps");
+
+/* Lost records by reason, per CPU: user space sums and exports them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HABIT_DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} habit_drops SEC(".maps");
+
+/* Index 0: the current de-duplication interval, advanced by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} habit_epoch SEC(".maps");
+
+/* Per-CPU scratch for building records before we know they must be sent. */
+struct habit_scratch {
+	struct habit_file file;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct habit_scratch);
+} habit_scratch_map SEC(".maps");
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&habit_drops, &reason);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool is_self(void)
+{
+	return (__u32)(bpf_get_current_pid_tgid() >> 32) == habit_self_tgid;
+}
+
+/* Fills the header from the current task. */
+static __always_inline void fill_hdr(struct habit_hdr *h, __u32 kind)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->kind = kind;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->pid = (__u32)pid_tgid;
+	h->tgid = pid_tgid >> 32;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	h->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* Reserves a record on the ring buffer, counting the drop when it is full. */
+static __always_inline void *reserve(__u64 size)
+{
+	void *rec = bpf_ringbuf_reserve(&habit_events, size, 0);
+	if (!rec)
+		count_drop(HABIT_DROP_RINGBUF_FULL);
+	return rec;
+}
+
+#endif

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The event ABI between habitd's eBPF programs and user space.
+ *
+ * This header is the single source of truth: probes/src/abi.rs mirrors every struct here with
+ * #[repr(C)] and a test compares sizes and offsets (via the `abi_layout` table compiled into the
+ * probes object, see layout.bpf.c). Change both sides together and bump HABIT_ABI_VERSION.
+ *
+ * Every record on the ring buffer starts with `struct habit_hdr`; `kind` selects the body.
+ * Strings are NUL-terminated inside fixed buffers; lengths that were cut are flagged.
+ */
+#ifndef HABIT_EVENTS_H
+#define HABIT_EVENTS_H
+
+#define HABIT_ABI_VERSION 1
+
+#define HABIT_COMM_LEN 16
+#define HABIT_PATH_LEN 256
+#define HABIT_ARGS_LEN 512
+#define HABIT_CGNAME_LEN 72
+
+/* Size of the per-(cgroup slot, syscall) counter table. */
+#define HABIT_MAX_SYSCALLS 512
+#define HABIT_MAX_CGROUP_SLOTS 1024
+
+enum habit_kind {
+	HABIT_EV_EXEC = 1,
+	HABIT_EV_FORK = 2,
+	HABIT_EV_EXIT = 3,
+	HABIT_EV_OPEN = 4,
+	HABIT_EV_CHMOD = 5,
+	HABIT_EV_CONNECT = 6,
+	HABIT_EV_ACCEPT = 7,
+	HABIT_EV_BIND = 8,
+	HABIT_EV_LISTEN = 9,
+	HABIT_EV_PRIV = 10,
+};
+
+/* Reasons a record was lost; index into the per-CPU `drops` array. */
+enum habit_drop {
+	HABIT_DROP_RINGBUF_FULL = 0,
+	HABIT_DROP_SLOTS_FULL = 1,   /* no cgroup slot left for syscall counters */
+	HABIT_DROP_DEDUP_FULL = 2,   /* open de-duplication map update failed */
+	HABIT_DROP_LISTENERS_FULL = 3,
+	HABIT_DROP_TASK_STORAGE = 4, /* task storage could not be created */
+	HABIT_DROP_MAX = 8,
+};
+
+/* Privileged / kernel-surface operations carried by HABIT_EV_PRIV. */
+enum habit_priv_op {
+	HABIT_PRIV_SETUID = 1,
+	HABIT_PRIV_SETGID = 2,
+	HABIT_PRIV_SETREUID = 3,
+	HABIT_PRIV_SETREGID = 4,
+	HABIT_PRIV_SETRESUID = 5,
+	HABIT_PRIV_SETRESGID = 6,
+	HABIT_PRIV_CAPSET = 7,
+	HABIT_PRIV_PTRACE = 8,
+	HABIT_PRIV_MOUNT = 9,
+	HABIT_PRIV_UMOUNT = 10,
+	HABIT_PRIV_UNSHARE = 11,
+	HABIT_PRIV_SETNS = 12,
+	HABIT_PRIV_INIT_MODULE = 13,
+	HABIT_PRIV_FINIT_MODULE = 14,
+	HABIT_PRIV_MEMFD_CREATE = 15,
+	HABIT_PRIV_BPF = 16,
+	HABIT_PRIV_PACKET_SOCKET = 17,
+};
+
+struct habit_hdr {
+	__u32 kind;
+	__u32 cpu;
+	__u64 ts_ns; /* bpf_ktime_get_boot_ns() */
+	__u32 pid;   /* thread id */
+	__u32 tgid;  /* process id */
+	__u32 ppid;  /* tgid of the real parent */
+	__u32 uid;
+	__u32 gid;
+	__u32 mntns; /* mount namespace inode */
+	__u64 cgroup_id; /* cgroup v2 id (inode of the cgroup directory) */
+	char comm[HABIT_COMM_LEN];
+};
+
+#define HABIT_EXEC_ARGS_TRUNCATED 1
+
+struct habit_exec {
+	struct habit_hdr hdr;
+	__u32 flags;    /* HABIT_EXEC_* */
+	__u32 args_len; /* bytes of `args` in use: NUL-separated argv */
+	__u32 loginuid;
+	__u32 _pad;
+	char filename[HABIT_PATH_LEN];
+	char cgroup_v1[HABIT_CGNAME_LEN]; /* memory-cgroup directory name (v1 fallback) */
+	char args[HABIT_ARGS_LEN];
+};
+
+struct habit_fork {
+	struct habit_hdr hdr; /* the parent */
+	__u32 child_pid;
+	__u32 child_tgid;
+};
+
+struct habit_exit {
+	struct habit_hdr hdr;
+	__s32 exit_code; /* wait(2) status: code << 8 | signal */
+	__u32 _pad;
+};
+
+/* HABIT_EV_OPEN and HABIT_EV_CHMOD */
+struct habit_file {
+	struct habit_hdr hdr;
+	__s32 dirfd;  /* AT_FDCWD (-100) or a directory fd for relative paths */
+	__u32 flags;  /* open flags, or 0 for chmod */
+	__u32 mode;   /* creation mode, or the new mode for chmod */
+	__u32 syscall;
+	char path[HABIT_PATH_LEN];
+};
+
+/* A socket address: family AF_INET (2) or AF_INET6 (10); addr holds 4 or 16 bytes. */
+struct habit_sockaddr {
+	__u16 family;
+	__u16 port; /* host byte order */
+	__u32 scope;
+	__u8 addr[16];
+};
+
+/* HABIT_EV_CONNECT, HABIT_EV_BIND, HABIT_EV_LISTEN, HABIT_EV_ACCEPT */
+struct habit_net {
+	struct habit_hdr hdr;
+	struct habit_sockaddr local;  /* bind/listen/accept: our side */
+	struct habit_sockaddr remote; /* connect: destination; accept: peer */
+	__u32 protocol; /* IPPROTO_TCP / IPPROTO_UDP, 0 if unknown */
+	__s32 fd;       /* socket fd for connect/bind, -1 if not known */
+};
+
+#define HABIT_PRIV_ARG_LEN 64
+
+struct habit_priv {
+	struct habit_hdr hdr;
+	__u32 op; /* enum habit_priv_op */
+	__u32 syscall;
+	__u64 args[4]; /* raw syscall arguments (ids, flags, target pid, request) */
+	char arg_str[HABIT_PRIV_ARG_LEN]; /* mount target, memfd name: a string argument if any */
+};
+
+/* Key of the listener table: who listens on a TCP port in a network namespace. */
+struct habit_listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+/* Per-task state kept in BPF task storage: the cached counter slot of the task's cgroup. */
+struct habit_task {
+	__u64 cgroup_id;
+	__u32 slot;
+	__u32 _pad;
+};
+
+#endif

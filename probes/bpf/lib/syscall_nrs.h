@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* x86_64 syscall numbers of the calls habitd decodes (arch/x86/entry/syscalls/syscall_64.tbl). */
+#ifndef HABIT_SYSCALL_NRS_H
+#define HABIT_SYSCALL_NRS_H
+
+#define NR_open 2
+#define NR_socket 41
+#define NR_connect 42
+#define NR_bind 49
+#define NR_creat 85
+#define NR_chmod 90
+#define NR_fchmod 91
+#define NR_ptrace 101
+#define NR_setuid 105
+#define NR_setgid 106
+#define NR_setreuid 113
+#define NR_setregid 114
+#define NR_setresuid 117
+#define NR_setresgid 119
+#define NR_capset 126
+#define NR_mount 165
+#define NR_umount2 166
+#define NR_init_module 175
+#define NR_openat 257
+#define NR_fchmodat 268
+#define NR_unshare 272
+#define NR_setns 308
+#define NR_finit_module 313
+#define NR_memfd_create 319
+#define NR_bpf 321
+#define NR_openat2 437
+#define NR_fchmodat2 452
+
+#endif

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The per-syscall hot path. Every syscall of every task passes here, so it does the least
+ * possible: count the call in a per-CPU array indexed by (cgroup slot, syscall number), with the
+ * slot of the task's cgroup cached in task-local storage (no hash lookup unless the task changed
+ * cgroup), then hand the few decoded syscalls to their out-of-line handlers.
+ */
+#ifndef HABIT_SYSCALLS_H
+#define HABIT_SYSCALLS_H
+
+#include "lib/common.h"
+#include "file.h"
+#include "net.h"
+#include "priv.h"
+
+/* Counts per CPU, one row of HABIT_MAX_SYSCALLS counters per cgroup slot: user space reads a
+ * whole row with one lookup. */
+struct habit_syscall_row {
+	__u64 count[HABIT_MAX_SYSCALLS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct habit_syscall_row);
+} habit_syscall_counts SEC(".maps");
+
+/* cgroup id -> counter slot; user space reads it to label the counts and recycles slots. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS);
+	__type(key, __u64);
+	__type(value, __u32);
+} habit_cgroup_slots SEC(".maps");
+
+/* Free counter slots, filled by user space at start and when a cgroup goes away. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS);
+	__uint(key_size, 0);
+	__type(value, __u32);
+} habit_free_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct habit_task);
+} habit_task_state SEC(".maps");
+
+/* Slot of a cgroup: existing, or taken from the free queue. Returns slot + 1, 0 if none. */
+static __noinline __u32 cgroup_slot(__u64 cgroup_id)
+{
+	__u32 *slot = bpf_map_lookup_elem(&habit_cgroup_slots, &cgroup_id);
+	__u32 fresh;
+
+	if (slot)
+		return *slot + 1;
+	if (bpf_map_pop_elem(&habit_free_slots, &fresh) != 0) {
+		count_drop(HABIT_DROP_SLOTS_FULL);
+		return 0;
+	}
+	if (bpf_map_update_elem(&habit_cgroup_slots, &cgroup_id, &fresh, BPF_NOEXIST) != 0) {
+		/* Another CPU won the race: give ours back and use theirs. */
+		bpf_map_push_elem(&habit_free_slots, &fresh, BPF_ANY);
+		slot = bpf_map_lookup_elem(&habit_cgroup_slots, &cgroup_id);
+		return slot ? *slot + 1 : 0;
+	}
+	return fresh + 1;
+}
+
+static __always_inline void count_syscall(__u32 nr)
+{
+	struct habit_task *ts;
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	struct habit_syscall_row *row;
+	__u32 slot;
+
+	ts = bpf_task_storage_get(&habit_task_state, bpf_get_current_task_btf(), 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ts) {
+		count_drop(HABIT_DROP_TASK_STORAGE);
+		return;
+	}
+	if (ts->cgroup_id != cgroup_id || ts->slot == 0) {
+		ts->slot = cgroup_slot(cgroup_id);
+		ts->cgroup_id = cgroup_id;
+		if (ts->slot == 0)
+			return;
+	}
+	slot = ts->slot - 1;
+	row = bpf_map_lookup_elem(&habit_syscall_counts, &slot);
+	if (row)
+		row->count[nr & (HABIT_MAX_SYSCALLS - 1)] += 1;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(habit_sys_enter, struct pt_regs *regs, long id)
+{
+	__u32 nr = id;
+
+	if (is_self())
+		return 0;
+	count_syscall(nr);
+
+	switch (nr) {
+	case NR_open:
+	case NR_openat:
+	case NR_openat2:
+	case NR_creat:
+		return handle_open(regs, nr);
+	case NR_chmod:
+	case NR_fchmod:
+	case NR_fchmodat:
+	case NR_fchmodat2:
+		return handle_chmod(regs, nr);
+	case NR_connect:
+	case NR_bind:
+		return handle_connect_bind(regs, nr);
+	case NR_socket:
+	case NR_setuid:
+	case NR_setgid:
+	case NR_setreuid:
+	case NR_setregid:
+	case NR_setresuid:
+	case NR_setresgid:
+	case NR_capset:
+	case NR_ptrace:
+	case NR_mount:
+	case NR_umount2:
+	case NR_unshare:
+	case NR_setns:
+	case NR_init_module:
+	case NR_finit_module:
+	case NR_memfd_create:
+	case NR_bpf:
+		return handle_priv(regs, nr);
+	}
+	return 0;
+}
+
+/* An empty sys_enter program: the reference point of the overhead benchmark. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(habit_bench_empty, struct pt_regs *regs, long id)
+{
+	return 0;
+}
+
+#endif

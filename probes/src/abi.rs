@@ -1,0 +1,256 @@
+//! `#[repr(C)]` mirrors of `probes/bpf/lib/events.h`, field for field.
+//!
+//! The test `abi_layout` (tests/abi_layout.rs) compiles a C program against the header and
+//! compares every size and offset with these definitions, so the two sides cannot drift.
+
+pub const ABI_VERSION: u32 = 1;
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_LEN: usize = 256;
+pub const ARGS_LEN: usize = 512;
+pub const CGNAME_LEN: usize = 72;
+pub const PRIV_ARG_LEN: usize = 64;
+
+/// Size of the syscall-number axis of the counter table.
+pub const MAX_SYSCALLS: u32 = 512;
+/// Number of cgroups whose syscalls can be counted at once.
+pub const MAX_CGROUP_SLOTS: u32 = 1024;
+
+pub const EV_EXEC: u32 = 1;
+pub const EV_FORK: u32 = 2;
+pub const EV_EXIT: u32 = 3;
+pub const EV_OPEN: u32 = 4;
+pub const EV_CHMOD: u32 = 5;
+pub const EV_CONNECT: u32 = 6;
+pub const EV_ACCEPT: u32 = 7;
+pub const EV_BIND: u32 = 8;
+pub const EV_LISTEN: u32 = 9;
+pub const EV_PRIV: u32 = 10;
+
+pub const EXEC_ARGS_TRUNCATED: u32 = 1;
+
+/// Reasons the kernel side lost a record (index into the per-CPU `habit_drops` array).
+pub const DROP_REASONS: [&str; 5] = [
+    "ringbuf_full",
+    "counter_slots_full",
+    "open_dedup_full",
+    "listeners_full",
+    "task_storage",
+];
+pub const DROP_MAX: u32 = 8;
+
+pub const PRIV_SETUID: u32 = 1;
+pub const PRIV_SETGID: u32 = 2;
+pub const PRIV_SETREUID: u32 = 3;
+pub const PRIV_SETREGID: u32 = 4;
+pub const PRIV_SETRESUID: u32 = 5;
+pub const PRIV_SETRESGID: u32 = 6;
+pub const PRIV_CAPSET: u32 = 7;
+pub const PRIV_PTRACE: u32 = 8;
+pub const PRIV_MOUNT: u32 = 9;
+pub const PRIV_UMOUNT: u32 = 10;
+pub const PRIV_UNSHARE: u32 = 11;
+pub const PRIV_SETNS: u32 = 12;
+pub const PRIV_INIT_MODULE: u32 = 13;
+pub const PRIV_FINIT_MODULE: u32 = 14;
+pub const PRIV_MEMFD_CREATE: u32 = 15;
+pub const PRIV_BPF: u32 = 16;
+pub const PRIV_PACKET_SOCKET: u32 = 17;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Hdr {
+    pub kind: u32,
+    pub cpu: u32,
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mntns: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Exec {
+    pub hdr: Hdr,
+    pub flags: u32,
+    pub args_len: u32,
+    pub loginuid: u32,
+    pub _pad: u32,
+    pub filename: [u8; PATH_LEN],
+    pub cgroup_v1: [u8; CGNAME_LEN],
+    pub args: [u8; ARGS_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Fork {
+    pub hdr: Hdr,
+    pub child_pid: u32,
+    pub child_tgid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Exit {
+    pub hdr: Hdr,
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct File {
+    pub hdr: Hdr,
+    pub dirfd: i32,
+    pub flags: u32,
+    pub mode: u32,
+    pub syscall: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockAddr {
+    pub family: u16,
+    pub port: u16,
+    pub scope: u32,
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Net {
+    pub hdr: Hdr,
+    pub local: SockAddr,
+    pub remote: SockAddr,
+    pub protocol: u32,
+    pub fd: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Priv {
+    pub hdr: Hdr,
+    pub op: u32,
+    pub syscall: u32,
+    pub args: [u64; 4],
+    pub arg_str: [u8; PRIV_ARG_LEN],
+}
+
+/// `struct habit_listener_key`: key of the kernel's listener table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerKey {
+    pub netns: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+// SAFETY: plain-old-data types with no padding holes that matter to the kernel (aya copies them
+// byte for byte into and out of maps).
+unsafe impl aya::Pod for Hdr {}
+unsafe impl aya::Pod for ListenerKey {}
+
+/// (type name, size, [(field, offset)]) for every mirrored struct: compared with the C header
+/// by the `abi_layout` test.
+pub fn layout_table() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+    use core::mem::{offset_of, size_of};
+    vec![
+        (
+            "habit_hdr",
+            size_of::<Hdr>(),
+            vec![
+                ("kind", offset_of!(Hdr, kind)),
+                ("cpu", offset_of!(Hdr, cpu)),
+                ("ts_ns", offset_of!(Hdr, ts_ns)),
+                ("pid", offset_of!(Hdr, pid)),
+                ("tgid", offset_of!(Hdr, tgid)),
+                ("ppid", offset_of!(Hdr, ppid)),
+                ("uid", offset_of!(Hdr, uid)),
+                ("gid", offset_of!(Hdr, gid)),
+                ("mntns", offset_of!(Hdr, mntns)),
+                ("cgroup_id", offset_of!(Hdr, cgroup_id)),
+                ("comm", offset_of!(Hdr, comm)),
+            ],
+        ),
+        (
+            "habit_exec",
+            size_of::<Exec>(),
+            vec![
+                ("flags", offset_of!(Exec, flags)),
+                ("args_len", offset_of!(Exec, args_len)),
+                ("loginuid", offset_of!(Exec, loginuid)),
+                ("filename", offset_of!(Exec, filename)),
+                ("cgroup_v1", offset_of!(Exec, cgroup_v1)),
+                ("args", offset_of!(Exec, args)),
+            ],
+        ),
+        (
+            "habit_fork",
+            size_of::<Fork>(),
+            vec![
+                ("child_pid", offset_of!(Fork, child_pid)),
+                ("child_tgid", offset_of!(Fork, child_tgid)),
+            ],
+        ),
+        (
+            "habit_exit",
+            size_of::<Exit>(),
+            vec![("exit_code", offset_of!(Exit, exit_code))],
+        ),
+        (
+            "habit_file",
+            size_of::<File>(),
+            vec![
+                ("dirfd", offset_of!(File, dirfd)),
+                ("flags", offset_of!(File, flags)),
+                ("mode", offset_of!(File, mode)),
+                ("syscall", offset_of!(File, syscall)),
+                ("path", offset_of!(File, path)),
+            ],
+        ),
+        (
+            "habit_sockaddr",
+            size_of::<SockAddr>(),
+            vec![
+                ("family", offset_of!(SockAddr, family)),
+                ("port", offset_of!(SockAddr, port)),
+                ("scope", offset_of!(SockAddr, scope)),
+                ("addr", offset_of!(SockAddr, addr)),
+            ],
+        ),
+        (
+            "habit_net",
+            size_of::<Net>(),
+            vec![
+                ("local", offset_of!(Net, local)),
+                ("remote", offset_of!(Net, remote)),
+                ("protocol", offset_of!(Net, protocol)),
+                ("fd", offset_of!(Net, fd)),
+            ],
+        ),
+        (
+            "habit_priv",
+            size_of::<Priv>(),
+            vec![
+                ("op", offset_of!(Priv, op)),
+                ("syscall", offset_of!(Priv, syscall)),
+                ("args", offset_of!(Priv, args)),
+                ("arg_str", offset_of!(Priv, arg_str)),
+            ],
+        ),
+        (
+            "habit_listener_key",
+            size_of::<ListenerKey>(),
+            vec![
+                ("netns", offset_of!(ListenerKey, netns)),
+                ("port", offset_of!(ListenerKey, port)),
+            ],
+        ),
+    ]
+}

@@ -1,0 +1,185 @@
+//! Decoded events: owned, typed values built from ring-buffer records (see [`crate::abi`]).
+//!
+//! These are what the rest of habitd sees of the kernel; they carry raw facts only (ids, paths
+//! as the process passed them). Attribution to a workload and generalisation happen later.
+
+use std::net::SocketAddr;
+
+/// What every event carries: who did it, when, and in which cgroup / mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Nanoseconds since boot (`CLOCK_BOOTTIME`), as the kernel stamped it.
+    pub ts_boot_ns: u64,
+    pub cpu: u32,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id (thread-group id).
+    pub tgid: u32,
+    /// Process id of the real parent.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Inode of the mount namespace.
+    pub mntns: u32,
+    /// cgroup v2 id: the inode of the task's cgroup directory in the unified hierarchy.
+    pub cgroup_id: u64,
+    /// `comm` of the thread (at most 15 bytes).
+    pub comm: String,
+}
+
+/// A decoded event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub header: Header,
+    pub body: EventBody,
+}
+
+/// The kind-specific part of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBody {
+    /// A successful execve/execveat: the process now runs `filename`.
+    Exec {
+        filename: String,
+        argv: Vec<String>,
+        /// argv was longer than the probe's buffer and was cut.
+        argv_truncated: bool,
+        /// Name of the task's memory cgroup (cgroup v1); the container id under Docker/runc.
+        cgroup_v1_name: String,
+        /// Audit login uid (`u32::MAX` when unset).
+        loginuid: u32,
+    },
+    /// A new process (not a thread) was forked; the header describes the parent.
+    Fork { child_pid: u32 },
+    /// A process (its last thread) exited; `status` is the wait(2) status.
+    Exit { status: i32 },
+    /// open/openat/openat2/creat of `path` (relative to `dirfd` when not absolute).
+    Open {
+        dirfd: i32,
+        path: String,
+        flags: u32,
+        mode: u32,
+    },
+    /// chmod/fchmodat setting the setuid or setgid bit.
+    Chmod { dirfd: i32, path: String, mode: u32 },
+    /// connect(2) to `remote` (IPv4/IPv6 only).
+    Connect {
+        remote: SocketAddr,
+        protocol: Protocol,
+    },
+    /// An inbound TCP connection on a listening socket of this process was established.
+    Accept {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// bind(2) of an IPv4/IPv6 socket to `local`.
+    Bind {
+        local: SocketAddr,
+        protocol: Protocol,
+    },
+    /// A TCP socket started listening on `local`.
+    Listen { local: SocketAddr },
+    /// A privileged or kernel-surface operation was attempted.
+    Privileged(PrivOp),
+}
+
+/// Transport protocol of a socket event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Other(u32),
+}
+
+impl Protocol {
+    pub fn from_ipproto(p: u32) -> Self {
+        match p {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            other => Protocol::Other(other),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Other(_) => "other",
+        }
+    }
+}
+
+/// Privileged operations, with the arguments that matter for explaining them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivOp {
+    /// setuid/setreuid/setresuid: the uids requested (`u32::MAX` = unchanged).
+    SetUid { ruid: u32, euid: u32, suid: u32 },
+    /// setgid/setregid/setresgid.
+    SetGid { rgid: u32, egid: u32, sgid: u32 },
+    Capset,
+    Ptrace { request: u64, target_pid: u32 },
+    Mount { target: String, flags: u64 },
+    Umount { target: String },
+    Unshare { flags: u64 },
+    Setns { nstype: u64 },
+    InitModule,
+    FinitModule { fd: i32 },
+    MemfdCreate { name: String },
+    Bpf { cmd: u64 },
+    /// socket(AF_PACKET, …).
+    PacketSocket { sock_type: u64, protocol: u64 },
+}
+
+impl PrivOp {
+    /// The syscall name Falco would show as `evt.type`.
+    pub fn syscall_name(&self) -> &'static str {
+        match self {
+            PrivOp::SetUid { .. } => "setuid",
+            PrivOp::SetGid { .. } => "setgid",
+            PrivOp::Capset => "capset",
+            PrivOp::Ptrace { .. } => "ptrace",
+            PrivOp::Mount { .. } => "mount",
+            PrivOp::Umount { .. } => "umount",
+            PrivOp::Unshare { .. } => "unshare",
+            PrivOp::Setns { .. } => "setns",
+            PrivOp::InitModule => "init_module",
+            PrivOp::FinitModule { .. } => "finit_module",
+            PrivOp::MemfdCreate { .. } => "memfd_create",
+            PrivOp::Bpf { .. } => "bpf",
+            PrivOp::PacketSocket { .. } => "socket",
+        }
+    }
+}
+
+impl EventBody {
+    /// Falco's `evt.type` for this event.
+    pub fn evt_type(&self) -> &'static str {
+        match self {
+            EventBody::Exec { .. } => "execve",
+            EventBody::Fork { .. } => "clone",
+            EventBody::Exit { .. } => "procexit",
+            EventBody::Open { .. } => "openat",
+            EventBody::Chmod { .. } => "chmod",
+            EventBody::Connect { .. } => "connect",
+            EventBody::Accept { .. } => "accept",
+            EventBody::Bind { .. } => "bind",
+            EventBody::Listen { .. } => "listen",
+            EventBody::Privileged(op) => op.syscall_name(),
+        }
+    }
+
+    /// A short, low-cardinality label for metrics (`habitd_events_total{type=…}`).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            EventBody::Exec { .. } => "exec",
+            EventBody::Fork { .. } => "fork",
+            EventBody::Exit { .. } => "exit",
+            EventBody::Open { .. } => "open",
+            EventBody::Chmod { .. } => "chmod",
+            EventBody::Connect { .. } => "connect",
+            EventBody::Accept { .. } => "accept",
+            EventBody::Bind { .. } => "bind",
+            EventBody::Listen { .. } => "listen",
+            EventBody::Privileged(_) => "privileged",
+        }
+    }
+}

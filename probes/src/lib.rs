@@ -1,0 +1,17 @@
+//! habitd's eBPF probes and their user-space side.
+//!
+//! - `probes/bpf/` holds the C programs (CO-RE) and `lib/events.h`, the event ABI;
+//! - [`abi`] mirrors that header with `#[repr(C)]` types;
+//! - [`decode`] turns ring-buffer records into typed [`event::Event`]s, rejecting bad ones;
+//! - [`loader`] loads and attaches the programs with aya and exposes the event stream and the
+//!   in-kernel counters (syscalls per cgroup, drops per CPU).
+
+pub mod abi;
+pub mod capabilities;
+pub mod decode;
+pub mod event;
+pub mod loader;
+pub mod syscall_names;
+
+pub use event::{Event, EventBody, Header, PrivOp, Protocol};
+pub use loader::{EventStream, KernelCounters, ProbeConfig, ProbeError, Probes, SyscallDelta};
