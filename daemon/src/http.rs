@@ -1,0 +1,72 @@
+//! The HTTP listener: `/healthz`, `/metrics` (and, with learning, the `/api/v1` routes).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+
+/// What the HTTP handlers read.
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    /// Set once every probe is attached: /healthz answers 200 from then on.
+    pub probes_attached: AtomicBool,
+    /// Optional kernel features found at start-up, reported by /healthz.
+    pub capabilities: serde_json::Value,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let attached = state.probes_attached.load(Ordering::Acquire);
+    let status = if attached {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if attached { "ok" } else { "starting" },
+        "probes_attached": attached,
+        "kernel": state.capabilities,
+    });
+    (status, axum::Json(body))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+/// Binds `addr` (failing early with a clear error) and serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let app = router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(message = "HTTP server failed.", %e);
+        }
+    }))
+}

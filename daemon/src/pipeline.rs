@@ -1,0 +1,163 @@
+//! The event pipeline: decoded kernel events -> process context and workload attribution ->
+//! consumers (the event printer now; learning and scoring later) and metrics.
+//!
+//! It runs on one task and owns its state, so no locks are taken per event; the resolver is
+//! shared and only awaits the container runtime on a cache miss.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use habit_probes::{Event, EventBody};
+
+use crate::metrics::Metrics;
+use crate::output::{Attributed, Clock};
+use crate::proctable::{ProcInfo, ProcTable};
+use crate::resolve::WorkloadResolver;
+use crate::resolve::procfs::ProcSnapshot;
+
+/// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
+const PROC_TABLE_LIMIT: usize = 1 << 20;
+
+pub struct Pipeline {
+    resolver: Arc<WorkloadResolver>,
+    metrics: Arc<Metrics>,
+    procs: ProcTable,
+    clock: Clock,
+    /// Where `--print-events` writes; `None` when disabled.
+    printer: Option<Box<dyn Write + Send>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        resolver: Arc<WorkloadResolver>,
+        metrics: Arc<Metrics>,
+        printer: Option<Box<dyn Write + Send>>,
+    ) -> Self {
+        Self {
+            resolver,
+            metrics,
+            procs: ProcTable::new(PROC_TABLE_LIMIT),
+            clock: Clock::new(),
+            printer,
+        }
+    }
+
+    /// Seeds the process table with processes that started before habitd.
+    pub fn seed_processes(&mut self, snapshot: Vec<ProcSnapshot>) {
+        for p in snapshot {
+            self.procs.insert(
+                p.tgid,
+                ProcInfo {
+                    exe: p.exe.map(|e| e.to_string_lossy().into_owned()).unwrap_or_default(),
+                    comm: p.comm,
+                    args: p.cmdline,
+                    ppid: p.ppid,
+                },
+            );
+        }
+    }
+
+    pub fn processes(&self) -> &ProcTable {
+        &self.procs
+    }
+
+    /// Handles a batch of events in order.
+    pub async fn handle_batch(&mut self, events: &[Event]) {
+        for ev in events {
+            self.handle(ev).await;
+        }
+        if let Some(out) = self.printer.as_mut()
+            && let Err(e) = out.flush()
+        {
+            tracing::warn!(message = "Failed to flush printed events.", %e);
+        }
+    }
+
+    async fn handle(&mut self, ev: &Event) {
+        let h = &ev.header;
+        let hint = match &ev.body {
+            EventBody::Exec { cgroup_v1_name, .. } => Some(cgroup_v1_name.as_str()),
+            _ => None,
+        };
+        let workload = self.resolver.resolve(h.cgroup_id, hint).await;
+        let path = absolute_path(ev);
+        if matches!(ev.body, EventBody::Exec { .. }) {
+            self.procs.apply(ev, path.as_deref().unwrap_or_default());
+        }
+        self.metrics
+            .events
+            .with_label_values(&[ev.body.kind_label()])
+            .inc();
+
+        if let Some(out) = self.printer.as_mut() {
+            let attributed = Attributed {
+                event: ev,
+                workload: &workload,
+                process: self.procs.get(h.tgid).map(|p| &**p),
+                path: path.as_deref(),
+                time: self.clock.wall(h.ts_boot_ns),
+            };
+            if let Err(e) = writeln!(out, "{}", attributed.to_json_line()) {
+                tracing::warn!(message = "Failed to print event.", %e);
+            }
+        }
+        if !matches!(ev.body, EventBody::Exec { .. }) {
+            self.procs.apply(ev, "");
+        }
+    }
+}
+
+/// The path of an exec/open/chmod event made absolute: relative paths are resolved against the
+/// process's working directory or the directory fd, read from /proc while it still exists.
+fn absolute_path(ev: &Event) -> Option<String> {
+    const AT_FDCWD: i32 = -100;
+    let (path, dirfd) = match &ev.body {
+        EventBody::Exec { filename, .. } => (filename.as_str(), AT_FDCWD),
+        EventBody::Open { path, dirfd, .. } | EventBody::Chmod { path, dirfd, .. } => {
+            (path.as_str(), *dirfd)
+        }
+        _ => return None,
+    };
+    if path.starts_with('/') {
+        return Some(path.to_string());
+    }
+    let tgid = ev.header.tgid;
+    let base = if dirfd == AT_FDCWD {
+        format!("/proc/{tgid}/cwd")
+    } else {
+        format!("/proc/{tgid}/fd/{dirfd}")
+    };
+    let dir = std::fs::read_link(&base).ok()?;
+    let joined = if path.is_empty() {
+        dir
+    } else {
+        dir.join(Path::new(path))
+    };
+    Some(normalize(&joined.to_string_lossy()))
+}
+
+/// Removes `.` and `..` components lexically (the kernel already resolved them on open).
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(super::normalize("/a/./b/../c"), "/a/c");
+        assert_eq!(super::normalize("/../x"), "/x");
+        assert_eq!(super::normalize("/"), "/");
+    }
+}

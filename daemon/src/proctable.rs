@@ -1,0 +1,143 @@
+//! What user space knows about each live process, so that every event can carry the process's
+//! executable, command line and parent (Falco's `proc.*` fields) although the kernel sends them
+//! only at exec. Seeded from /proc at start-up, then kept current by exec/fork/exit events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use habit_probes::{Event, EventBody};
+
+/// The process facts events are enriched with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub exe: String,
+    pub comm: String,
+    pub args: Vec<String>,
+    pub ppid: u32,
+}
+
+/// Live processes by pid (tgid), bounded.
+pub struct ProcTable {
+    procs: HashMap<u32, Arc<ProcInfo>>,
+    limit: usize,
+    /// Inserts refused because the table was full.
+    pub overflows: u64,
+}
+
+impl ProcTable {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            procs: HashMap::new(),
+            limit,
+            overflows: 0,
+        }
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Arc<ProcInfo>> {
+        self.procs.get(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn insert(&mut self, pid: u32, info: ProcInfo) {
+        if self.procs.len() >= self.limit && !self.procs.contains_key(&pid) {
+            self.overflows += 1;
+            return;
+        }
+        self.procs.insert(pid, Arc::new(info));
+    }
+
+    /// Applies the lifecycle part of an event (exec, fork, exit).
+    pub fn apply(&mut self, ev: &Event, exec_path: &str) {
+        let h = &ev.header;
+        match &ev.body {
+            EventBody::Exec { argv, .. } => self.insert(
+                h.tgid,
+                ProcInfo {
+                    exe: exec_path.to_string(),
+                    comm: h.comm.clone(),
+                    args: argv.clone(),
+                    ppid: h.ppid,
+                },
+            ),
+            EventBody::Fork { child_pid } => {
+                // The child runs the parent's image until it execs.
+                let info = match self.procs.get(&h.tgid) {
+                    Some(p) => ProcInfo {
+                        ppid: h.tgid,
+                        ..(**p).clone()
+                    },
+                    None => ProcInfo {
+                        exe: String::new(),
+                        comm: h.comm.clone(),
+                        args: Vec::new(),
+                        ppid: h.tgid,
+                    },
+                };
+                self.insert(*child_pid, info);
+            }
+            EventBody::Exit { .. } => {
+                self.procs.remove(&h.tgid);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use habit_probes::Header;
+
+    fn ev(tgid: u32, body: EventBody) -> Event {
+        Event {
+            header: Header {
+                ts_boot_ns: 0,
+                cpu: 0,
+                pid: tgid,
+                tgid,
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                mntns: 0,
+                cgroup_id: 1,
+                comm: "sh".into(),
+            },
+            body,
+        }
+    }
+
+    #[test]
+    fn fork_inherits_then_exec_replaces_then_exit_removes() {
+        let mut t = ProcTable::new(10);
+        let exec = EventBody::Exec {
+            filename: "/bin/sh".into(),
+            argv: vec!["sh".into()],
+            argv_truncated: false,
+            cgroup_v1_name: String::new(),
+            loginuid: 0,
+        };
+        t.apply(&ev(10, exec), "/bin/sh");
+        t.apply(&ev(10, EventBody::Fork { child_pid: 11 }), "");
+        assert_eq!(t.get(11).unwrap().exe, "/bin/sh");
+        assert_eq!(t.get(11).unwrap().ppid, 10);
+        t.apply(&ev(11, EventBody::Exit { status: 0 }), "");
+        assert!(t.get(11).is_none());
+    }
+
+    #[test]
+    fn bounded() {
+        let mut t = ProcTable::new(1);
+        t.apply(&ev(1, EventBody::Fork { child_pid: 2 }), "");
+        t.apply(&ev(1, EventBody::Fork { child_pid: 3 }), "");
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.overflows, 1);
+    }
+}
