@@ -37,9 +37,14 @@ fn main() {
     }
     let prebuilt = bpf_dir.join("prebuilt/habit.bpf.o");
     if let Err(e) = std::fs::copy(&prebuilt, &out) {
-        panic!("clang is not available and {} cannot be copied: {e}", prebuilt.display());
+        panic!(
+            "clang is not available and {} cannot be copied: {e}",
+            prebuilt.display()
+        );
     }
-    println!("cargo:warning=using the prebuilt probes object (clang not found or HABIT_BPF_PREBUILT set)");
+    println!(
+        "cargo:warning=using the prebuilt probes object (clang not found or HABIT_BPF_PREBUILT set)"
+    );
 }
 
 /// Compiles the probes; false when clang is not installed (a compile error is fatal).

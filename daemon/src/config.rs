@@ -79,12 +79,10 @@ impl Config {
                 .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
             overlay(&mut merged, user);
         }
-        let config: Config = merged
-            .try_into()
-            .with_context(|| match file {
-                Some(p) => format!("invalid configuration in {}", p.display()),
-                None => "invalid default configuration".to_string(),
-            })?;
+        let config: Config = merged.try_into().with_context(|| match file {
+            Some(p) => format!("invalid configuration in {}", p.display()),
+            None => "invalid default configuration".to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -55,7 +55,10 @@ pub async fn run(config: Config) -> Result<()> {
     let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer);
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
-            tracing::info!(message = "Existing processes picked up.", count = snapshot.len());
+            tracing::info!(
+                message = "Existing processes picked up.",
+                count = snapshot.len()
+            );
             pipeline.seed_processes(snapshot);
         }
         Err(e) => tracing::warn!(message = "Cannot scan /proc for existing processes.", %e),
@@ -121,16 +124,18 @@ pub async fn run(config: Config) -> Result<()> {
 
 /// Reads the in-kernel syscall counters and drop counters into metrics, and returns the
 /// counter slots of cgroups that no longer exist.
-async fn read_kernel_counters(
-    probes: &mut Probes,
-    resolver: &WorkloadResolver,
-    metrics: &Metrics,
-) {
+async fn read_kernel_counters(probes: &mut Probes, resolver: &WorkloadResolver, metrics: &Metrics) {
     match probes.counters.read_syscalls() {
         Ok(deltas) => {
             for d in deltas {
                 let workload = resolver.resolve(d.cgroup_id, None).await;
+                if workload.is_unresolved() {
+                    // Keep the counts until the runtime has described the container.
+                    probes.counters.defer(&d);
+                    continue;
+                }
                 let total: u64 = d.counts.iter().map(|(_, c)| c).sum();
+                tracing::debug!(message = "Syscalls counted.", cgroup_id = d.cgroup_id, workload = %workload.key, total);
                 metrics
                     .syscalls
                     .with_label_values(&[workload.key.as_str()])
@@ -165,6 +170,10 @@ fn release_dead_cgroups(probes: &mut Probes, resolver: &WorkloadResolver) {
     }
     for cgroup_id in probes.counters.counted_cgroups() {
         if index.lookup(cgroup_id).is_none() {
+            tracing::debug!(
+                message = "Releasing the counter slot of a removed cgroup.",
+                cgroup_id
+            );
             if let Err(e) = probes.counters.release_cgroup(cgroup_id) {
                 tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
             }

@@ -98,7 +98,11 @@ impl Attributed<'_> {
         f.insert("habitd.workload".into(), json!(w.key.as_str()));
         f.insert(
             "container.id".into(),
-            json!(w.container_id.as_deref().map_or("host", |id| &id[..id.len().min(12)])),
+            json!(
+                w.container_id
+                    .as_deref()
+                    .map_or("host", |id| &id[..id.len().min(12)])
+            ),
         );
         if let Some(c) = &w.container {
             f.insert("container.full_id".into(), json!(c.id));
@@ -151,7 +155,9 @@ impl Attributed<'_> {
                 f.insert("evt.arg.mode".into(), json!(format!("{mode:o}")));
                 f.insert("evt.is_open_write".into(), json!(flags & 3 != 0));
             }
-            EventBody::Chmod { path: raw, mode, .. } => {
+            EventBody::Chmod {
+                path: raw, mode, ..
+            } => {
                 f.insert("fd.name".into(), path.unwrap_or(json!(raw)));
                 f.insert("evt.arg.mode".into(), json!(format!("{mode:o}")));
             }

@@ -49,7 +49,10 @@ impl Pipeline {
             self.procs.insert(
                 p.tgid,
                 ProcInfo {
-                    exe: p.exe.map(|e| e.to_string_lossy().into_owned()).unwrap_or_default(),
+                    exe: p
+                        .exe
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     comm: p.comm,
                     args: p.cmdline,
                     ppid: p.ppid,
@@ -119,10 +122,18 @@ fn absolute_path(ev: &Event) -> Option<String> {
         }
         _ => return None,
     };
+    let tgid = ev.header.tgid;
+    if let EventBody::Exec { exe_path, .. } = &ev.body
+        && (is_self_exe(path) || !path.starts_with('/'))
+        && !exe_path.is_empty()
+    {
+        // busybox and friends re-exec themselves through /proc/self/exe (or an fd): the
+        // kernel's dentry path names the real binary.
+        return Some(exe_path.clone());
+    }
     if path.starts_with('/') {
         return Some(path.to_string());
     }
-    let tgid = ev.header.tgid;
     let base = if dirfd == AT_FDCWD {
         format!("/proc/{tgid}/cwd")
     } else {
@@ -135,6 +146,16 @@ fn absolute_path(ev: &Event) -> Option<String> {
         dir.join(Path::new(path))
     };
     Some(normalize(&joined.to_string_lossy()))
+}
+
+/// `/proc/self/exe`, `/proc/<pid>/exe` or `/dev/fd/<n>`: an exec that names no real path.
+fn is_self_exe(path: &str) -> bool {
+    path == "/proc/self/exe"
+        || path.starts_with("/dev/fd/")
+        || path
+            .strip_prefix("/proc/")
+            .and_then(|rest| rest.strip_suffix("/exe"))
+            .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Removes `.` and `..` components lexically (the kernel already resolved them on open).
@@ -154,6 +175,15 @@ fn normalize(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn recognises_self_exec_paths() {
+        assert!(super::is_self_exe("/proc/self/exe"));
+        assert!(super::is_self_exe("/proc/42/exe"));
+        assert!(super::is_self_exe("/dev/fd/3"));
+        assert!(!super::is_self_exe("/proc/x/exe"));
+        assert!(!super::is_self_exe("/bin/sh"));
+    }
+
     #[test]
     fn normalizes_paths() {
         assert_eq!(super::normalize("/a/./b/../c"), "/a/c");

@@ -119,6 +119,7 @@ mod tests {
         let mut t = ProcTable::new(10);
         let exec = EventBody::Exec {
             filename: "/bin/sh".into(),
+            exe_path: "/bin/sh".into(),
             argv: vec!["sh".into()],
             argv_truncated: false,
             cgroup_v1_name: String::new(),

@@ -9,6 +9,7 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
 pub const ARGS_LEN: usize = 512;
 pub const CGNAME_LEN: usize = 72;
+pub const EXE_COMPONENTS_LEN: usize = 512;
 pub const PRIV_ARG_LEN: usize = 64;
 
 /// Size of the syscall-number axis of the counter table.
@@ -28,6 +29,7 @@ pub const EV_LISTEN: u32 = 9;
 pub const EV_PRIV: u32 = 10;
 
 pub const EXEC_ARGS_TRUNCATED: u32 = 1;
+pub const EXEC_EXE_TRUNCATED: u32 = 2;
 
 /// Reasons the kernel side lost a record (index into the per-CPU `habit_drops` array).
 pub const DROP_REASONS: [&str; 5] = [
@@ -84,6 +86,7 @@ pub struct Exec {
     pub filename: [u8; PATH_LEN],
     pub cgroup_v1: [u8; CGNAME_LEN],
     pub args: [u8; ARGS_LEN],
+    pub exe_components: [u8; EXE_COMPONENTS_LEN],
 }
 
 #[repr(C)]
@@ -188,6 +191,7 @@ pub fn layout_table() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> 
                 ("filename", offset_of!(Exec, filename)),
                 ("cgroup_v1", offset_of!(Exec, cgroup_v1)),
                 ("args", offset_of!(Exec, args)),
+                ("exe_components", offset_of!(Exec, exe_components)),
             ],
         ),
         (

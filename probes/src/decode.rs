@@ -63,6 +63,25 @@ pub fn c_string(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Rebuilds `/a/b/c` from the leaf-first, NUL-separated dentry names; empty if none.
+fn exe_path(components: &[u8]) -> String {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut rest = components;
+    while let Some(end) = rest.iter().position(|&b| b == 0) {
+        if end == 0 {
+            break;
+        }
+        parts.push(&rest[..end]);
+        rest = &rest[end + 1..];
+    }
+    let mut path = String::new();
+    for part in parts.iter().rev() {
+        path.push('/');
+        path.push_str(&String::from_utf8_lossy(part));
+    }
+    path
+}
+
 /// Splits a NUL-separated argv block.
 fn split_args(buf: &[u8]) -> Vec<String> {
     let buf = buf.strip_suffix(&[0]).unwrap_or(buf);
@@ -118,6 +137,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let args_len = (e.args_len as usize).min(abi::ARGS_LEN);
             let body = EventBody::Exec {
                 filename: c_string(&e.filename),
+                exe_path: exe_path(&e.exe_components),
                 argv: split_args(&e.args[..args_len]),
                 argv_truncated: e.flags & abi::EXEC_ARGS_TRUNCATED != 0,
                 cgroup_v1_name: c_string(&e.cgroup_v1),
@@ -299,7 +319,9 @@ mod tests {
             filename: [0; abi::PATH_LEN],
             cgroup_v1: [0; abi::CGNAME_LEN],
             args: [0; abi::ARGS_LEN],
+            exe_components: [0; abi::EXE_COMPONENTS_LEN],
         };
+        e.exe_components[..13].copy_from_slice(b"curl\0bin\0usr\0");
         e.filename[..13].copy_from_slice(b"/usr/bin/curl");
         let args = b"curl\0-s\0http://x\0";
         e.args[..args.len()].copy_from_slice(args);
@@ -314,9 +336,13 @@ mod tests {
         assert_eq!(ev.header.cgroup_id, 7);
         match ev.body {
             EventBody::Exec {
-                filename, argv, ..
+                filename,
+                exe_path,
+                argv,
+                ..
             } => {
                 assert_eq!(filename, "/usr/bin/curl");
+                assert_eq!(exe_path, "/usr/bin/curl");
                 assert_eq!(argv, vec!["curl", "-s", "http://x"]);
             }
             other => panic!("wrong body {other:?}"),

@@ -39,7 +39,11 @@ pub struct Event {
 pub enum EventBody {
     /// A successful execve/execveat: the process now runs `filename`.
     Exec {
+        /// The path as passed to execve (may be relative, or /proc/self/exe).
         filename: String,
+        /// The executed file's path up to the root of its mount, from the kernel's dentries:
+        /// the real binary even when `filename` does not name it (empty if unknown).
+        exe_path: String,
         argv: Vec<String>,
         /// argv was longer than the probe's buffer and was cut.
         argv_truncated: bool,
@@ -112,21 +116,50 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrivOp {
     /// setuid/setreuid/setresuid: the uids requested (`u32::MAX` = unchanged).
-    SetUid { ruid: u32, euid: u32, suid: u32 },
+    SetUid {
+        ruid: u32,
+        euid: u32,
+        suid: u32,
+    },
     /// setgid/setregid/setresgid.
-    SetGid { rgid: u32, egid: u32, sgid: u32 },
+    SetGid {
+        rgid: u32,
+        egid: u32,
+        sgid: u32,
+    },
     Capset,
-    Ptrace { request: u64, target_pid: u32 },
-    Mount { target: String, flags: u64 },
-    Umount { target: String },
-    Unshare { flags: u64 },
-    Setns { nstype: u64 },
+    Ptrace {
+        request: u64,
+        target_pid: u32,
+    },
+    Mount {
+        target: String,
+        flags: u64,
+    },
+    Umount {
+        target: String,
+    },
+    Unshare {
+        flags: u64,
+    },
+    Setns {
+        nstype: u64,
+    },
     InitModule,
-    FinitModule { fd: i32 },
-    MemfdCreate { name: String },
-    Bpf { cmd: u64 },
+    FinitModule {
+        fd: i32,
+    },
+    MemfdCreate {
+        name: String,
+    },
+    Bpf {
+        cmd: u64,
+    },
     /// socket(AF_PACKET, …).
-    PacketSocket { sock_type: u64, protocol: u64 },
+    PacketSocket {
+        sock_type: u64,
+        protocol: u64,
+    },
 }
 
 impl PrivOp {

@@ -135,8 +135,14 @@ impl Probes {
             attach(&mut ebpf, &btf, name, tracepoint)?;
         }
 
-        let ring = typed("habit_events", RingBuf::try_from(take_map(&mut ebpf, "habit_events")?))?;
-        let epoch = typed("habit_epoch", Array::try_from(take_map(&mut ebpf, "habit_epoch")?))?;
+        let ring = typed(
+            "habit_events",
+            RingBuf::try_from(take_map(&mut ebpf, "habit_events")?),
+        )?;
+        let epoch = typed(
+            "habit_epoch",
+            Array::try_from(take_map(&mut ebpf, "habit_epoch")?),
+        )?;
         let listeners = typed(
             "habit_listeners",
             HashMap::try_from(take_map(&mut ebpf, "habit_listeners")?),
@@ -182,11 +188,19 @@ impl Probes {
 
     /// Records a listener the kernel could not see start (it listened before habitd), so that
     /// its inbound connections are attributed to it.
-    pub fn seed_listener(&mut self, key: abi::ListenerKey, owner: abi::Hdr) -> Result<(), ProbeError> {
+    pub fn seed_listener(
+        &mut self,
+        key: abi::ListenerKey,
+        owner: abi::Hdr,
+    ) -> Result<(), ProbeError> {
         self.listeners
             .insert(key, owner, 1) // BPF_NOEXIST: never overwrite what the kernel saw
             .or_else(|e| match e {
-                aya::maps::MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+                aya::maps::MapError::SyscallError(ref s)
+                    if s.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    Ok(())
+                }
                 source => Err(ProbeError::MapOp {
                     name: "habit_listeners",
                     source,
@@ -195,7 +209,12 @@ impl Probes {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, btf: &Btf, name: &'static str, tracepoint: &'static str) -> Result<(), ProbeError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), ProbeError> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or(ProbeError::MissingProgram(name))?
@@ -285,12 +304,17 @@ impl KernelCounters {
             "habit_free_slots",
             Queue::try_from(take_map(ebpf, "habit_free_slots")?),
         )?;
-        let drops = typed("habit_drops", PerCpuArray::try_from(take_map(ebpf, "habit_drops")?))?;
+        let drops = typed(
+            "habit_drops",
+            PerCpuArray::try_from(take_map(ebpf, "habit_drops")?),
+        )?;
         for slot in 0..abi::MAX_CGROUP_SLOTS {
-            free_slots.push(slot, 0).map_err(|source| ProbeError::MapOp {
-                name: "habit_free_slots",
-                source,
-            })?;
+            free_slots
+                .push(slot, 0)
+                .map_err(|source| ProbeError::MapOp {
+                    name: "habit_free_slots",
+                    source,
+                })?;
         }
         Ok(Self {
             counts,
@@ -306,10 +330,13 @@ impl KernelCounters {
         let mut deltas = Vec::new();
         let slots: Vec<(u64, u32)> = self.slots.iter().filter_map(Result::ok).collect();
         for (cgroup_id, slot) in slots {
-            let per_cpu = self.counts.get(&slot, 0).map_err(|source| ProbeError::MapOp {
-                name: "habit_syscall_counts",
-                source,
-            })?;
+            let per_cpu = self
+                .counts
+                .get(&slot, 0)
+                .map_err(|source| ProbeError::MapOp {
+                    name: "habit_syscall_counts",
+                    source,
+                })?;
             let mut total = Box::new([0u64; abi::MAX_SYSCALLS as usize]);
             for row in per_cpu.iter() {
                 for (t, c) in total.iter_mut().zip(row.iter()) {
@@ -335,6 +362,22 @@ impl KernelCounters {
         Ok(deltas)
     }
 
+    /// Puts a delta back: the next [`read_syscalls`](Self::read_syscalls) reports it again
+    /// (for counts that cannot be attributed yet, e.g. a container its runtime does not know).
+    pub fn defer(&mut self, delta: &SyscallDelta) {
+        let slot = match self.slots.get(&delta.cgroup_id, 0) {
+            Ok(slot) => slot,
+            Err(_) => return,
+        };
+        if let Some(previous) = self.previous.get_mut(&slot) {
+            for &(nr, count) in &delta.counts {
+                if let Some(p) = previous.get_mut(nr as usize) {
+                    *p = p.saturating_sub(count);
+                }
+            }
+        }
+    }
+
     /// Cgroup ids that currently hold a counter slot.
     pub fn counted_cgroups(&self) -> Vec<u64> {
         self.slots.keys().filter_map(Result::ok).collect()
@@ -347,28 +390,34 @@ impl KernelCounters {
             Ok(slot) => slot,
             Err(_) => return Ok(()),
         };
-        self.slots.remove(&cgroup_id).map_err(map_err("habit_cgroup_slots"))?;
+        self.slots
+            .remove(&cgroup_id)
+            .map_err(map_err("habit_cgroup_slots"))?;
         let zeros = PerCpuValues::try_from(vec![[0u64; abi::MAX_SYSCALLS as usize]; cpu_count()])
             .map_err(|e| ProbeError::Map {
-                name: "habit_syscall_counts",
-                detail: e.to_string(),
-            })?;
-        self.counts.set(slot, zeros, 0).map_err(map_err("habit_syscall_counts"))?;
+            name: "habit_syscall_counts",
+            detail: e.to_string(),
+        })?;
+        self.counts
+            .set(slot, zeros, 0)
+            .map_err(map_err("habit_syscall_counts"))?;
         self.previous.remove(&slot);
-        self.free_slots.push(slot, 0).map_err(map_err("habit_free_slots"))
+        self.free_slots
+            .push(slot, 0)
+            .map_err(map_err("habit_free_slots"))
     }
 
     /// Drops by (reason, CPU): cumulative counts since load.
     pub fn read_drops(&self) -> Result<Vec<(&'static str, usize, u64)>, ProbeError> {
         let mut out = Vec::new();
         for (reason_idx, reason) in abi::DROP_REASONS.iter().enumerate() {
-            let per_cpu = self
-                .drops
-                .get(&(reason_idx as u32), 0)
-                .map_err(|source| ProbeError::MapOp {
-                    name: "habit_drops",
-                    source,
-                })?;
+            let per_cpu =
+                self.drops
+                    .get(&(reason_idx as u32), 0)
+                    .map_err(|source| ProbeError::MapOp {
+                        name: "habit_drops",
+                        source,
+                    })?;
             for (cpu, v) in per_cpu.iter().enumerate() {
                 out.push((*reason, cpu, *v));
             }

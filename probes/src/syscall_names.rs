@@ -8,7 +8,10 @@ pub fn name(nr: u32) -> Option<&'static str> {
 
 /// Number of syscall `name` on x86_64.
 pub fn number(name: &str) -> Option<u32> {
-    NAMES.iter().position(|n| *n == Some(name)).map(|i| i as u32)
+    NAMES
+        .iter()
+        .position(|n| *n == Some(name))
+        .map(|i| i as u32)
 }
 
 static NAMES: [Option<&str>; 470] = [

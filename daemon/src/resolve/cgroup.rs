@@ -173,8 +173,9 @@ impl Default for IndexLimits {
             max_depth: 16,
             // Nodes have thousands of cgroups; this bounds memory at a few MB.
             max_entries: 100_000,
-            // A walk of a busy node takes milliseconds; once a second is negligible.
-            min_refresh_interval: Duration::from_secs(1),
+            // A walk of a busy node takes milliseconds: ten a second cost a few percent of a
+            // core at worst, and a new container's first events wait at most this long.
+            min_refresh_interval: Duration::from_millis(100),
         }
     }
 }
@@ -244,6 +245,14 @@ impl CgroupIndex {
     pub fn refresh_due(&self) -> bool {
         let state = lock(&self.state);
         Self::due(&state, &self.limits)
+    }
+
+    /// How long until the rate limit allows the next walk (zero when it is due).
+    pub fn until_due(&self) -> Duration {
+        let state = lock(&self.state);
+        state.last_walk.map_or(Duration::ZERO, |t| {
+            self.limits.min_refresh_interval.saturating_sub(t.elapsed())
+        })
     }
 
     /// Re-walks the hierarchy unless one was done less than the interval ago; returns whether

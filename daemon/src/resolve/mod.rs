@@ -186,7 +186,19 @@ impl Workload {
     /// Whether this is a container still waiting for its runtime; the pipeline should not learn
     /// from such events, since they may belong to any image.
     pub fn is_unresolved(&self) -> bool {
-        self.container_id.is_some() && self.container.is_none()
+        (self.container_id.is_some() && self.container.is_none()) || self.key.is_provisional()
+    }
+
+    /// A cgroup missing from the cgroup index (created after the last walk): provisional, so
+    /// that its events are neither learned nor merged into `host` (see
+    /// [`WorkloadKey::unresolved_cgroup`]).
+    pub fn unresolved_cgroup(cgroup_id: u64) -> Self {
+        Self {
+            key: WorkloadKey::unresolved_cgroup(cgroup_id),
+            container: None,
+            container_id: None,
+            host_unit: None,
+        }
     }
 }
 
@@ -271,6 +283,9 @@ impl ContainerSlot {
     }
 }
 
+/// Most remembered missing cgroup ids (cleared when full).
+const MAX_MISSING: usize = 4096;
+
 /// Attributes kernel events to workloads; share it as `Arc<WorkloadResolver>` across tasks.
 ///
 /// The caches are std mutexes held only for map operations, never across an `.await`; only
@@ -284,6 +299,8 @@ pub struct WorkloadResolver {
     hosts: Mutex<HashMap<Option<String>, Arc<Workload>>>,
     /// Serialises index walks triggered by misses (held across the walk's `.await`).
     walk_gate: tokio::sync::Mutex<()>,
+    /// cgroup ids a walk did not find, and when: answered without walking for a while.
+    missing: Mutex<HashMap<u64, Instant>>,
 }
 
 impl WorkloadResolver {
@@ -307,6 +324,7 @@ impl WorkloadResolver {
             containers: Mutex::default(),
             hosts: Mutex::default(),
             walk_gate: tokio::sync::Mutex::new(()),
+            missing: Mutex::default(),
         }
     }
 
@@ -316,9 +334,10 @@ impl WorkloadResolver {
     }
 
     /// The workload of an event from cgroup `cgroup_id`, with the task's v1 memory-cgroup name
-    /// if the probe read one. Never fails: what cannot be attributed goes to `host`, and a
-    /// container its runtime does not describe (yet) to `container:<id12>` (see
-    /// [`Workload::unresolved_container`]), retried on a later event.
+    /// if the probe read one. Never fails: a cgroup missing from the index even after a
+    /// (rate-limited) re-walk gets the provisional `cgroup:<id>`, and a container its runtime
+    /// does not describe (yet) `container:<id12>` (see [`Workload::unresolved_container`]);
+    /// both are retried on a later event.
     pub async fn resolve(&self, cgroup_id: u64, v1_name_hint: Option<&str>) -> Arc<Workload> {
         let class = self.classify(cgroup_id).await;
         let hinted = || v1_name_hint.and_then(container_id_from_path);
@@ -330,7 +349,7 @@ impl WorkloadResolver {
             },
             None => match hinted() {
                 Some(id) => self.container_workload(&id).await,
-                None => self.host_workload(None),
+                None => Arc::new(Workload::unresolved_cgroup(cgroup_id)),
             },
         }
     }
@@ -380,16 +399,43 @@ impl WorkloadResolver {
     /// The path of a cgroup id, re-walking the hierarchy on a miss if the rate limit allows.
     /// Misses queue behind the gate, so events that race a walk see its result instead of
     /// finding the walk already claimed and giving up.
+    ///
+    /// An unknown id was almost always created after the last walk, so a miss waits for the
+    /// rate limit (at most `min_refresh_interval`) rather than giving up; an id still missing
+    /// after a walk is remembered for `retry_unknown` and answered at once meanwhile, so a
+    /// vanished cgroup's late events cannot stall the pipeline.
     async fn lookup_or_walk(&self, cgroup_id: u64) -> Option<String> {
         if let Some(path) = self.index.lookup(cgroup_id) {
             return Some(path);
+        }
+        if self.recently_missing(cgroup_id) {
+            return None;
         }
         let _gate = self.walk_gate.lock().await;
         if let Some(path) = self.index.lookup(cgroup_id) {
             return Some(path);
         }
+        let wait = self.index.until_due();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         self.refresh_index().await;
-        self.index.lookup(cgroup_id)
+        let found = self.index.lookup(cgroup_id);
+        if found.is_none() {
+            let mut missing = lock(&self.missing);
+            if missing.len() >= MAX_MISSING {
+                missing.clear();
+            }
+            missing.insert(cgroup_id, Instant::now());
+        }
+        found
+    }
+
+    /// Whether a walk recently failed to find this id.
+    fn recently_missing(&self, cgroup_id: u64) -> bool {
+        lock(&self.missing)
+            .get(&cgroup_id)
+            .is_some_and(|t| t.elapsed() < self.config.retry_unknown)
     }
 
     /// Re-walks the hierarchy on a blocking thread if the index's rate limit allows it.
@@ -693,7 +739,12 @@ mod tests {
         let fake = Arc::new(FakeRuntime::default());
         fake.add(ID_A, "nginx:1");
         let r = resolver(&tree, &fake, fast_retry());
-        assert_eq!(r.resolve(12_345, None).await.key.as_str(), "host");
+        let unknown = r.resolve(12_345, None).await;
+        assert_eq!(unknown.key.as_str(), "cgroup:12345");
+        assert!(
+            unknown.is_unresolved(),
+            "an unknown cgroup is never merged into host"
+        );
         assert_eq!(r.cached_cgroups(), 0, "unknown ids are not cached");
         let dir = format!("docker/{ID_A}");
         fs::create_dir_all(tree.root.join(&dir)).unwrap();

@@ -18,6 +18,9 @@
 #define HABIT_PATH_LEN 256
 #define HABIT_ARGS_LEN 512
 #define HABIT_CGNAME_LEN 72
+/* Components of the executed file's path, leaf first, each NUL-terminated (see exec). */
+#define HABIT_EXE_COMPONENTS_LEN 512
+#define HABIT_EXE_MAX_DEPTH 16
 
 /* Size of the per-(cgroup slot, syscall) counter table. */
 #define HABIT_MAX_SYSCALLS 512
@@ -82,6 +85,7 @@ struct habit_hdr {
 };
 
 #define HABIT_EXEC_ARGS_TRUNCATED 1
+#define HABIT_EXEC_EXE_TRUNCATED 2
 
 struct habit_exec {
 	struct habit_hdr hdr;
@@ -92,6 +96,9 @@ struct habit_exec {
 	char filename[HABIT_PATH_LEN];
 	char cgroup_v1[HABIT_CGNAME_LEN]; /* memory-cgroup directory name (v1 fallback) */
 	char args[HABIT_ARGS_LEN];
+	/* The executed file's dentry names up to its mount's root, leaf first: names the real
+	 * binary when `filename` does not (/proc/self/exe, /dev/fd/N, relative paths). */
+	char exe_components[HABIT_EXE_COMPONENTS_LEN];
 };
 
 struct habit_fork {

@@ -93,6 +93,7 @@ struct signal_struct {
 };
 
 struct files_struct;
+struct file;
 
 struct task_struct {
 	int pid;
@@ -108,7 +109,21 @@ struct task_struct {
 	char comm[16];
 };
 
+struct qstr {
+	const unsigned char *name;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+};
+
+struct path {
+	struct dentry *dentry;
+};
+
 struct linux_binprm {
+	struct file *file;
 	const char *filename;
 };
 
@@ -153,6 +168,7 @@ struct socket {
 };
 
 struct file {
+	struct path f_path;
 	void *private_data;
 };
 

@@ -1,0 +1,453 @@
+//! Calibration: making a score threshold mean a false-alarm rate.
+//!
+//! # Method (leave-one-interval-out, Good–Turing)
+//!
+//! Learning is cut into `n` intervals, and every baseline item knows in how many of them it
+//! was seen (`k`, its *level*). Hold one learning interval out: an item of level `k` that
+//! occurs in it has been seen in `k − 1` of the other intervals, and is *novel* against them if
+//! `k = 1`. Summing over held-out intervals, the expected number of observations per interval
+//! of normal behaviour whose level (against the rest) is at most `j` is
+//!
+//! ```text
+//! Λ(j) = (1 + Σ_{items x with k_x ≤ j + 1} k_x) / (n + 1)
+//! ```
+//!
+//! (the `+1`s are add-one smoothing: a dimension with no singleton still has a small novel
+//! rate, `1/(n+1)`, because `n` intervals cannot prove a rate below about `1/n`). `Λ(0)` is the
+//! *novel rate*: the Good–Turing estimate, at interval granularity, of how many never-seen
+//! items a normal interval brings (the number of items seen in exactly one interval, per
+//! interval).
+//!
+//! The score of an observation of level `j` (0 for a novel one) is
+//!
+//! ```text
+//! score = exp(−Λ(j))
+//! ```
+//!
+//! the Poisson probability that a normal interval contains *no* observation as rare as this
+//! one. So `1 − score` is a tail probability (a p-value): alerting on `score ≥ t` raises, per
+//! interval and dimension, at most `1 − t` false alarms from normal behaviour. That is what
+//! makes a threshold a false-alarm rate, identical in meaning for every dimension and every
+//! workload: a workload whose files churn gets low file scores, a static one gets scores near
+//! 1 for the first unseen executable. Scores are monotone in rarity, so novel ≥ rarely seen ≥
+//! commonly seen; a rarely seen item can score as high as a novel one (when no item was seen
+//! in exactly two intervals), which is right for rule fusion ("the baseline barely explains
+//! this") while novelty *alerts* are raised only for novel items (see
+//! [`crate::novelty::Familiarity`]).
+//!
+//! The false-alarm rate is per learning interval (`learning.interval_ms`, 1 min by default)
+//! and per dimension; a daemon wanting a budget per workload over all dimensions divides it.
+
+use habit_profiles::baseline::Baseline;
+use habit_profiles::observation::Dimension;
+
+pub use habit_profiles::baseline::{Calibration, DimensionCalibration};
+
+use crate::priority::Priority;
+
+/// The name and version of this method, recorded in [`Calibration::method`].
+pub const METHOD: &str = "habitd/loo-interval-good-turing/1";
+
+/// The default target: at most one false alarm per 100 intervals per dimension (with 1-min
+/// intervals, about 14 a day per dimension if every dimension were at the limit; in practice
+/// most dimensions of a settled workload are far below it).
+pub const DEFAULT_FALSE_ALARM_RATE: f64 = 0.01;
+
+/// The tail function `Λ` of one dimension (see the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tail {
+    intervals: u64,
+    /// Levels of the items, ascending.
+    levels: Vec<u64>,
+    /// `cumulative[i]` = sum of `levels[..=i]`.
+    cumulative: Vec<u64>,
+}
+
+impl Tail {
+    /// The tail over `intervals` learning intervals of items with the given levels
+    /// (`intervals_seen`).
+    pub fn new(intervals: u64, levels: impl IntoIterator<Item = u64>) -> Self {
+        let mut levels: Vec<u64> = levels.into_iter().collect();
+        levels.sort_unstable();
+        let cumulative = levels
+            .iter()
+            .scan(0u64, |sum, &k| {
+                *sum = sum.saturating_add(k);
+                Some(*sum)
+            })
+            .collect();
+        Self {
+            intervals,
+            levels,
+            cumulative,
+        }
+    }
+
+    /// The tail of one dimension of a baseline.
+    pub fn of(baseline: &Baseline, dimension: Dimension) -> Self {
+        Self::new(
+            baseline.learning.intervals,
+            baseline
+                .items(dimension)
+                .map(|(_, stats)| stats.intervals_seen),
+        )
+    }
+
+    /// `Λ(level)`: expected observations per normal interval at most this rare.
+    pub fn rate(&self, level: u64) -> f64 {
+        let limit = level.saturating_add(1);
+        let below = self.levels.partition_point(|&k| k <= limit);
+        let sum = below
+            .checked_sub(1)
+            .and_then(|i| self.cumulative.get(i))
+            .copied()
+            .unwrap_or(0);
+        (1.0 + sum as f64) / (self.intervals as f64 + 1.0)
+    }
+
+    /// The novel rate `Λ(0)`.
+    pub fn novel_rate(&self) -> f64 {
+        self.rate(0)
+    }
+
+    /// The score of an observation of `level` (0 = novel).
+    pub fn score(&self, level: u64) -> f64 {
+        score_for_rate(self.rate(level))
+    }
+}
+
+/// `exp(−rate)`: the probability that a normal interval has no event of a kind that occurs
+/// `rate` times per interval.
+pub fn score_for_rate(rate: f64) -> f64 {
+    (-rate).exp()
+}
+
+/// The score threshold whose false-alarm rate (per interval and dimension) is at most
+/// `false_alarm_rate`: `1 − false_alarm_rate`, clamped to `0..=1`.
+pub fn threshold_for(false_alarm_rate: f64) -> f64 {
+    if false_alarm_rate.is_nan() {
+        return 1.0;
+    }
+    (1.0 - false_alarm_rate).clamp(0.0, 1.0)
+}
+
+/// Calibrates `baseline` for a target false-alarm rate (per interval and dimension), e.g.
+/// [`DEFAULT_FALSE_ALARM_RATE`]. Every dimension gets an entry, also those without items
+/// (a workload that never listened has a tiny novel rate for `listen`).
+pub fn fit(baseline: &Baseline, target_false_alarm_rate: f64) -> Calibration {
+    let threshold = threshold_for(target_false_alarm_rate);
+    let per_dimension = Dimension::ALL
+        .into_iter()
+        .map(|dimension| {
+            let tail = Tail::of(baseline, dimension);
+            let novel_rate = tail.novel_rate();
+            let novel_score = score_for_rate(novel_rate);
+            let expected_false_alarm_rate = if novel_score >= threshold {
+                1.0 - novel_score
+            } else {
+                0.0
+            };
+            let calibration = DimensionCalibration {
+                novel_rate,
+                novel_score,
+                threshold,
+                expected_false_alarm_rate,
+            };
+            (dimension, calibration)
+        })
+        .collect();
+    Calibration {
+        method: METHOD.to_owned(),
+        intervals: baseline.learning.intervals,
+        target_false_alarm_rate,
+        per_dimension,
+    }
+}
+
+/// Fits and stores the calibration in the baseline (after freezing, merging or importing a
+/// baseline without one).
+pub fn calibrate(baseline: &mut Baseline, target_false_alarm_rate: f64) {
+    baseline.calibration = Some(fit(baseline, target_false_alarm_rate));
+}
+
+/// Whether the baseline's stored calibration is what this method gives for its items (false
+/// if missing, stale after an edit, or from another method). Numbers are compared with a
+/// relative tolerance of 1e-9, since `exp` may differ in the last bit between platforms.
+pub fn is_current(baseline: &Baseline) -> bool {
+    let Some(stored) = &baseline.calibration else {
+        return false;
+    };
+    let fresh = fit(baseline, stored.target_false_alarm_rate);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    stored.method == fresh.method
+        && stored.intervals == fresh.intervals
+        && stored.per_dimension.len() == fresh.per_dimension.len()
+        && stored.per_dimension.iter().all(|(dimension, s)| {
+            fresh.per_dimension.get(dimension).is_some_and(|f| {
+                close(s.novel_rate, f.novel_rate)
+                    && close(s.novel_score, f.novel_score)
+                    && close(s.threshold, f.threshold)
+                    && close(s.expected_false_alarm_rate, f.expected_false_alarm_rate)
+            })
+        })
+}
+
+/// Maps a score to a priority by its tail probability `1 − score`. Anomaly scores never reach
+/// `Alert` or `Emergency`: those say the system is unusable, which rarity alone cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriorityBands {
+    /// Tail probability at or below which a score is `Critical`.
+    pub critical: f64,
+    /// … `Error`.
+    pub error: f64,
+    /// … `Warning`.
+    pub warning: f64,
+    /// … `Notice`.
+    pub notice: f64,
+    /// … `Informational`; anything above is `Debug`.
+    pub informational: f64,
+}
+
+impl Default for PriorityBands {
+    /// One normal interval in 1000 or rarer is `Critical`, 1 in 100 `Error`, 1 in 20
+    /// `Warning`, 1 in 5 `Notice`, 1 in 2 `Informational`. With the default target
+    /// (1 in 100), every alert is at least an `Error`; a baseline learned over a day
+    /// (~1 400 intervals) can reach `Critical` for its most static dimensions.
+    fn default() -> Self {
+        Self {
+            critical: 0.001,
+            error: 0.01,
+            warning: 0.05,
+            notice: 0.2,
+            informational: 0.5,
+        }
+    }
+}
+
+impl PriorityBands {
+    /// The priority of a score. A NaN score is `Debug`.
+    pub fn priority_for(&self, score: f64) -> Priority {
+        let tail = 1.0 - score;
+        if tail.is_nan() {
+            Priority::Debug
+        } else if tail <= self.critical {
+            Priority::Critical
+        } else if tail <= self.error {
+            Priority::Error
+        } else if tail <= self.warning {
+            Priority::Warning
+        } else if tail <= self.notice {
+            Priority::Notice
+        } else if tail <= self.informational {
+            Priority::Informational
+        } else {
+            Priority::Debug
+        }
+    }
+}
+
+/// The priority of a score with the default bands.
+pub fn priority_for(score: f64) -> Priority {
+    PriorityBands::default().priority_for(score)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::novelty::{Familiarity, NoveltyScorer, Scratch};
+    use habit_profiles::observation::{FileMode, Observation};
+    use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+    use habit_profiles::workload::WorkloadKey;
+
+    #[test]
+    fn tail_follows_the_formula() {
+        // n = 9; levels: three singletons, two doubletons, one seen in 5 intervals.
+        let tail = Tail::new(9, [1, 1, 1, 2, 2, 5]);
+        assert!((tail.novel_rate() - 4.0 / 10.0).abs() < 1e-12);
+        assert!((tail.rate(1) - (1.0 + 3.0 + 4.0) / 10.0).abs() < 1e-12);
+        assert!((tail.rate(3) - (1.0 + 7.0) / 10.0).abs() < 1e-12);
+        assert!((tail.rate(4) - (1.0 + 12.0) / 10.0).abs() < 1e-12);
+        assert!((tail.score(0) - (-0.4f64).exp()).abs() < 1e-12);
+        // Monotone: rarer scores higher.
+        assert!(tail.score(0) >= tail.score(1) && tail.score(1) >= tail.score(4));
+        // No data: novel rate 1.
+        assert_eq!(Tail::new(0, []).novel_rate(), 1.0);
+        assert!((Tail::new(99, []).novel_rate() - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn thresholds_and_priorities() {
+        assert_eq!(threshold_for(0.01), 0.99);
+        assert_eq!(threshold_for(2.0), 0.0);
+        assert_eq!(threshold_for(f64::NAN), 1.0);
+        assert_eq!(priority_for(0.9995), Priority::Critical);
+        assert_eq!(priority_for(0.995), Priority::Error);
+        assert_eq!(priority_for(0.97), Priority::Warning);
+        assert_eq!(priority_for(0.85), Priority::Notice);
+        assert_eq!(priority_for(0.6), Priority::Informational);
+        assert_eq!(priority_for(0.1), Priority::Debug);
+        assert_eq!(priority_for(f64::NAN), Priority::Debug);
+    }
+
+    /// SplitMix64: a small deterministic generator, so the synthetic data is the same on
+    /// every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// A workload that opens `per_interval` files per interval, drawn from a Zipf(1.1)
+    /// vocabulary of `vocabulary` paths (16 per directory, below the collapse threshold).
+    struct Workload {
+        cdf: Vec<f64>,
+        per_interval: usize,
+    }
+
+    impl Workload {
+        fn new(vocabulary: usize, per_interval: usize) -> Self {
+            let weights: Vec<f64> = (1..=vocabulary).map(|r| (r as f64).powf(-1.1)).collect();
+            let total: f64 = weights.iter().sum();
+            let mut acc = 0.0;
+            let cdf = weights
+                .iter()
+                .map(|w| {
+                    acc += w / total;
+                    acc
+                })
+                .collect();
+            Self { cdf, per_interval }
+        }
+
+        fn interval(&self, rng: &mut Rng) -> Vec<Observation> {
+            (0..self.per_interval)
+                .map(|_| {
+                    let u = rng.unit();
+                    let i = self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1);
+                    Observation::file(&format!("/srv/d{}/f{}", i / 16, i % 16), FileMode::Read)
+                })
+                .collect()
+        }
+    }
+
+    /// Learns `intervals` intervals, then scores `trials` fresh intervals and returns the
+    /// scorer and, per trial interval, the highest score of any observation and whether any
+    /// was novel.
+    fn simulate(
+        workload: &Workload,
+        intervals: u64,
+        trials: usize,
+        seed: u64,
+    ) -> (Baseline, Vec<(f64, bool)>) {
+        let mut rng = Rng(seed);
+        let mut config = ProfileConfig {
+            interval_ms: 1000,
+            ..ProfileConfig::default()
+        };
+        config.limits.file = 100_000;
+        config.limits.total = 100_000;
+        let mut profile = Profile::new(WorkloadKey::host(), "n", 0, config);
+        let here = Provenance::new("n", None);
+        for t in 0..intervals {
+            for o in workload.interval(&mut rng) {
+                let _ = profile.observe(&o, t * 1000, &here);
+            }
+        }
+        let mut baseline = Baseline::freeze(&profile, intervals * 1000, false);
+        calibrate(&mut baseline, DEFAULT_FALSE_ALARM_RATE);
+        let scorer = NoveltyScorer::new(&baseline);
+        let mut scratch = Scratch::default();
+        let results = (0..trials)
+            .map(|_| {
+                let mut max: f64 = 0.0;
+                let mut novel = false;
+                for o in workload.interval(&mut rng) {
+                    let s = scorer.score(&o, &mut scratch);
+                    max = max.max(s.score);
+                    novel |= s.familiarity == Familiarity::Novel;
+                }
+                (max, novel)
+            })
+            .collect();
+        (baseline, results)
+    }
+
+    #[test]
+    fn predicted_novel_rate_matches_held_out_data() {
+        let workload = Workload::new(2000, 10);
+        let (baseline, results) = simulate(&workload, 400, 4000, 7);
+        let calibration = baseline.calibration.as_ref().unwrap();
+        let file = calibration.per_dimension[&Dimension::File];
+        let predicted = 1.0 - file.novel_score;
+        let measured =
+            results.iter().filter(|(_, novel)| *novel).count() as f64 / results.len() as f64;
+        assert!(
+            (measured - predicted).abs() <= 0.2 * predicted,
+            "novel intervals: predicted {predicted:.3}, measured {measured:.3}"
+        );
+    }
+
+    #[test]
+    fn thresholds_bound_the_false_alarm_rate() {
+        let workload = Workload::new(2000, 10);
+        let (_, results) = simulate(&workload, 400, 4000, 11);
+        for rate in [0.5, 0.3, 0.2, 0.1, 0.05, 0.01] {
+            let threshold = threshold_for(rate);
+            let alarms = results.iter().filter(|(max, _)| *max >= threshold).count();
+            let measured = alarms as f64 / results.len() as f64;
+            // A p-value bound: at most the requested rate (with sampling slack).
+            assert!(
+                measured <= rate * 1.2 + 0.005,
+                "requested {rate}, measured {measured:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_threshold_near_the_novel_score_gives_the_requested_rate() {
+        let workload = Workload::new(2000, 10);
+        let (baseline, results) = simulate(&workload, 400, 4000, 13);
+        let file = baseline.calibration.as_ref().unwrap().per_dimension[&Dimension::File];
+        // Ask for exactly the rate at which novel file items occur: alerting on novel items is
+        // then expected to produce about that rate, not merely less.
+        let requested = 1.0 - file.novel_score;
+        let threshold = file.novel_score;
+        let measured = results.iter().filter(|(max, _)| *max >= threshold).count() as f64
+            / results.len() as f64;
+        assert!(
+            (measured - requested).abs() <= 0.2 * requested,
+            "requested {requested:.3}, measured {measured:.3}"
+        );
+    }
+
+    #[test]
+    fn fit_covers_every_dimension_and_is_current() {
+        let workload = Workload::new(2000, 10);
+        let (mut baseline, _) = simulate(&workload, 50, 0, 3);
+        let calibration = baseline.calibration.clone().unwrap();
+        assert_eq!(calibration.per_dimension.len(), Dimension::COUNT);
+        assert_eq!(calibration.intervals, 50);
+        assert_eq!(calibration.method, METHOD);
+        let listen = calibration.per_dimension[&Dimension::Listen];
+        assert!((listen.novel_rate - 1.0 / 51.0).abs() < 1e-12);
+        assert!(is_current(&baseline));
+        // The calibration is part of the file and survives a round trip.
+        let json = baseline.to_json_pretty().unwrap();
+        let back = Baseline::from_json_slice(json.as_bytes()).unwrap();
+        assert!(is_current(&back));
+        // An edit makes it stale.
+        baseline.dimensions.clear();
+        assert!(!is_current(&baseline));
+    }
+}

@@ -1,0 +1,4 @@
+//! Scoring models.
+pub mod calibrate;
+pub mod novelty;
+pub mod priority;

@@ -1,0 +1,8 @@
+//! Workload identity and profiles.
+pub mod baseline;
+pub mod error;
+pub mod generalise;
+pub mod observation;
+pub mod profile;
+pub mod store;
+pub mod workload;

@@ -1,0 +1,294 @@
+//! Shared harness of the end-to-end tests: prerequisites, a real `habitd` process, test images
+//! and containers. Everything cleans up in `Drop`, also when a test panics.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Fails (never skips) with what to install when a prerequisite is missing.
+pub fn require_root_and_bpf() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests load eBPF programs: run them as root (sudo -E cargo test)"
+    );
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "the kernel has no BTF (/sys/kernel/btf/vmlinux): habitd needs CONFIG_DEBUG_INFO_BTF=y"
+    );
+}
+
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "Docker is not reachable: install it (apt-get install docker.io) and start dockerd \
+         (`dockerd &`); .ci/run does both"
+    );
+}
+
+/// The `habitd` binary next to the test executable (built by `cargo build --workspace`).
+pub fn habitd_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("habitd");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (the README's test \
+         command does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `habitd run --print-events`, its events collected as JSON values.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Daemon {
+    /// Starts habitd with `extra_config` (TOML) appended to a test config, and waits for
+    /// /healthz to answer 200 (probes attached).
+    pub fn start(extra_config: &str) -> Daemon {
+        require_root_and_bpf();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("habitd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nprint_events = true\n{extra_config}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(dir.path().join("habitd.log")).unwrap();
+        let mut child = Command::new(habitd_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        let daemon = Daemon {
+            child,
+            port,
+            dir,
+            events,
+        };
+        daemon.wait_healthy(Duration::from_secs(30));
+        daemon
+    }
+
+    fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get("/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("habitd did not become healthy:\n{}", self.log());
+    }
+
+    /// A plain HTTP/1.0 GET against the daemon: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_request(self.port, "GET", path, &[], "")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("habitd.log")).unwrap_or_default()
+    }
+
+    /// Output fields of every event seen so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for some event's output fields; returns it.
+    pub fn wait_event(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|e| &e["output_fields"])
+                .find(|f| pred(f))
+            {
+                return v.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no event matching {what} within {timeout:?}; habitd log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Current value of a Prometheus sample (`name{labels}` exactly as exposed), 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.get("/metrics").unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.0 client (tests must not depend on the code under test).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A local image made from the host's static busybox (no registry is reachable).
+pub fn busybox_image(tag: &str) -> String {
+    require_docker();
+    let name = format!("habitd-e2e/busybox:{tag}");
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: apt-get install busybox-static (the test images are built from it)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; cd {root}; mkdir -p bin etc tmp www; cp /bin/busybox bin/; \
+         for a in sh cat ls sleep wget httpd nc echo id true grep head; do ln -sf busybox bin/$a; done; \
+         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo e2e > etc/hostname; \
+         echo hello > www/index.html; \
+         tar -C {root} -c . | docker import - {name} >/dev/null",
+        root = root.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "building test image {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    name
+}
+
+/// A container removed on drop.
+pub struct Container {
+    pub id: String,
+}
+
+impl Container {
+    pub fn run(image: &str, args: &[&str]) -> Container {
+        let out = Command::new("docker")
+            .args(["run", "-d", "--rm", image])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker run {image} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Container {
+            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        }
+    }
+
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .args(["exec", &self.id])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
