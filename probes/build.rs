@@ -7,22 +7,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The exact clang invocation; CI uses the same one (via `cargo build` output) to compare.
-pub const CLANG_ARGS: &[&str] = &[
-    "-O2",
-    "-g",
-    "-target",
-    "bpf",
-    "-D__TARGET_ARCH_x86",
-    "-I/usr/include/x86_64-linux-gnu",
-    "-Ilib",
-    "-fdebug-compilation-dir=.",
-    "-Wall",
-    "-Werror",
-    "-Wno-unused-function",
-    "-c",
-    "habit.bpf.c",
-];
+/// The clang flags, shared with CI (`.ci/check-prebuilt`) and `bpf/refresh-prebuilt` so that all
+/// of them produce the same object: one flag per line, `#` comments and blank lines ignored.
+const CLANG_ARGS_FILE: &str = include_str!("bpf/clang-args");
+
+/// The source compiled from `bpf/`; `-c SOURCE -o OUT` follow the flags of `bpf/clang-args`.
+const SOURCE: &str = "habit.bpf.c";
+
+/// The exact clang flags (without `-c SOURCE -o OUT`).
+fn clang_args() -> Vec<&'static str> {
+    CLANG_ARGS_FILE
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -52,8 +51,8 @@ fn compile(bpf_dir: &Path, out: &Path) -> bool {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
         .current_dir(bpf_dir)
-        .args(CLANG_ARGS)
-        .arg("-o")
+        .args(clang_args())
+        .args(["-c", SOURCE, "-o"])
         .arg(out)
         .status();
     match status {

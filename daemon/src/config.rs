@@ -37,14 +37,17 @@ pub struct Learning {
     pub stable: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub max: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    pub false_alarm_rate: f64,
+    #[serde(with = "humantime_serde_compat")]
+    pub checkpoint: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
-    #[serde(with = "humantime_serde_compat")]
-    pub dedup_interval: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub counters_interval: Duration,
 }
@@ -103,8 +106,15 @@ impl Config {
                 self.probes.ring_buffer_bytes
             );
         }
-        if self.probes.dedup_interval.is_zero() || self.probes.counters_interval.is_zero() {
-            bail!("probes.dedup_interval and probes.counters_interval must be positive");
+        if l.interval.is_zero() || l.checkpoint.is_zero() || self.probes.counters_interval.is_zero()
+        {
+            bail!("learning.interval, learning.checkpoint and probes.counters_interval must be positive");
+        }
+        if !(l.false_alarm_rate > 0.0 && l.false_alarm_rate < 1.0) {
+            bail!(
+                "learning.false_alarm_rate must be between 0 and 1, not {}",
+                l.false_alarm_rate
+            );
         }
         Ok(())
     }

@@ -6,14 +6,22 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use habit_probes::capabilities::Capabilities;
 use habit_probes::{ProbeConfig, Probes};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use habit_profiles::store::ProfileStore;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, watch};
 
+use crate::alerting::Alerting;
+use crate::api::Api;
 use crate::config::Config;
+use crate::learning::{Engine, LearningConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::learning::unix_ms;
+use crate::pipeline::{Anomaly, Pipeline};
+use habit_probes::syscall_names;
 use crate::resolve::cgroup::CgroupIndex;
 use crate::resolve::docker::DockerRuntime;
 use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
@@ -41,18 +49,35 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(
         programs = habit_probes::loader::PROGRAMS.len(),
         lockdown = %caps.lockdown,
-        fentry = caps.fentry,
-        lsm = caps.lsm,
+        fentry = %Capabilities::describe(&caps.fentry),
+        lsm = %Capabilities::describe(&caps.lsm),
         kprobes = caps.kprobes,
         "Probes attached (tp_btf; optional fentry/LSM/kprobe hooks are not needed)."
     );
     metrics.probes_attached.set(1);
     let mut events = probes.take_events()?;
 
+    let store = Arc::new(open_store(&config.data_dir)?);
+    let engine = Engine::open(
+        store.clone(),
+        LearningConfig {
+            min: config.learning.min,
+            stable: config.learning.stable,
+            max: config.learning.max,
+            interval: config.learning.interval,
+            false_alarm_rate: config.learning.false_alarm_rate,
+            checkpoint_every: config.learning.checkpoint,
+            node: hostname(),
+        },
+        metrics.clone(),
+    )?;
+    let views = engine.views();
+    let mut alerting = Alerting::start(&config, &metrics, hostname())?;
+
     let printer: Option<Box<dyn std::io::Write + Send>> = config
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
-    let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer);
+    let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer, engine);
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
             tracing::info!(
@@ -64,20 +89,27 @@ pub async fn run(config: Config) -> Result<()> {
         Err(e) => tracing::warn!(message = "Cannot scan /proc for existing processes.", %e),
     }
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (command_tx, mut commands) = mpsc::channel(64);
+    let api = Arc::new(Api {
+        views,
+        store: store.clone(),
+        commands: command_tx,
+        token: read_token(&config.api_token_file)?,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         probes_attached: true.into(),
         capabilities: serde_json::json!({
             "lockdown": caps.lockdown,
-            "fentry": caps.fentry,
-            "lsm": caps.lsm,
+            "fentry": Capabilities::describe(&caps.fentry),
+            "lsm": Capabilities::describe(&caps.lsm),
             "kprobes": caps.kprobes,
             "tracefs": caps.tracefs,
         }),
     });
     let mut http_stop = stop_rx.clone();
-    let server = http::serve(config.listen, state.clone(), async move {
+    let server = http::serve(config.listen, state.clone(), api, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     })
     .await?;
@@ -85,10 +117,15 @@ pub async fn run(config: Config) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut dedup_tick = tokio::time::interval(config.probes.dedup_interval);
+    // Each learning interval starts a new kernel de-duplication epoch, so that every file a
+    // workload opens is reported once in every interval it is opened in (rarity counts
+    // intervals).
+    let mut interval_tick = tokio::time::interval(config.learning.interval);
     let mut counters_tick = tokio::time::interval(config.probes.counters_interval);
+    let mut second_tick = tokio::time::interval(Duration::from_secs(1));
     let mut epoch = 0u64;
     let mut batch = Vec::with_capacity(4096);
+    let mut anomalies = Vec::new();
 
     loop {
         tokio::select! {
@@ -97,20 +134,27 @@ pub async fn run(config: Config) -> Result<()> {
                 tracing::debug!(message = "Rejected ring-buffer record.", %e);
             }) => {
                 r?;
-                pipeline.handle_batch(&batch).await;
+                pipeline.handle_batch(&batch, &mut anomalies).await;
+                alerting.raise(&mut anomalies);
             }
-            _ = dedup_tick.tick() => {
+            _ = interval_tick.tick() => {
                 epoch += 1;
                 if let Err(e) = probes.set_epoch(epoch) {
                     tracing::warn!(message = "Cannot advance the de-duplication interval.", %e);
                 }
             }
             _ = counters_tick.tick() => {
-                read_kernel_counters(&mut probes, &resolver, &metrics).await;
+                read_kernel_counters(&mut probes, &resolver, &metrics, &mut pipeline, config.probes.counters_interval, &mut anomalies).await;
+                alerting.raise(&mut anomalies);
             }
+            _ = second_tick.tick() => {
+                let now = SystemTime::now();
+                pipeline.engine.tick(now);
+                alerting.tick(now);
+            }
+            Some(command) = commands.recv() => pipeline.engine.command(command),
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = stop_rx.changed() => break,
         }
     }
     let _ = stop_tx.send(true);
@@ -118,15 +162,58 @@ pub async fn run(config: Config) -> Result<()> {
     drop(events);
     drop(probes);
     tracing::info!("Probes detached.");
+    pipeline.engine.shutdown();
+    alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
 
-/// Reads the in-kernel syscall counters and drop counters into metrics, and returns the
-/// counter slots of cgroups that no longer exist.
-async fn read_kernel_counters(probes: &mut Probes, resolver: &WorkloadResolver, metrics: &Metrics) {
+/// Opens the baseline store, creating its directory (0700: baselines describe workloads).
+fn open_store(dir: &std::path::Path) -> Result<ProfileStore> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    ProfileStore::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+}
+
+/// The API token: the trimmed content of the file, `None` when no file is configured.
+fn read_token(path: &std::path::Path) -> Result<Option<String>> {
+    if path.as_os_str().is_empty() {
+        tracing::warn!(
+            "No --api-token-file: state-changing API calls (mode, baseline import) are refused."
+        );
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the API token file {} is empty", path.display());
+    }
+    Ok(Some(token))
+}
+
+/// This node's name (provenance of learned items, `hostname` of alerts).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Reads the in-kernel counters: syscall counts go to learning/scoring and metrics, drops to
+/// metrics; the slots of removed cgroups are released.
+async fn read_kernel_counters(
+    probes: &mut Probes,
+    resolver: &WorkloadResolver,
+    metrics: &Metrics,
+    pipeline: &mut Pipeline,
+    interval: Duration,
+    anomalies: &mut Vec<Anomaly>,
+) {
+    let now = SystemTime::now();
     match probes.counters.read_syscalls() {
         Ok(deltas) => {
+            let mut findings = Vec::new();
             for d in deltas {
                 let workload = resolver.resolve(d.cgroup_id, None).await;
                 if workload.is_unresolved() {
@@ -135,11 +222,37 @@ async fn read_kernel_counters(probes: &mut Probes, resolver: &WorkloadResolver, 
                     continue;
                 }
                 let total: u64 = d.counts.iter().map(|(_, c)| c).sum();
-                tracing::debug!(message = "Syscalls counted.", cgroup_id = d.cgroup_id, workload = %workload.key, total);
                 metrics
                     .syscalls
                     .with_label_values(&[workload.key.as_str()])
                     .inc_by(total);
+                let named: Vec<(String, u64)> = d
+                    .counts
+                    .iter()
+                    .map(|&(nr, c)| {
+                        let name = syscall_names::name(nr)
+                            .map_or_else(|| format!("sys_{nr}"), str::to_string);
+                        (name, c)
+                    })
+                    .collect();
+                pipeline.engine.observe_syscalls(
+                    &workload.key,
+                    workload.container_id.as_deref(),
+                    &named,
+                    interval,
+                    unix_ms(now),
+                    &mut findings,
+                );
+                for finding in findings.drain(..) {
+                    let mut fields = serde_json::Map::new();
+                    fields.insert("habitd.workload".into(), workload.key.as_str().into());
+                    fields.insert("cgroup.id".into(), d.cgroup_id.into());
+                    anomalies.push(Anomaly {
+                        finding,
+                        fields,
+                        time: now,
+                    });
+                }
             }
         }
         Err(e) => tracing::warn!(message = "Cannot read syscall counters.", %e),

@@ -1,4 +1,4 @@
-//! The HTTP listener: `/healthz`, `/metrics` (and, with learning, the `/api/v1` routes).
+//! The HTTP listener: `/healthz`, `/metrics` and the `/api/v1` routes ([`crate::api`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +8,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
+use crate::api::{self, Api};
 use crate::metrics::Metrics;
 
 /// What the HTTP handlers read.
@@ -22,11 +23,20 @@ pub struct AppState {
     pub capabilities: serde_json::Value,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
+    let v1 = Router::new()
+        .route("/api/v1/workloads", get(api::list_workloads))
+        .route("/api/v1/workloads/{*rest}", post(api::set_mode))
+        .route(
+            "/api/v1/baselines/{*key}",
+            get(api::get_baseline).put(api::put_baseline),
+        )
+        .with_state(api);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(v1)
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -58,12 +68,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<AppState>,
+    api: Arc<Api>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let app = router(state);
+    let app = router(state, api);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

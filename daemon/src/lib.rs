@@ -3,10 +3,15 @@
 //! The binary (`main.rs`) only parses flags; everything here is a library so that tests drive
 //! the same code.
 
+pub mod alerting;
+pub mod alerts;
+pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod learning;
 pub mod metrics;
+pub mod observe;
 pub mod output;
 pub mod pipeline;
 pub mod proctable;

@@ -3,7 +3,10 @@
 //! Names follow Prometheus conventions: `habitd_` prefix, `_total` for counters, base units.
 //! Labels stay low-cardinality (event type, drop reason, CPU), never a path or a pid.
 
-use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Every metric habitd exports.
 pub struct Metrics {
@@ -20,6 +23,20 @@ pub struct Metrics {
     pub probes_attached: IntGauge,
     /// Workloads currently known to the resolver cache.
     pub workloads_cached: IntGauge,
+    /// Workloads by learning state.
+    pub workloads_by_state: IntGaugeVec,
+    /// Learning progress (0..1, 1 = stable) by workload.
+    pub learning_progress: GaugeVec,
+    /// Items in each workload's profile or baseline.
+    pub profile_items: IntGaugeVec,
+    /// Seconds since each learning workload last learned something new.
+    pub seconds_since_new_item: GaugeVec,
+    /// Calibrated scores of observations of workloads in detection.
+    pub anomaly_score: Histogram,
+    /// Scoring time per observation.
+    pub scorer_seconds: Histogram,
+    /// Alerts raised, by dimension and priority.
+    pub alerts: IntCounterVec,
 }
 
 impl Metrics {
@@ -58,6 +75,56 @@ impl Metrics {
             "habitd_workloads_cached",
             "cgroups currently attributed to a workload in the resolver cache",
         )?;
+        let workloads_by_state = IntGaugeVec::new(
+            Opts::new("habitd_workloads", "Workloads by learning state"),
+            &["state"],
+        )?;
+        let learning_progress = GaugeVec::new(
+            Opts::new(
+                "habitd_learning_progress_ratio",
+                "Learning progress towards stability (1 = stable), by workload",
+            ),
+            &["workload"],
+        )?;
+        let profile_items = IntGaugeVec::new(
+            Opts::new(
+                "habitd_profile_items",
+                "Items in a workload's profile or baseline",
+            ),
+            &["workload"],
+        )?;
+        let seconds_since_new_item = GaugeVec::new(
+            Opts::new(
+                "habitd_learning_seconds_since_new_item",
+                "Seconds since a workload last learned a new item",
+            ),
+            &["workload"],
+        )?;
+        let anomaly_score = Histogram::with_opts(
+            HistogramOpts::new(
+                "habitd_anomaly_score",
+                "Calibrated scores of observations in detection (1 - score = false-alarm rate)",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0]),
+        )?;
+        let scorer_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "habitd_scorer_duration_seconds",
+                "Time to score one observation",
+            )
+            .buckets(vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 1e-5, 1e-4, 1e-3]),
+        )?;
+        let alerts = IntCounterVec::new(
+            Opts::new("habitd_alerts_total", "Alerts raised, by dimension and priority"),
+            &["dimension", "priority"],
+        )?;
+        registry.register(Box::new(workloads_by_state.clone()))?;
+        registry.register(Box::new(learning_progress.clone()))?;
+        registry.register(Box::new(profile_items.clone()))?;
+        registry.register(Box::new(seconds_since_new_item.clone()))?;
+        registry.register(Box::new(anomaly_score.clone()))?;
+        registry.register(Box::new(scorer_seconds.clone()))?;
+        registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(kernel_drops.clone()))?;
         registry.register(Box::new(decode_errors.clone()))?;
@@ -72,6 +139,13 @@ impl Metrics {
             syscalls,
             probes_attached,
             workloads_cached,
+            workloads_by_state,
+            learning_progress,
+            profile_items,
+            seconds_since_new_item,
+            anomaly_score,
+            scorer_seconds,
+            alerts,
         })
     }
 

@@ -9,8 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use habit_probes::{Event, EventBody};
+use habit_profiles::observation::Observation;
+use serde_json::{Map, Value};
 
+use crate::learning::{Engine, Finding, unix_ms};
 use crate::metrics::Metrics;
+use crate::observe::observations;
 use crate::output::{Attributed, Clock};
 use crate::proctable::{ProcInfo, ProcTable};
 use crate::resolve::WorkloadResolver;
@@ -19,6 +23,13 @@ use crate::resolve::procfs::ProcSnapshot;
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
 
+/// A finding with the event that caused it, as alert output fields.
+pub struct Anomaly {
+    pub finding: Finding,
+    pub fields: Map<String, Value>,
+    pub time: std::time::SystemTime,
+}
+
 pub struct Pipeline {
     resolver: Arc<WorkloadResolver>,
     metrics: Arc<Metrics>,
@@ -26,6 +37,11 @@ pub struct Pipeline {
     clock: Clock,
     /// Where `--print-events` writes; `None` when disabled.
     printer: Option<Box<dyn Write + Send>>,
+    /// Learning and scoring.
+    pub engine: Engine,
+    /// Reused buffers: no allocation per event for them.
+    observations: Vec<Observation>,
+    findings: Vec<Finding>,
 }
 
 impl Pipeline {
@@ -33,6 +49,7 @@ impl Pipeline {
         resolver: Arc<WorkloadResolver>,
         metrics: Arc<Metrics>,
         printer: Option<Box<dyn Write + Send>>,
+        engine: Engine,
     ) -> Self {
         Self {
             resolver,
@@ -40,6 +57,9 @@ impl Pipeline {
             procs: ProcTable::new(PROC_TABLE_LIMIT),
             clock: Clock::new(),
             printer,
+            engine,
+            observations: Vec::with_capacity(8),
+            findings: Vec::new(),
         }
     }
 
@@ -65,10 +85,10 @@ impl Pipeline {
         &self.procs
     }
 
-    /// Handles a batch of events in order.
-    pub async fn handle_batch(&mut self, events: &[Event]) {
+    /// Handles a batch of events in order; novel behaviour is appended to `anomalies`.
+    pub async fn handle_batch(&mut self, events: &[Event], anomalies: &mut Vec<Anomaly>) {
         for ev in events {
-            self.handle(ev).await;
+            self.handle(ev, anomalies).await;
         }
         if let Some(out) = self.printer.as_mut()
             && let Err(e) = out.flush()
@@ -77,7 +97,7 @@ impl Pipeline {
         }
     }
 
-    async fn handle(&mut self, ev: &Event) {
+    async fn handle(&mut self, ev: &Event, anomalies: &mut Vec<Anomaly>) {
         let h = &ev.header;
         let hint = match &ev.body {
             EventBody::Exec { cgroup_v1_name, .. } => Some(cgroup_v1_name.as_str()),
@@ -92,18 +112,45 @@ impl Pipeline {
             .events
             .with_label_values(&[ev.body.kind_label()])
             .inc();
+        let time = self.clock.wall(h.ts_boot_ns);
+        let attributed = Attributed {
+            event: ev,
+            workload: &workload,
+            process: self.procs.get(h.tgid).map(|p| &**p),
+            path: path.as_deref(),
+            time,
+        };
 
-        if let Some(out) = self.printer.as_mut() {
-            let attributed = Attributed {
-                event: ev,
-                workload: &workload,
-                process: self.procs.get(h.tgid).map(|p| &**p),
-                path: path.as_deref(),
-                time: self.clock.wall(h.ts_boot_ns),
-            };
-            if let Err(e) = writeln!(out, "{}", attributed.to_json_line()) {
-                tracing::warn!(message = "Failed to print event.", %e);
+        // Provisional workloads (a cgroup or container not described yet) are not learned:
+        // their events may belong to any image.
+        if !workload.is_unresolved() {
+            self.observations.clear();
+            let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
+            observations(ev, path.as_deref(), parent_exe, &mut self.observations);
+            self.findings.clear();
+            self.engine.observe(
+                &workload.key,
+                workload.container_id.as_deref(),
+                &self.observations,
+                unix_ms(time),
+                &mut self.findings,
+            );
+            if !self.findings.is_empty() {
+                let fields = attributed.fields();
+                for finding in self.findings.drain(..) {
+                    anomalies.push(Anomaly {
+                        finding,
+                        fields: fields.clone(),
+                        time,
+                    });
+                }
             }
+        }
+
+        if let Some(out) = self.printer.as_mut()
+            && let Err(e) = writeln!(out, "{}", attributed.to_json_line())
+        {
+            tracing::warn!(message = "Failed to print event.", %e);
         }
         if !matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, "");
@@ -115,11 +162,20 @@ impl Pipeline {
 /// process's working directory or the directory fd, read from /proc while it still exists.
 fn absolute_path(ev: &Event) -> Option<String> {
     const AT_FDCWD: i32 = -100;
-    let (path, dirfd) = match &ev.body {
-        EventBody::Exec { filename, .. } => (filename.as_str(), AT_FDCWD),
-        EventBody::Open { path, dirfd, .. } | EventBody::Chmod { path, dirfd, .. } => {
-            (path.as_str(), *dirfd)
+    let (path, dirfd, base_dir) = match &ev.body {
+        EventBody::Exec { filename, .. } => (filename.as_str(), AT_FDCWD, ""),
+        EventBody::Open {
+            path,
+            dirfd,
+            base_dir,
+            ..
         }
+        | EventBody::Chmod {
+            path,
+            dirfd,
+            base_dir,
+            ..
+        } => (path.as_str(), *dirfd, base_dir.as_str()),
         _ => return None,
     };
     let tgid = ev.header.tgid;
@@ -134,12 +190,15 @@ fn absolute_path(ev: &Event) -> Option<String> {
     if path.starts_with('/') {
         return Some(path.to_string());
     }
-    let base = if dirfd == AT_FDCWD {
-        format!("/proc/{tgid}/cwd")
+    // Relative: the kernel sent the base directory; /proc is a racy fallback (the process
+    // may be gone by now).
+    let dir = if !base_dir.is_empty() {
+        std::path::PathBuf::from(base_dir)
+    } else if dirfd == AT_FDCWD {
+        std::fs::read_link(format!("/proc/{tgid}/cwd")).ok()?
     } else {
-        format!("/proc/{tgid}/fd/{dirfd}")
+        std::fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
     };
-    let dir = std::fs::read_link(&base).ok()?;
     let joined = if path.is_empty() {
         dir
     } else {

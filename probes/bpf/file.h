@@ -8,6 +8,7 @@
 #define HABIT_FILE_H
 
 #include "lib/common.h"
+#include "lib/dentry.h"
 
 #define O_ACCMODE 3
 #define O_WRONLY 1
@@ -80,6 +81,38 @@ static __always_inline struct habit_file *scratch_file(void)
 	return s ? &s->file : 0;
 }
 
+/* The directory a relative path is resolved from: the cwd, or the directory behind dirfd. */
+static __always_inline struct dentry *base_dentry(int dirfd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt;
+	struct file **fds, *file = 0;
+
+	if (dirfd == AT_FDCWD)
+		return BPF_CORE_READ(task, fs, pwd.dentry);
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || dirfd < 0 || (unsigned int)dirfd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[dirfd & 0xfffff]) != 0 || !file)
+		return 0;
+	return BPF_CORE_READ(file, f_path.dentry);
+}
+
+/* Fills base_components for a relative path, so user space need not race the process for
+ * its cwd in /proc. */
+static __always_inline void fill_base(struct habit_file *f)
+{
+	struct dentry *base;
+
+	f->base_components[0] = 0;
+	if (f->path[0] == '/')
+		return;
+	base = base_dentry(f->dirfd);
+	if (base)
+		read_components(base, f->base_components);
+}
+
 static __always_inline void send_file(struct habit_file *f)
 {
 	struct habit_file *e = reserve(sizeof(*e));
@@ -129,6 +162,7 @@ static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 		return 0;
 	if (open_seen_this_interval(f, len))
 		return 0;
+	fill_base(f);
 	send_file(f);
 	return 0;
 }
@@ -166,6 +200,7 @@ static __noinline int handle_chmod(struct pt_regs *regs, __u32 nr)
 	}
 	if (upath)
 		bpf_probe_read_user_str(f->path, sizeof(f->path), upath);
+	fill_base(f);
 	send_file(f);
 	return 0;
 }

@@ -10,5 +10,6 @@
 #include "net.h"
 #include "priv.h"
 #include "syscalls.h"
+#include "optional.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

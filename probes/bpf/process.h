@@ -4,6 +4,7 @@
 #define HABIT_PROCESS_H
 
 #include "lib/common.h"
+#include "lib/dentry.h"
 
 /* Reads the memory cgroup's directory name: the container id under Docker/runc on cgroup v1. */
 static __always_inline void read_v1_cgroup_name(struct task_struct *task, char *dst)
@@ -16,33 +17,6 @@ static __always_inline void read_v1_cgroup_name(struct task_struct *task, char *
 	name = BPF_CORE_READ(task, cgroups, subsys[id], cgroup, kn, name);
 	if (name)
 		bpf_probe_read_kernel_str(dst, HABIT_CGNAME_LEN, name);
-}
-
-/* Writes the names of the executed file's dentries, leaf first, NUL-separated. Each write
- * starts below offset 256 with at most 256 bytes, so it stays inside the 512-byte buffer. */
-static __always_inline void read_exe_components(struct linux_binprm *bprm, struct habit_exec *e)
-{
-	struct dentry *d = BPF_CORE_READ(bprm, file, f_path.dentry);
-	__u32 off = 0;
-
-	for (int i = 0; i < HABIT_EXE_MAX_DEPTH; i++) {
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		long len;
-
-		if (!d || !parent || parent == d)
-			return;
-		if (off >= HABIT_EXE_COMPONENTS_LEN / 2) {
-			e->flags |= HABIT_EXEC_EXE_TRUNCATED;
-			return;
-		}
-		len = bpf_probe_read_kernel_str(&e->exe_components[off & (HABIT_EXE_COMPONENTS_LEN / 2 - 1)],
-						HABIT_EXE_COMPONENTS_LEN / 2, BPF_CORE_READ(d, d_name.name));
-		if (len <= 0)
-			return;
-		off += len;
-		d = parent;
-	}
-	e->flags |= HABIT_EXEC_EXE_TRUNCATED;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -64,9 +38,8 @@ int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_bin
 	e->cgroup_v1[0] = 0;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
 	read_v1_cgroup_name(task, e->cgroup_v1);
-	e->exe_components[0] = 0;
-	e->exe_components[1] = 0;
-	read_exe_components(bprm, e);
+	if (!read_components(BPF_CORE_READ(bprm, file, f_path.dentry), e->exe_components))
+		e->flags |= HABIT_EXEC_EXE_TRUNCATED;
 
 	arg_start = BPF_CORE_READ(task, mm, arg_start);
 	arg_end = BPF_CORE_READ(task, mm, arg_end);

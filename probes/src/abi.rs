@@ -9,7 +9,7 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
 pub const ARGS_LEN: usize = 512;
 pub const CGNAME_LEN: usize = 72;
-pub const EXE_COMPONENTS_LEN: usize = 512;
+pub const COMPONENTS_LEN: usize = 512;
 pub const PRIV_ARG_LEN: usize = 64;
 
 /// Size of the syscall-number axis of the counter table.
@@ -86,7 +86,7 @@ pub struct Exec {
     pub filename: [u8; PATH_LEN],
     pub cgroup_v1: [u8; CGNAME_LEN],
     pub args: [u8; ARGS_LEN],
-    pub exe_components: [u8; EXE_COMPONENTS_LEN],
+    pub exe_components: [u8; COMPONENTS_LEN],
 }
 
 #[repr(C)]
@@ -114,6 +114,7 @@ pub struct File {
     pub mode: u32,
     pub syscall: u32,
     pub path: [u8; PATH_LEN],
+    pub base_components: [u8; COMPONENTS_LEN],
 }
 
 #[repr(C)]
@@ -159,9 +160,12 @@ pub struct ListenerKey {
 unsafe impl aya::Pod for Hdr {}
 unsafe impl aya::Pod for ListenerKey {}
 
+/// One row of [`layout_table`]: (C struct name without `struct`, size, [(field, offset)]).
+pub type StructLayout = (&'static str, usize, Vec<(&'static str, usize)>);
+
 /// (type name, size, [(field, offset)]) for every mirrored struct: compared with the C header
 /// by the `abi_layout` test.
-pub fn layout_table() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+pub fn layout_table() -> Vec<StructLayout> {
     use core::mem::{offset_of, size_of};
     vec![
         (
@@ -216,6 +220,7 @@ pub fn layout_table() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> 
                 ("mode", offset_of!(File, mode)),
                 ("syscall", offset_of!(File, syscall)),
                 ("path", offset_of!(File, path)),
+                ("base_components", offset_of!(File, base_components)),
             ],
         ),
         (

@@ -1,48 +1,86 @@
-//! Optional kernel features, detected at start-up.
+//! Optional kernel features, detected at start-up by trying them.
 //!
 //! habitd needs only BTF, `tp_btf` programs, ring buffers and task storage. fentry/fexit and
-//! BPF-LSM programs would be cheaper or stronger hooks, but kernel lockdown forbids them on some
-//! hosts (these machines: `lockdown=integrity` makes them fail with EPERM) and kprobes may not
-//! be built in. We detect them once and log what was found; the probes do not depend on them.
+//! BPF-LSM programs would be cheaper or stronger hooks, but kernel lockdown or the kernel's
+//! configuration forbid them on some hosts (DESIGN.md: EPERM under `lockdown=integrity`), and
+//! kprobes may not be built in. Rather than guess from sysfs, the loader attaches an empty
+//! program of each optional type once and reports what worked; the probes never depend on them.
 
 use std::fs;
+
+use aya::programs::{FEntry, Lsm};
+use aya::{Btf, Ebpf};
 
 /// What the running kernel allows beyond the required minimum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`).
     pub lockdown: String,
-    /// fentry/fexit attachable (no lockdown forbidding BPF trampolines to kernel functions).
-    pub fentry: bool,
-    /// BPF LSM enabled (`bpf` in /sys/kernel/security/lsm) and not locked down.
-    pub lsm: bool,
-    /// kprobes registered by the kernel (tracefs or debugfs exposes kprobe_events).
+    /// An fentry program loaded and attached (or why not).
+    pub fentry: Result<(), String>,
+    /// A BPF-LSM program loaded and attached (or why not).
+    pub lsm: Result<(), String>,
+    /// kprobes are available (the kernel exports `register_kprobe`).
     pub kprobes: bool,
     /// tracefs is mounted (not needed by habitd; reported for operators).
     pub tracefs: bool,
 }
 
 impl Capabilities {
-    pub fn detect() -> Self {
+    /// Tries the optional program types in `ebpf` (then unloads them) and reads sysfs.
+    pub fn detect(ebpf: &mut Ebpf, btf: &Btf) -> Self {
         let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
             .ok()
             .and_then(|s| selected_lockdown(&s))
             .unwrap_or_else(|| "none".to_string());
-        let locked = lockdown != "none";
-        let lsm_list = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-        let tracefs = std::path::Path::new("/sys/kernel/tracing/events").exists();
         Self {
-            fentry: !locked,
-            lsm: !locked && lsm_list.split(',').any(|l| l.trim() == "bpf"),
-            kprobes: std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
-                || std::path::Path::new("/sys/kernel/debug/tracing/kprobe_events").exists()
-                || fs::read_to_string("/proc/kallsyms")
-                    .map(|k| k.contains(" register_kprobe\n"))
-                    .unwrap_or(false),
-            tracefs,
             lockdown,
+            fentry: try_fentry(ebpf, btf),
+            lsm: try_lsm(ebpf, btf),
+            kprobes: fs::read_to_string("/proc/kallsyms")
+                .map(|k| k.contains(" register_kprobe\n"))
+                .unwrap_or(false),
+            tracefs: std::path::Path::new("/sys/kernel/tracing/events").exists(),
         }
     }
+
+    /// A one-line summary for logs and /healthz.
+    pub fn describe(r: &Result<(), String>) -> String {
+        match r {
+            Ok(()) => "available".into(),
+            Err(e) => format!("unavailable: {e}"),
+        }
+    }
+}
+
+fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let program: &mut FEntry = ebpf
+        .program_mut("habit_probe_fentry")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program.load("do_exit", btf).map_err(|e| e.to_string())?;
+    let attached = program.attach().map(drop).map_err(|e| e.to_string());
+    let _ = program.unload();
+    attached
+}
+
+fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !lsms.split(',').any(|l| l.trim() == "bpf") {
+        return Err(format!("\"bpf\" is not in the active LSM list ({})", lsms.trim()));
+    }
+    let program: &mut Lsm = ebpf
+        .program_mut("habit_probe_lsm")
+        .ok_or("probe program missing")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    program
+        .load("bprm_check_security", btf)
+        .map_err(|e| e.to_string())?;
+    let attached = program.attach().map(drop).map_err(|e| e.to_string());
+    let _ = program.unload();
+    attached
 }
 
 /// Parses `none [integrity] confidentiality` into the bracketed mode.

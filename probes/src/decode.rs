@@ -64,7 +64,7 @@ pub fn c_string(buf: &[u8]) -> String {
 }
 
 /// Rebuilds `/a/b/c` from the leaf-first, NUL-separated dentry names; empty if none.
-fn exe_path(components: &[u8]) -> String {
+fn components_path(components: &[u8]) -> String {
     let mut parts: Vec<&[u8]> = Vec::new();
     let mut rest = components;
     while let Some(end) = rest.iter().position(|&b| b == 0) {
@@ -137,7 +137,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let args_len = (e.args_len as usize).min(abi::ARGS_LEN);
             let body = EventBody::Exec {
                 filename: c_string(&e.filename),
-                exe_path: exe_path(&e.exe_components),
+                exe_path: components_path(&e.exe_components),
                 argv: split_args(&e.args[..args_len]),
                 argv_truncated: e.flags & abi::EXEC_ARGS_TRUNCATED != 0,
                 cgroup_v1_name: c_string(&e.cgroup_v1),
@@ -166,10 +166,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         abi::EV_OPEN | abi::EV_CHMOD => {
             let e: abi::File = read(bytes, kind)?;
             let path = c_string(&e.path);
+            let base_dir = components_path(&e.base_components);
             let body = if kind == abi::EV_OPEN {
                 EventBody::Open {
                     dirfd: e.dirfd,
                     path,
+                    base_dir,
                     flags: e.flags,
                     mode: e.mode,
                 }
@@ -177,6 +179,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 EventBody::Chmod {
                     dirfd: e.dirfd,
                     path,
+                    base_dir,
                     mode: e.mode,
                 }
             };
@@ -319,7 +322,7 @@ mod tests {
             filename: [0; abi::PATH_LEN],
             cgroup_v1: [0; abi::CGNAME_LEN],
             args: [0; abi::ARGS_LEN],
-            exe_components: [0; abi::EXE_COMPONENTS_LEN],
+            exe_components: [0; abi::COMPONENTS_LEN],
         };
         e.exe_components[..13].copy_from_slice(b"curl\0bin\0usr\0");
         e.filename[..13].copy_from_slice(b"/usr/bin/curl");
@@ -359,6 +362,28 @@ mod tests {
                 "len {len}: {err:?}"
             );
             assert_eq!(err.reason(), "truncated");
+        }
+    }
+
+    #[test]
+    fn relative_open_carries_its_base_directory() {
+        let mut f = abi::File {
+            hdr: hdr(abi::EV_OPEN),
+            dirfd: -100,
+            flags: 0,
+            mode: 0,
+            syscall: 257,
+            path: [0; abi::PATH_LEN],
+            base_components: [0; abi::COMPONENTS_LEN],
+        };
+        f.path[..11].copy_from_slice(b"secret.html");
+        f.base_components[..4].copy_from_slice(b"www\0");
+        match decode(&bytes_of(&f)).unwrap().body {
+            EventBody::Open { path, base_dir, .. } => {
+                assert_eq!(path, "secret.html");
+                assert_eq!(base_dir, "/www");
+            }
+            other => panic!("wrong body {other:?}"),
         }
     }
 

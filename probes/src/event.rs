@@ -60,11 +60,20 @@ pub enum EventBody {
     Open {
         dirfd: i32,
         path: String,
+        /// For a relative `path`: the directory it is relative to, read by the kernel from
+        /// its dentries (empty for absolute paths, or if unknown).
+        base_dir: String,
         flags: u32,
         mode: u32,
     },
     /// chmod/fchmodat setting the setuid or setgid bit.
-    Chmod { dirfd: i32, path: String, mode: u32 },
+    Chmod {
+        dirfd: i32,
+        path: String,
+        /// As for [`EventBody::Open`]; for fchmod, the file itself.
+        base_dir: String,
+        mode: u32,
+    },
     /// connect(2) to `remote` (IPv4/IPv6 only).
     Connect {
         remote: SocketAddr,

@@ -114,7 +114,6 @@ fn typed<M, E: std::fmt::Display>(name: &'static str, r: Result<M, E>) -> Result
 impl Probes {
     /// Loads the object into the running kernel and attaches every program.
     pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
-        let capabilities = Capabilities::detect();
         let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
@@ -134,6 +133,17 @@ impl Probes {
         for &(name, tracepoint) in programs {
             attach(&mut ebpf, &btf, name, tracepoint)?;
         }
+        let capabilities = if config.empty_only {
+            Capabilities {
+                lockdown: String::new(),
+                fentry: Err("not probed".into()),
+                lsm: Err("not probed".into()),
+                kprobes: false,
+                tracefs: false,
+            }
+        } else {
+            Capabilities::detect(&mut ebpf, &btf)
+        };
 
         let ring = typed(
             "habit_events",

@@ -66,27 +66,48 @@ pub fn free_port() -> u16 {
 pub struct Daemon {
     child: Child,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    /// Holds the config, the store (`data/`), the log, the token and the alerts file.
+    pub dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
     events: Arc<Mutex<Vec<Value>>>,
 }
 
+/// The bearer token the test daemons accept.
+pub const TOKEN: &str = "e2e-secret-token";
+
 impl Daemon {
-    /// Starts habitd with `extra_config` (TOML) appended to a test config, and waits for
-    /// /healthz to answer 200 (probes attached).
+    /// Starts habitd in a new temporary directory (see [`Daemon::start_in`]).
     pub fn start(extra_config: &str) -> Daemon {
+        let owned = tempfile::tempdir().unwrap();
+        let mut d = Daemon::start_in(owned.path(), extra_config);
+        d._owned = Some(owned);
+        d
+    }
+
+    /// Starts habitd on the store and files of `dir` with `extra_config` (TOML) appended to
+    /// a test config (alerts to `dir/alerts.jsonl`, token in `dir/token`), and waits for
+    /// /healthz to answer 200 (probes attached).
+    pub fn start_in(dir: &Path, extra_config: &str) -> Daemon {
         require_root_and_bpf();
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = dir.path().join("habitd.toml");
+        let config = dir.join("habitd.toml");
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nprint_events = true\n{extra_config}",
-                dir.path().join("data").display()
+                "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\nprint_events = true\n\
+                 alerts = [\"file:{alerts}\"]\napi_token_file = \"{token}\"\n{extra_config}",
+                data = dir.join("data").display(),
+                alerts = dir.join("alerts.jsonl").display(),
+                token = dir.join("token").display(),
             ),
         )
         .unwrap();
-        let stderr = std::fs::File::create(dir.path().join("habitd.log")).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("habitd.log"))
+            .unwrap();
         let mut child = Command::new(habitd_bin())
             .args(["run", "--config"])
             .arg(&config)
@@ -108,11 +129,81 @@ impl Daemon {
         let daemon = Daemon {
             child,
             port,
-            dir,
+            dir: dir.to_path_buf(),
+            _owned: None,
             events,
         };
         daemon.wait_healthy(Duration::from_secs(30));
         daemon
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to save anything) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Alerts written to the file sink so far.
+    pub fn alerts(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("alerts.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?} is not JSON: {e}")))
+            .collect()
+    }
+
+    /// Waits for an alert about `workload` matching `pred`.
+    pub fn wait_alert(&self, what: &str, workload: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(a) = self
+                .alerts()
+                .into_iter()
+                .find(|a| a["habitd"]["workload"] == workload && pred(a))
+            {
+                return a;
+            }
+            if Instant::now() > deadline {
+                let mine: Vec<Value> = self
+                    .alerts()
+                    .into_iter()
+                    .filter(|a| a["habitd"]["workload"] == workload)
+                    .collect();
+                panic!(
+                    "no alert for {what} on {workload} within {timeout:?}; its alerts: {mine:#?}\nhabitd log tail:\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /api/v1/workloads`, the entry of `key` (None if absent).
+    pub fn workload(&self, key: &str) -> Option<Value> {
+        let (status, body) = self.get("/api/v1/workloads")?;
+        assert_eq!(status, 200, "{body}");
+        let all: Value = serde_json::from_str(&body).unwrap();
+        all.as_array()?.iter().find(|w| w["key"] == key).cloned()
+    }
+
+    /// Waits until workload `key` is in `state`; returns its API entry.
+    pub fn wait_state(&self, key: &str, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let w = self.workload(key);
+            if let Some(w) = &w
+                && w["state"] == state
+            {
+                return w.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "workload {key} not {state} within {timeout:?}: {w:?}\nhabitd log tail:\n{}",
+                    tail(&self.log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn wait_healthy(&self, timeout: Duration) {
@@ -132,7 +223,7 @@ impl Daemon {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("habitd.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("habitd.log")).unwrap_or_default()
     }
 
     /// Output fields of every event seen so far.
@@ -194,6 +285,12 @@ impl Drop for Daemon {
     }
 }
 
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Minimal HTTP/1.0 client (tests must not depend on the code under test).
 pub fn http_request(
     port: u16,
@@ -225,7 +322,27 @@ pub fn http_request(
     Some((status, body))
 }
 
-/// A local image made from the host's static busybox (no registry is reachable).
+/// The static `actions` helper (tests/fixtures/actions.c), compiled once per test binary.
+pub fn actions_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = std::env::temp_dir().join(format!("habitd-e2e-actions-{}", std::process::id()));
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/actions.c");
+            let status = Command::new("cc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("cc is needed to build the test helper: apt-get install gcc libc6-dev");
+            assert!(status.success(), "compiling {} failed", src.display());
+            out
+        })
+        .clone()
+}
+
+/// A local image made from the host's static busybox (no registry is reachable), with the
+/// `actions` helper at /bin/actions and a small web root in /www.
 pub fn busybox_image(tag: &str) -> String {
     require_docker();
     let name = format!("habitd-e2e/busybox:{tag}");
@@ -239,9 +356,10 @@ pub fn busybox_image(tag: &str) -> String {
         "set -e; cd {root}; mkdir -p bin etc tmp www; cp /bin/busybox bin/; \
          for a in sh cat ls sleep wget httpd nc echo id true grep head; do ln -sf busybox bin/$a; done; \
          echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo e2e > etc/hostname; \
-         echo hello > www/index.html; \
+         echo hello > www/index.html; echo secret > www/secret.html; cp {actions} bin/actions; \
          tar -C {root} -c . | docker import - {name} >/dev/null",
-        root = root.path().display()
+        root = root.path().display(),
+        actions = actions_binary().display()
     );
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(
@@ -272,6 +390,15 @@ impl Container {
         Container {
             id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
         }
+    }
+
+    /// The container's IP address on Docker's bridge.
+    pub fn ip(&self) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &self.id])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn exec(&self, args: &[&str]) -> std::process::Output {

@@ -1,1 +1,324 @@
-fn main() {}
+//! `habitctl`: the command-line client of habitd and its offline baseline tools.
+//!
+//! This file is flags and dispatch only: the API calls live in [`client`], table rendering in
+//! [`table`], and the work on baseline files in [`offline`].
+//!
+//! Exit status: 0 on success, 1 when `baseline diff` finds differences, 2 on any error (the
+//! same as for a usage error), so that a script can tell "different" from "failed".
+
+mod client;
+mod offline;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::client::{Client, DEFAULT_API, Mode, Token};
+
+/// What a successful command tells the shell.
+enum Outcome {
+    /// Done (exit 0).
+    Done,
+    /// `baseline diff` found differences (exit 1).
+    Different,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "habitctl",
+    version,
+    about = "Inspect and steer habitd, and work on its baseline files",
+    long_about = "Inspect and steer habitd, and work on its baseline files.\n\n\
+        habitd learns how each workload (a container image, or a host service) normally \
+        behaves, then flags what breaks that habit. habitctl lists the workloads and their \
+        learning progress, forces a workload to learn or detect, and exports, imports, merges \
+        and diffs baselines. `baseline merge` and `baseline diff` work on files alone and need \
+        no daemon.",
+    after_help = "Workload keys are image references normalised like Docker does \
+        (nginx:1.25 means docker.io/library/nginx:1.25), `host`, or `host:<systemd unit>`.\n\n\
+        Exit status: 0 on success; 1 when `baseline diff` finds differences; 2 on error.",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// The habitd HTTP API: the address `habitd run --listen` serves (plain HTTP).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "HABITD_API",
+        default_value = DEFAULT_API
+    )]
+    api: String,
+
+    /// A file holding the API bearer token (the one habitd reads from --api-token-file).
+    /// Commands that change state need it. The token is the file's content, trimmed.
+    #[arg(long, global = true, value_name = "FILE", env = "HABITD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the workloads habitd knows, with their learning state.
+    ///
+    /// Columns: the workload key; its state (learning, stable, unstable; "partial" when its
+    /// baseline was frozen before learning converged, "forced" when an operator set the mode);
+    /// learning progress towards stable; learned items; time since the last new item (learning
+    /// converges when nothing new appears for a while); alerts raised.
+    Workloads {
+        /// Print the API's JSON array, pretty, instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Force a workload to learn, to detect, or to learn again from scratch.
+    ///
+    /// The forced mode holds until changed again (`habitctl workloads` shows it as "forced").
+    /// Changes state, so it needs the API token (--token-file).
+    Mode {
+        /// The workload key (see `habitctl workloads`).
+        key: String,
+        /// The mode to force.
+        #[arg(value_enum)]
+        mode: Mode,
+    },
+
+    /// Export, import, merge and diff baseline files.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselineCommand {
+    /// Download the baseline of a workload (JSON, sorted and stable: it diffs well in review).
+    Export {
+        /// The workload key.
+        key: String,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+
+    /// Upload a baseline file as the baseline of a workload.
+    ///
+    /// The file is checked here first (format, syntax, content, workload) so that a mistake is
+    /// reported with its line and column before anything is sent. Changes state, so it needs
+    /// the API token (--token-file).
+    Import {
+        /// The workload key; it must be the workload the file names.
+        key: String,
+        /// The baseline file.
+        file: PathBuf,
+    },
+
+    /// Merge two baseline files of one workload into one that knows everything either knows.
+    ///
+    /// Works offline. Counts are summed, directories and networks collapsed again; the result
+    /// has no calibration (the learning intervals changed). Both files must have been learned
+    /// with the same interval length and collapse thresholds.
+    Merge {
+        /// The first baseline file.
+        a: PathBuf,
+        /// The second baseline file.
+        b: PathBuf,
+        /// Write the merged baseline to this file instead of standard output.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+
+    /// Show which items and syscalls one baseline knows that the other does not.
+    ///
+    /// Works offline. Counts are not compared: a diff answers "what behaviour changed".
+    /// Exits 0 when there is no difference, 1 when there is one.
+    Diff {
+        /// The older baseline file.
+        old: PathBuf,
+        /// The newer baseline file.
+        new: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Different) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("habitctl: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    let client = || -> Result<Client> {
+        let token = cli.token_file.as_deref().map(Token::read).transpose()?;
+        Ok(Client::new(&cli.api, token)?)
+    };
+    match cli.command {
+        Command::Workloads { json } => workloads(&client()?, json)?,
+        Command::Mode { key, mode } => set_mode(&client()?, &key, mode)?,
+        Command::Baseline(BaselineCommand::Export { key, output }) => {
+            export(&client()?, &key, output.as_deref())?;
+        }
+        Command::Baseline(BaselineCommand::Import { key, file }) => {
+            import(&client, &key, &file)?;
+        }
+        Command::Baseline(BaselineCommand::Merge { a, b, output }) => {
+            merge(&a, &b, output.as_deref())?;
+        }
+        Command::Baseline(BaselineCommand::Diff { old, new }) => return diff(&old, &new),
+    }
+    Ok(Outcome::Done)
+}
+
+fn workloads(client: &Client, json: bool) -> Result<()> {
+    let context = || "cannot list workloads";
+    if json {
+        let value = client.workloads_json().with_context(context)?;
+        let text = serde_json::to_string_pretty(&value).context("cannot format the JSON")?;
+        say(&text)?;
+    } else {
+        let list = client.workloads().with_context(context)?;
+        say(&table::workloads_table(&list))?;
+    }
+    Ok(())
+}
+
+fn set_mode(client: &Client, key: &str, mode: Mode) -> Result<()> {
+    let key = client::workload_key(key);
+    let shown = table::printable(key.as_str());
+    let answer = client
+        .set_mode(&key, mode)
+        .with_context(|| format!("cannot set the mode of {shown} to {}", mode.as_str()))?;
+    let state = serde_json::from_value::<client::Workload>(answer)
+        .ok()
+        .map(|w| {
+            let mut state = table::printable(&w.state);
+            if w.partial {
+                state.push_str(", baseline partial");
+            }
+            state
+        });
+    match state {
+        Some(state) => say(&format!("{shown}: mode {} (state: {state})", mode.as_str())),
+        None => say(&format!("{shown}: mode {}", mode.as_str())),
+    }
+}
+
+fn export(client: &Client, key: &str, output: Option<&Path>) -> Result<()> {
+    let key = client::workload_key(key);
+    let shown = table::printable(key.as_str());
+    let bytes = client.export_baseline(&key).map_err(|error| {
+        let hint = if error.status() == Some(404) {
+            " (no baseline yet: is it still learning? see `habitctl workloads`)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(error).context(format!("cannot export the baseline of {shown}{hint}"))
+    })?;
+    // Export what habitd sent, byte for byte, but say so if this habitctl could not read it
+    // back (a daemon of another version).
+    if let Err(error) = habit_profiles::baseline::Baseline::from_json_slice(&bytes) {
+        eprintln!("habitctl: warning: the exported baseline does not validate here: {error}");
+    }
+    offline::write_output(output, &bytes)?;
+    if let Some(path) = output {
+        eprintln!("exported the baseline of {shown} to {}", path.display());
+    }
+    Ok(())
+}
+
+fn import(client: &dyn Fn() -> Result<Client>, key: &str, file: &Path) -> Result<()> {
+    let key = client::workload_key(key);
+    let shown = table::printable(key.as_str());
+    // Check the file before connecting: a bad file is an error with or without a daemon.
+    let baseline = offline::read_for_import(file, &key)?;
+    let summary = client()?
+        .import_baseline(&key, &baseline.bytes)
+        .with_context(|| {
+            format!(
+                "cannot import {} as the baseline of {shown}",
+                file.display()
+            )
+        })?;
+    // habitd answers `{"imported": key, "items": n, "partial": bool}`; anything else is shown
+    // as it came.
+    let stored = summary.get("items").and_then(serde_json::Value::as_u64);
+    match stored {
+        Some(items) => {
+            let partial = summary.get("partial").and_then(serde_json::Value::as_bool);
+            let partial = if partial == Some(true) {
+                " (partial)"
+            } else {
+                ""
+            };
+            say(&format!(
+                "imported {} as the baseline of {shown}: habitd stored {items} items{partial}",
+                file.display(),
+            ))?;
+        }
+        None => {
+            say(&format!(
+                "imported {} as the baseline of {shown} ({} items)",
+                file.display(),
+                baseline.baseline.items_total()
+            ))?;
+            if !summary.is_null() {
+                let text =
+                    serde_json::to_string_pretty(&summary).context("cannot format the JSON")?;
+                say(&text)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn merge(a: &Path, b: &Path, output: Option<&Path>) -> Result<()> {
+    let merged = offline::merge_files(a, b)?;
+    let text = merged
+        .to_json_pretty()
+        .context("cannot encode the merged baseline")?;
+    offline::write_output(output, text.as_bytes())?;
+    eprintln!(
+        "merged {} and {}{}: {} items (no calibration: the learning intervals changed)",
+        a.display(),
+        b.display(),
+        output.map_or_else(String::new, |p| format!(" into {}", p.display())),
+        merged.items_total(),
+    );
+    Ok(())
+}
+
+fn diff(old: &Path, new: &Path) -> Result<Outcome> {
+    let result = offline::diff_files(old, new)?;
+    say(&result.report)?;
+    Ok(if result.diff.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::Different
+    })
+}
+
+/// Prints to standard output (a newline is added if `text` lacks one); a closed pipe ends the
+/// output quietly instead of panicking as `println!` would.
+fn say(text: &str) -> Result<()> {
+    offline::write_output(None, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

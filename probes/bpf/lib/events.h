@@ -18,9 +18,10 @@
 #define HABIT_PATH_LEN 256
 #define HABIT_ARGS_LEN 512
 #define HABIT_CGNAME_LEN 72
-/* Components of the executed file's path, leaf first, each NUL-terminated (see exec). */
-#define HABIT_EXE_COMPONENTS_LEN 512
-#define HABIT_EXE_MAX_DEPTH 16
+/* A path as dentry names up to its mount's root, leaf first, each NUL-terminated: how the
+ * probes name a file when the syscall's path does not (see lib/dentry.h). */
+#define HABIT_COMPONENTS_LEN 512
+#define HABIT_COMPONENTS_MAX_DEPTH 16
 
 /* Size of the per-(cgroup slot, syscall) counter table. */
 #define HABIT_MAX_SYSCALLS 512
@@ -85,7 +86,7 @@ struct habit_hdr {
 };
 
 #define HABIT_EXEC_ARGS_TRUNCATED 1
-#define HABIT_EXEC_EXE_TRUNCATED 2
+#define HABIT_EXEC_EXE_TRUNCATED 2 /* exe_components stopped before the mount root */
 
 struct habit_exec {
 	struct habit_hdr hdr;
@@ -98,7 +99,7 @@ struct habit_exec {
 	char args[HABIT_ARGS_LEN];
 	/* The executed file's dentry names up to its mount's root, leaf first: names the real
 	 * binary when `filename` does not (/proc/self/exe, /dev/fd/N, relative paths). */
-	char exe_components[HABIT_EXE_COMPONENTS_LEN];
+	char exe_components[HABIT_COMPONENTS_LEN];
 };
 
 struct habit_fork {
@@ -121,6 +122,9 @@ struct habit_file {
 	__u32 mode;   /* creation mode, or the new mode for chmod */
 	__u32 syscall;
 	char path[HABIT_PATH_LEN];
+	/* For a relative `path`: the directory it is relative to (cwd or dirfd), as components;
+	 * empty for absolute paths. */
+	char base_components[HABIT_COMPONENTS_LEN];
 };
 
 /* A socket address: family AF_INET (2) or AF_INET6 (10); addr holds 4 or 16 bytes. */

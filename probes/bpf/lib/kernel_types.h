@@ -48,6 +48,19 @@ struct pt_regs {
 };
 
 typedef struct { int counter; } atomic_t;
+
+struct qstr {
+	const unsigned char *name;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+};
+
+struct path {
+	struct dentry *dentry;
+};
 typedef struct { unsigned int val; } kuid_t;
 
 struct kernfs_node {
@@ -95,6 +108,11 @@ struct signal_struct {
 struct files_struct;
 struct file;
 
+struct fs_struct {
+	struct path root;
+	struct path pwd;
+};
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -105,21 +123,9 @@ struct task_struct {
 	struct signal_struct *signal;
 	struct css_set *cgroups;
 	struct files_struct *files;
+	struct fs_struct *fs;
 	kuid_t loginuid;
 	char comm[16];
-};
-
-struct qstr {
-	const unsigned char *name;
-};
-
-struct dentry {
-	struct dentry *d_parent;
-	struct qstr d_name;
-};
-
-struct path {
-	struct dentry *dentry;
 };
 
 struct linux_binprm {

@@ -1,0 +1,164 @@
+//! The `/api/v1` routes: workloads and their mode, baselines export and import.
+//!
+//! Reads come from the engine's published snapshot and from the store; changes go to the
+//! engine as [`Command`]s (it owns the state) and need the bearer token of
+//! `--api-token-file`. Keys contain `/`: the routes take the rest of the path, percent-decoded.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use habit_profiles::error::ProfileError;
+use habit_profiles::store::ProfileStore;
+use habit_profiles::workload::WorkloadKey;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::learning::{Command, Mode, Views, unix_ms};
+
+/// What the API handlers need.
+pub struct Api {
+    pub views: Views,
+    pub store: Arc<ProfileStore>,
+    pub commands: mpsc::Sender<Command>,
+    /// The bearer token state-changing calls must present; `None` refuses them all.
+    pub token: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Checks `Authorization: Bearer <token>` (compared in constant time).
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &api.token else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "state-changing calls are disabled: start habitd with --api-token-file",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = presented.len() == expected.len()
+        && presented
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token from --api-token-file>)",
+        ))
+    }
+}
+
+pub async fn list_workloads(State(api): State<Arc<Api>>) -> Response {
+    let views = match api.views.read() {
+        Ok(v) => v.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    Json(views).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ModeBody {
+    mode: Mode,
+}
+
+/// `POST /api/v1/workloads/{key}/mode` with `{"mode": "learn" | "detect" | "relearn"}`.
+pub async fn set_mode(
+    State(api): State<Arc<Api>>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(key) = rest.strip_suffix("/mode") else {
+        return error(StatusCode::NOT_FOUND, "expected /api/v1/workloads/{key}/mode");
+    };
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let mode = match serde_json::from_slice::<ModeBody>(&body) {
+        Ok(b) => b.mode,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"mode\": \"learn\"|\"detect\"|\"relearn\"}}: {e}"),
+            );
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::SetMode {
+        key: WorkloadKey::from_raw(key),
+        mode,
+        reply,
+    };
+    if api.commands.send(command).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down");
+    }
+    match answer.await {
+        Ok(Ok(view)) => Json(view).into_response(),
+        Ok(Err(e)) if e.starts_with("unknown workload") => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down"),
+    }
+}
+
+/// `GET /api/v1/baselines/{key}`: the baseline file.
+pub async fn get_baseline(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Response {
+    match api.store.baselines().get_json(&WorkloadKey::from_raw(key.as_str())) {
+        Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no baseline for {key}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `PUT /api/v1/baselines/{key}`: validates and imports a baseline file; nothing changes on
+/// error.
+pub async fn put_baseline(
+    State(api): State<Arc<Api>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let key = WorkloadKey::from_raw(key.as_str());
+    let store = api.store.clone();
+    let import_key = key.clone();
+    let now = unix_ms(SystemTime::now());
+    let result =
+        tokio::task::spawn_blocking(move || store.import_baseline(&import_key, &body, now)).await;
+    match result {
+        Ok(Ok(baseline)) => {
+            let _ = api.commands.send(Command::Reload { key: key.clone() }).await;
+            Json(json!({
+                "imported": key,
+                "items": baseline.items_total(),
+                "partial": baseline.partial,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            let status = match e {
+                ProfileError::Store { .. } | ProfileError::Encode { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, format!("baseline rejected, store unchanged: {e}"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,141 @@
+//! Turns an attributed event into the observations a profile learns and a scorer scores.
+//!
+//! One job: decide which facts of an event are behaviour (what ran, what was opened, who was
+//! talked to, which privileged operation was tried); the profiles crate generalises them.
+
+use habit_probes::{Event, EventBody, PrivOp, Protocol};
+use habit_profiles::observation::{FileMode, Observation, Proto};
+
+fn proto(p: Protocol) -> Proto {
+    match p {
+        Protocol::Tcp => Proto::Tcp,
+        Protocol::Udp => Proto::Udp,
+        Protocol::Other(n) => Proto::Other(n as u8),
+    }
+}
+
+/// The observations of one event, appended to `out` (a buffer the caller reuses).
+///
+/// `path` is the event's absolute path (exec/open/chmod); `parent_exe` the executable of the
+/// process's parent, when known, for the parent → child edge.
+pub fn observations(ev: &Event, path: Option<&str>, parent_exe: Option<&str>, out: &mut Vec<Observation>) {
+    match &ev.body {
+        EventBody::Exec { filename, argv, .. } => {
+            let exe = path.unwrap_or(filename);
+            out.push(Observation::exec(exe));
+            if let Some(parent) = parent_exe.filter(|p| !p.is_empty()) {
+                out.push(Observation::process_edge(parent, exe));
+            }
+            // argv[0] included: multi-call binaries (busybox) are told apart by it.
+            out.push(Observation::args(exe, argv));
+        }
+        EventBody::Open {
+            path: raw, flags, ..
+        } => {
+            out.push(Observation::file(
+                path.unwrap_or(raw),
+                FileMode::from_open_flags(*flags),
+            ));
+        }
+        EventBody::Chmod { path: raw, .. } => {
+            out.push(Observation::privileged("chmod_setid", Some(path.unwrap_or(raw))));
+        }
+        EventBody::Connect { remote, protocol } => {
+            out.push(Observation::outbound(remote.ip(), remote.port(), proto(*protocol)));
+        }
+        EventBody::Accept { local, remote } => {
+            out.push(Observation::inbound(
+                remote.ip(),
+                remote.port(),
+                local.port(),
+                Proto::Tcp,
+            ));
+        }
+        EventBody::Listen { local } => out.push(Observation::listen(local.port(), Proto::Tcp)),
+        // A UDP server binds its port; TCP binds are followed by listen (or are client-side).
+        EventBody::Bind { local, protocol } if *protocol == Protocol::Udp && local.port() != 0 => {
+            out.push(Observation::listen(local.port(), Proto::Udp));
+        }
+        EventBody::Privileged(op) => {
+            let target = match op {
+                PrivOp::Mount { target, .. } | PrivOp::Umount { target } => Some(target.as_str()),
+                _ => None,
+            };
+            let name = match op {
+                PrivOp::PacketSocket { .. } => "packet_socket",
+                other => other.syscall_name(),
+            };
+            out.push(Observation::privileged(name, target));
+        }
+        EventBody::Bind { .. } | EventBody::Fork { .. } | EventBody::Exit { .. } => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use habit_probes::Header;
+    use habit_profiles::observation::Dimension;
+
+    fn ev(body: EventBody) -> Event {
+        Event {
+            header: Header {
+                ts_boot_ns: 0,
+                cpu: 0,
+                pid: 1,
+                tgid: 1,
+                ppid: 0,
+                uid: 0,
+                gid: 0,
+                mntns: 0,
+                cgroup_id: 1,
+                comm: "x".into(),
+            },
+            body,
+        }
+    }
+
+    #[test]
+    fn exec_gives_exec_edge_and_args() {
+        let mut out = Vec::new();
+        let e = ev(EventBody::Exec {
+            filename: "/proc/self/exe".into(),
+            exe_path: "/bin/busybox".into(),
+            argv: vec!["cat".into(), "/etc/hosts".into()],
+            argv_truncated: false,
+            cgroup_v1_name: String::new(),
+            loginuid: 0,
+        });
+        observations(&e, Some("/bin/busybox"), Some("/bin/sh"), &mut out);
+        let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();
+        assert_eq!(dims, [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]);
+        assert_eq!(out[0].item, "/bin/busybox");
+    }
+
+    #[test]
+    fn network_and_privileged() {
+        let mut out = Vec::new();
+        observations(
+            &ev(EventBody::Connect {
+                remote: "10.0.0.1:443".parse().unwrap(),
+                protocol: Protocol::Tcp,
+            }),
+            None,
+            None,
+            &mut out,
+        );
+        observations(
+            &ev(EventBody::Privileged(PrivOp::Ptrace {
+                request: 16,
+                target_pid: 5,
+            })),
+            None,
+            None,
+            &mut out,
+        );
+        assert_eq!(out[0].dimension, Dimension::Outbound);
+        assert_eq!(out[1].dimension, Dimension::Privileged);
+        assert_eq!(out[1].item, "ptrace");
+    }
+}

@@ -1,0 +1,274 @@
+//! End-to-end tests of learning and detection: a real habitd (real probes, real sled store,
+//! real HTTP API) learns a real container workload with second-scale windows, then detects
+//! what breaks its habit. They need root, BTF and Docker and fail with what to install.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Container, Daemon, TOKEN, busybox_image, http_request};
+use serde_json::Value;
+
+/// Learning windows in seconds, so that a test converges in well under a minute.
+const FAST_LEARNING: &str = "[learning]\nmin = \"3s\"\nstable = \"4s\"\nmax = \"90s\"\n\
+    interval = \"250ms\"\nfalse_alarm_rate = 0.05\ncheckpoint = \"300ms\"\n\
+    [probes]\ncounters_interval = \"1s\"\n";
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// These tests load probes and run containers: one at a time keeps their timing honest on a
+/// two-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One HTTP/1.0 GET from the host to the container's web server.
+fn http_get(ip: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect((ip, 8080)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The workload's normal life: a client fetching the index page every 200 ms.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(ip: String) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let _ = http_get(&ip, "/index.html");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        ClientLoop {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A busybox web server container of a fresh image tag (so each test has its own workload).
+fn web_server(tag: &str) -> (String, Container) {
+    let image = busybox_image(tag);
+    let c = Container::run(&image, &["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]);
+    (format!("docker.io/habitd-e2e/busybox:{tag}"), c)
+}
+
+fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
+    daemon
+        .alerts()
+        .into_iter()
+        .filter(|a| a["habitd"]["workload"] == key)
+        .collect()
+}
+
+fn has_novel(a: &Value, dimension: &str, item_part: &str) -> bool {
+    a["habitd"]["novel"].as_array().is_some_and(|n| {
+        n.iter().any(|x| {
+            x["dimension"] == dimension && x["item"].as_str().is_some_and(|i| i.contains(item_part))
+        })
+    })
+}
+
+#[test]
+fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
+    let _serial = serial();
+    let daemon = Daemon::start(FAST_LEARNING);
+    let (key, c) = web_server("learn");
+    let ip = c.ip();
+    let client = ClientLoop::start(ip.clone());
+
+    let learning = daemon.wait_state(&key, "learning", WAIT);
+    assert!(learning["learning"]["progress"].as_f64().unwrap() < 1.0);
+    let stable = daemon.wait_state(&key, "stable", Duration::from_secs(60));
+    assert_eq!(stable["partial"], false, "converged, not forced: {stable}");
+    assert!(stable["items"].as_u64().unwrap() > 0, "{stable}");
+    assert!(stable["profile_sizes"]["exec"].as_u64().unwrap() >= 1, "{stable}");
+    assert!(
+        daemon.metric("habitd_workloads{state=\"stable\"}") >= 1.0,
+        "stable workloads are counted in /metrics"
+    );
+
+    // Repeating the learned behaviour raises nothing.
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = alerts_of(&daemon, &key);
+    assert!(quiet.is_empty(), "learned behaviour raised alerts: {quiet:#?}");
+
+    // A shell spawned in the container.
+    c.exec(&["/bin/sh", "-c", "/bin/true"]);
+    let a = daemon.wait_alert("a shell", &key, WAIT, |a| has_novel(a, "exec", "/bin/sh"));
+    assert_eq!(a["rule"], "habitd anomaly");
+    assert_eq!(a["habitd"]["baseline_state"], "stable");
+    assert!(a["habitd"]["anomaly_score"].as_f64().unwrap() > 0.0);
+    assert!(a["output"].as_str().unwrap().contains("/bin/sh"), "{a}");
+    assert_eq!(a["output_fields"]["container.id"], &c.id[..12]);
+
+    // The server reading a file it never read.
+    assert!(http_get(&ip, "/secret.html").unwrap().contains("secret"));
+    daemon.wait_alert("a file never read", &key, WAIT, |a| {
+        has_novel(a, "file", "/www/secret.html")
+    });
+
+    // A connection to a new destination.
+    c.exec(&["/bin/actions", "connect", "127.0.0.1", "9"]);
+    daemon.wait_alert("a new destination", &key, WAIT, |a| {
+        has_novel(a, "network", "127.0.0.1")
+    });
+
+    // A new listening port.
+    c.exec(&["/bin/actions", "listen", "4444", "1"]);
+    daemon.wait_alert("a new listening port", &key, WAIT, |a| {
+        has_novel(a, "network", "4444")
+    });
+
+    // ptrace and setuid.
+    c.exec(&["/bin/actions", "ptrace"]);
+    // Privileged operations are reported under the `syscall` dimension (DESIGN.md's list).
+    daemon.wait_alert("ptrace", &key, WAIT, |a| has_novel(a, "syscall", "ptrace"));
+    // (setuid is not a test of novelty here: runc itself calls it in the container's cgroup
+    // whenever a process starts in it, so it is part of every container's baseline.)
+    drop(client);
+}
+
+#[test]
+fn kill_9_loses_no_baseline_and_learning_resumes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough learning that the first kill lands while learning.
+    let slow = FAST_LEARNING.replace("min = \"3s\"", "min = \"12s\"");
+    let (key, c) = web_server("restart");
+    let client = ClientLoop::start(c.ip());
+
+    let mut first = Daemon::start_in(dir.path(), &slow);
+    let before = first.wait_state(&key, "learning", WAIT);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = first.workload(&key).unwrap_or(before);
+    assert!(before["items"].as_u64().unwrap() > 0, "{before}");
+    first.kill9();
+
+    let mut second = Daemon::start_in(dir.path(), &slow);
+    let resumed = second.workload(&key).expect("the workload survived kill -9");
+    assert_eq!(resumed["state"], "learning", "{resumed}");
+    assert_eq!(
+        resumed["learning"]["started_at"], before["learning"]["started_at"],
+        "learning continues where it was, not from scratch"
+    );
+    assert!(resumed["items"].as_u64().unwrap() >= before["items"].as_u64().unwrap() / 2);
+    second.wait_state(&key, "stable", Duration::from_secs(60));
+    let baseline_before = second
+        .get(&format!("/api/v1/baselines/{}", key.replace('/', "%2F")))
+        .unwrap();
+    assert_eq!(baseline_before.0, 200);
+    second.kill9();
+
+    let third = Daemon::start_in(dir.path(), &slow);
+    let w = third.workload(&key).expect("the stable workload survived kill -9");
+    assert_eq!(w["state"], "stable", "detection resumes at once: {w}");
+    let baseline_after = third
+        .get(&format!("/api/v1/baselines/{}", key.replace('/', "%2F")))
+        .unwrap();
+    assert_eq!(baseline_after, baseline_before, "the baseline is unchanged");
+    c.exec(&["/bin/sh", "-c", "/bin/true"]);
+    third.wait_alert("a shell after restart", &key, WAIT, |a| {
+        has_novel(a, "exec", "/bin/sh")
+    });
+    drop(client);
+}
+
+#[test]
+fn baseline_import_is_validated_and_authenticated() {
+    let _serial = serial();
+    let daemon = Daemon::start(FAST_LEARNING);
+    let (key, c) = web_server("import");
+    let client = ClientLoop::start(c.ip());
+    daemon.wait_state(&key, "stable", Duration::from_secs(60));
+    drop(client);
+    let path = format!("/api/v1/baselines/{}", key.replace('/', "%2F"));
+    let (status, original) = daemon.get(&path).unwrap();
+    assert_eq!(status, 200);
+    let auth = format!("Bearer {TOKEN}");
+
+    // Unauthenticated: 401, whatever the body.
+    let (status, body) = http_request(daemon.port, "PUT", &path, &[], &original).unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http_request(
+        daemon.port,
+        "PUT",
+        &path,
+        &[("Authorization", "Bearer wrong")],
+        &original,
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+
+    // Malformed: a clear 4xx naming the problem, and the store unchanged.
+    let truncated = &original[..original.len() / 2];
+    let (status, body) = http_request(
+        daemon.port,
+        "PUT",
+        &path,
+        &[("Authorization", &auth)],
+        truncated,
+    )
+    .unwrap();
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(body.contains("line"), "the error names where the file is broken: {body}");
+    let wrong_version = original.replacen("\"version\": 1", "\"version\": 99", 1);
+    let (status, body) = http_request(
+        daemon.port,
+        "PUT",
+        &path,
+        &[("Authorization", &auth)],
+        &wrong_version,
+    )
+    .unwrap();
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(body.contains("version"), "{body}");
+    assert_eq!(daemon.get(&path).unwrap().1, original, "the store is unchanged");
+
+    // The untouched file imports fine.
+    let (status, body) =
+        http_request(daemon.port, "PUT", &path, &[("Authorization", &auth)], &original).unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Mode changes need the token too, and work with it.
+    let mode = format!("/api/v1/workloads/{}/mode", key.replace('/', "%2F"));
+    let (status, _) =
+        http_request(daemon.port, "POST", &mode, &[], r#"{"mode":"relearn"}"#).unwrap();
+    assert_eq!(status, 401);
+    let (status, body) = http_request(
+        daemon.port,
+        "POST",
+        &mode,
+        &[("Authorization", &auth)],
+        r#"{"mode":"relearn"}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let w: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(w["state"], "learning");
+}
