@@ -14,9 +14,10 @@
 //!   compiled here with clang and the flags of `probes/bpf/clang-args`), the design habitd avoids.
 //!
 //! Each sample loads and attaches its configuration, warms up (10 % of the calls), times the
-//! calls, then detaches; the order rotates every round. Reported: the median ns/syscall per configuration over the rounds and
-//! its deltas against `baseline` and `empty`. Results are printed as a table and written as JSON
-//! to `target/overhead.json`. It needs root (it loads eBPF programs).
+//! calls, then detaches; the order rotates every round. Reported: the median ns/syscall per
+//! configuration over the rounds and its deltas against `baseline` and `empty`. Results are
+//! printed as a table and written as JSON to `target/overhead.json`. It needs root (it loads
+//! eBPF programs) and refuses to run without it.
 //!
 //!     sudo -E cargo bench --bench overhead                          # 7 rounds x 2,000,000 calls
 //!     sudo -E cargo bench --bench overhead -- --rounds 9 --calls 5000000
@@ -29,6 +30,7 @@
 //! sys_enter and slows every configuration: the benchmark waits for such programs to go away
 //! before each round (120 s in all at most), leaves rounds that saw one out of the medians and
 //! runs extra rounds (up to 3x `--rounds`) to make up for them.
+//!
 //! Run without `--bench` (as `cargo test --benches` does) it is a one-round smoke test that
 //! writes nothing.
 
@@ -249,12 +251,13 @@ struct HolderReport {
     getppid_counted: Option<u64>,
     events_drained: u64,
     decode_errors: u64,
-    /// Records the kernel lost between loading and the end of the sample, by reason, and how
-    /// many of them were lost before the measurement started (during `Probes::load`).
+    /// Records the kernel lost between loading and the end of the sample, by reason.
     kernel_drops: BTreeMap<&'static str, u64>,
+    /// The part of `kernel_drops` lost before the measurement started (during `Probes::load`).
     kernel_drops_at_load: BTreeMap<&'static str, u64>,
 }
 
+/// habitd's drop counters summed over CPUs, by reason (non-zero only).
 fn sum_drops(probes: &Probes) -> BTreeMap<&'static str, u64> {
     let mut by_reason = BTreeMap::new();
     for (reason, _cpu, n) in probes.counters.read_drops().unwrap_or_default() {

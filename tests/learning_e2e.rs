@@ -107,7 +107,10 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
     let stable = daemon.wait_state(&key, "stable", Duration::from_secs(60));
     assert_eq!(stable["partial"], false, "converged, not forced: {stable}");
     assert!(stable["items"].as_u64().unwrap() > 0, "{stable}");
-    assert!(stable["profile_sizes"]["exec"].as_u64().unwrap() >= 1, "{stable}");
+    assert!(
+        stable["profile_sizes"]["exec"].as_u64().unwrap() >= 1,
+        "{stable}"
+    );
     assert!(
         daemon.metric("habitd_workloads{state=\"stable\"}") >= 1.0,
         "stable workloads are counted in /metrics"
@@ -116,7 +119,10 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
     // Repeating the learned behaviour raises nothing.
     std::thread::sleep(Duration::from_secs(4));
     let quiet = alerts_of(&daemon, &key);
-    assert!(quiet.is_empty(), "learned behaviour raised alerts: {quiet:#?}");
+    assert!(
+        quiet.is_empty(),
+        "learned behaviour raised alerts: {quiet:#?}"
+    );
 
     // A shell spawned in the container.
     c.exec(&["/bin/sh", "-c", "/bin/true"]);
@@ -171,7 +177,9 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
     first.kill9();
 
     let mut second = Daemon::start_in(dir.path(), &slow);
-    let resumed = second.workload(&key).expect("the workload survived kill -9");
+    let resumed = second
+        .workload(&key)
+        .expect("the workload survived kill -9");
     assert_eq!(resumed["state"], "learning", "{resumed}");
     assert_eq!(
         resumed["learning"]["started_at"], before["learning"]["started_at"],
@@ -186,7 +194,9 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
     second.kill9();
 
     let third = Daemon::start_in(dir.path(), &slow);
-    let w = third.workload(&key).expect("the stable workload survived kill -9");
+    let w = third
+        .workload(&key)
+        .expect("the stable workload survived kill -9");
     assert_eq!(w["state"], "stable", "detection resumes at once: {w}");
     let baseline_after = third
         .get(&format!("/api/v1/baselines/{}", key.replace('/', "%2F")))
@@ -236,8 +246,13 @@ fn baseline_import_is_validated_and_authenticated() {
     )
     .unwrap();
     assert!((400..500).contains(&status), "{status} {body}");
-    assert!(body.contains("line"), "the error names where the file is broken: {body}");
-    let wrong_version = original.replacen("\"version\": 1", "\"version\": 99", 1);
+    assert!(
+        body.contains("line"),
+        "the error names where the file is broken: {body}"
+    );
+    let mut doc: Value = serde_json::from_str(&original).unwrap();
+    doc["version"] = 99.into();
+    let wrong_version = doc.to_string();
     let (status, body) = http_request(
         daemon.port,
         "PUT",
@@ -248,11 +263,21 @@ fn baseline_import_is_validated_and_authenticated() {
     .unwrap();
     assert!((400..500).contains(&status), "{status} {body}");
     assert!(body.contains("version"), "{body}");
-    assert_eq!(daemon.get(&path).unwrap().1, original, "the store is unchanged");
+    assert_eq!(
+        daemon.get(&path).unwrap().1,
+        original,
+        "the store is unchanged"
+    );
 
     // The untouched file imports fine.
-    let (status, body) =
-        http_request(daemon.port, "PUT", &path, &[("Authorization", &auth)], &original).unwrap();
+    let (status, body) = http_request(
+        daemon.port,
+        "PUT",
+        &path,
+        &[("Authorization", &auth)],
+        &original,
+    )
+    .unwrap();
     assert_eq!(status, 200, "{body}");
 
     // Mode changes need the token too, and work with it.

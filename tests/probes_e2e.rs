@@ -156,7 +156,8 @@ fn tcp_connect_and_accept_ipv4_and_ipv6() {
 #[test]
 fn repeated_opens_are_sent_once_per_interval_and_syscalls_are_counted() {
     let image = busybox_image("opens");
-    let daemon = Daemon::start("[learning]\ninterval = \"10m\"\n[probes]\ncounters_interval = \"1s\"\n");
+    let daemon =
+        Daemon::start("[learning]\ninterval = \"10m\"\n[probes]\ncounters_interval = \"1s\"\n");
     let key = "docker.io/habitd-e2e/busybox:opens";
     let sample = format!("habitd_syscalls_total{{workload=\"{key}\"}}");
     let before = daemon.metric(&sample);

@@ -60,7 +60,7 @@ impl Alerting {
                 &self.hostname,
             );
             self.metrics
-                .with_label_values(&[&dimension, &format!("{:?}", f.priority)])
+                .with_label_values(&[dimension.as_str(), f.priority.falco_name()])
                 .inc();
             self.aggregator.observe(alert, &mut self.out);
         }

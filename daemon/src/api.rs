@@ -34,12 +34,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Checks `Authorization: Bearer <token>` (compared in constant time).
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = &api.token else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "state-changing calls are disabled: start habitd with --api-token-file",
-        ));
+        )));
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -55,10 +55,10 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
     if same {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer <token from --api-token-file>)",
-        ))
+        )))
     }
 }
 
@@ -83,10 +83,13 @@ pub async fn set_mode(
     body: Bytes,
 ) -> Response {
     let Some(key) = rest.strip_suffix("/mode") else {
-        return error(StatusCode::NOT_FOUND, "expected /api/v1/workloads/{key}/mode");
+        return error(
+            StatusCode::NOT_FOUND,
+            "expected /api/v1/workloads/{key}/mode",
+        );
     };
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     let mode = match serde_json::from_slice::<ModeBody>(&body) {
         Ok(b) => b.mode,
@@ -116,7 +119,11 @@ pub async fn set_mode(
 
 /// `GET /api/v1/baselines/{key}`: the baseline file.
 pub async fn get_baseline(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Response {
-    match api.store.baselines().get_json(&WorkloadKey::from_raw(key.as_str())) {
+    match api
+        .store
+        .baselines()
+        .get_json(&WorkloadKey::from_raw(key.as_str()))
+    {
         Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no baseline for {key}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -132,7 +139,7 @@ pub async fn put_baseline(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     let key = WorkloadKey::from_raw(key.as_str());
     let store = api.store.clone();
@@ -142,7 +149,10 @@ pub async fn put_baseline(
         tokio::task::spawn_blocking(move || store.import_baseline(&import_key, &body, now)).await;
     match result {
         Ok(Ok(baseline)) => {
-            let _ = api.commands.send(Command::Reload { key: key.clone() }).await;
+            let _ = api
+                .commands
+                .send(Command::Reload { key: key.clone() })
+                .await;
             Json(json!({
                 "imported": key,
                 "items": baseline.items_total(),

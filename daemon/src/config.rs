@@ -108,7 +108,9 @@ impl Config {
         }
         if l.interval.is_zero() || l.checkpoint.is_zero() || self.probes.counters_interval.is_zero()
         {
-            bail!("learning.interval, learning.checkpoint and probes.counters_interval must be positive");
+            bail!(
+                "learning.interval, learning.checkpoint and probes.counters_interval must be positive"
+            );
         }
         if !(l.false_alarm_rate > 0.0 && l.false_alarm_rate < 1.0) {
             bail!(

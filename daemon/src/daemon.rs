@@ -8,23 +8,23 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use habit_probes::capabilities::Capabilities;
 use habit_probes::{ProbeConfig, Probes};
-use tokio::signal::unix::{SignalKind, signal};
 use habit_profiles::store::ProfileStore;
 use std::time::SystemTime;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::alerting::Alerting;
 use crate::api::Api;
 use crate::config::Config;
-use crate::learning::{Engine, LearningConfig};
 use crate::http::{self, AppState};
-use crate::metrics::Metrics;
 use crate::learning::unix_ms;
+use crate::learning::{Engine, LearningConfig};
+use crate::metrics::Metrics;
 use crate::pipeline::{Anomaly, Pipeline};
-use habit_probes::syscall_names;
 use crate::resolve::cgroup::CgroupIndex;
 use crate::resolve::docker::DockerRuntime;
 use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
+use habit_probes::syscall_names;
 
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {

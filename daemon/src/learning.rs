@@ -199,7 +199,7 @@ impl Engine {
             key.clone(),
             self.config.node.clone(),
             started_at,
-            self.profile_config.clone(),
+            self.profile_config,
         ))
     }
 
@@ -443,7 +443,9 @@ impl Engine {
                     entry.dirty = false;
                     wrote = true;
                 }
-                Err(e) => tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e),
+                Err(e) => {
+                    tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e)
+                }
             }
         }
         if wrote && let Err(e) = self.store.flush() {
@@ -585,8 +587,11 @@ impl Engine {
     /// Publishes the views for the API and the per-workload metrics.
     fn publish(&self, now: SystemTime) {
         let now_ms = unix_ms(now);
-        let mut views: Vec<WorkloadView> =
-            self.workloads.values().map(|e| self.view(e, now_ms)).collect();
+        let mut views: Vec<WorkloadView> = self
+            .workloads
+            .values()
+            .map(|e| self.view(e, now_ms))
+            .collect();
         views.sort_by(|a, b| a.key.cmp(&b.key));
         let m = &self.metrics;
         m.workloads_by_state.reset();
@@ -595,8 +600,12 @@ impl Engine {
                 .with_label_values(&[v.state.name()])
                 .inc();
             let key = v.key.as_str();
-            m.learning_progress.with_label_values(&[key]).set(v.learning.progress);
-            m.profile_items.with_label_values(&[key]).set(v.items as i64);
+            m.learning_progress
+                .with_label_values(&[key])
+                .set(v.learning.progress);
+            m.profile_items
+                .with_label_values(&[key])
+                .set(v.items as i64);
             if let Some(s) = v.learning.secs_since_new_item {
                 m.seconds_since_new_item.with_label_values(&[key]).set(s);
             }

@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Run the daemon (needs root). Flags override the config file, which overrides the
     /// embedded defaults (`habitd default-config`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the embedded default configuration (a starting point for --config).
     DefaultConfig,
 }

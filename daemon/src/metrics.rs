@@ -115,7 +115,10 @@ impl Metrics {
             .buckets(vec![1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 1e-5, 1e-4, 1e-3]),
         )?;
         let alerts = IntCounterVec::new(
-            Opts::new("habitd_alerts_total", "Alerts raised, by dimension and priority"),
+            Opts::new(
+                "habitd_alerts_total",
+                "Alerts raised, by dimension and priority",
+            ),
             &["dimension", "priority"],
         )?;
         registry.register(Box::new(workloads_by_state.clone()))?;

@@ -18,7 +18,12 @@ fn proto(p: Protocol) -> Proto {
 ///
 /// `path` is the event's absolute path (exec/open/chmod); `parent_exe` the executable of the
 /// process's parent, when known, for the parent → child edge.
-pub fn observations(ev: &Event, path: Option<&str>, parent_exe: Option<&str>, out: &mut Vec<Observation>) {
+pub fn observations(
+    ev: &Event,
+    path: Option<&str>,
+    parent_exe: Option<&str>,
+    out: &mut Vec<Observation>,
+) {
     match &ev.body {
         EventBody::Exec { filename, argv, .. } => {
             let exe = path.unwrap_or(filename);
@@ -38,10 +43,17 @@ pub fn observations(ev: &Event, path: Option<&str>, parent_exe: Option<&str>, ou
             ));
         }
         EventBody::Chmod { path: raw, .. } => {
-            out.push(Observation::privileged("chmod_setid", Some(path.unwrap_or(raw))));
+            out.push(Observation::privileged(
+                "chmod_setid",
+                Some(path.unwrap_or(raw)),
+            ));
         }
         EventBody::Connect { remote, protocol } => {
-            out.push(Observation::outbound(remote.ip(), remote.port(), proto(*protocol)));
+            out.push(Observation::outbound(
+                remote.ip(),
+                remote.port(),
+                proto(*protocol),
+            ));
         }
         EventBody::Accept { local, remote } => {
             out.push(Observation::inbound(
@@ -109,7 +121,10 @@ mod tests {
         });
         observations(&e, Some("/bin/busybox"), Some("/bin/sh"), &mut out);
         let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();
-        assert_eq!(dims, [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]);
+        assert_eq!(
+            dims,
+            [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]
+        );
         assert_eq!(out[0].item, "/bin/busybox");
     }
 

@@ -68,7 +68,10 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
     let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     if !lsms.split(',').any(|l| l.trim() == "bpf") {
-        return Err(format!("\"bpf\" is not in the active LSM list ({})", lsms.trim()));
+        return Err(format!(
+            "\"bpf\" is not in the active LSM list ({})",
+            lsms.trim()
+        ));
     }
     let program: &mut Lsm = ebpf
         .program_mut("habit_probe_lsm")

@@ -610,7 +610,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&key).unwrap(), "\"host:ssh.service\"");
         let back: WorkloadKey = serde_json::from_str("\"host:ssh.service\"").unwrap();
         assert_eq!(back, key);
-        let mut keys = vec![WorkloadKey::host_unit("b"), WorkloadKey::host()];
+        let mut keys = [WorkloadKey::host_unit("b"), WorkloadKey::host()];
         keys.sort();
         assert_eq!(keys[0], WorkloadKey::host());
         assert_eq!(format!("{key}"), "host:ssh.service");

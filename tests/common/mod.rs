@@ -148,12 +148,21 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("alerts.jsonl"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?} is not JSON: {e}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("alert line {l:?} is not JSON: {e}"))
+            })
             .collect()
     }
 
     /// Waits for an alert about `workload` matching `pred`.
-    pub fn wait_alert(&self, what: &str, workload: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_alert(
+        &self,
+        what: &str,
+        workload: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(a) = self
@@ -327,7 +336,8 @@ pub fn actions_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let out = std::env::temp_dir().join(format!("habitd-e2e-actions-{}", std::process::id()));
+            let out =
+                std::env::temp_dir().join(format!("habitd-e2e-actions-{}", std::process::id()));
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/actions.c");
             let status = Command::new("cc")
                 .args(["-static", "-O2", "-o"])

@@ -465,10 +465,10 @@ impl WorkloadResolver {
     /// provisional answer is due for a retry.
     fn container_slot(&self, id: &str) -> Arc<ContainerSlot> {
         let mut containers = lock(&self.containers);
-        if let Some(slot) = containers.get(id) {
-            if !slot.is_due(Instant::now()) {
-                return Arc::clone(slot);
-            }
+        if let Some(slot) = containers.get(id)
+            && !slot.is_due(Instant::now())
+        {
+            return Arc::clone(slot);
         }
         if containers.len() >= self.config.max_containers {
             containers.retain(|_, slot| slot.is_resolved());
