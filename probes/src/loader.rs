@@ -130,6 +130,9 @@ impl Probes {
         } else {
             &PROGRAMS
         };
+        // The free counter slots are queued before anything is attached: a syscall counted
+        // before then would find no slot and be recorded as a drop.
+        let counters = KernelCounters::new(&mut ebpf)?;
         for &(name, tracepoint) in programs {
             attach(&mut ebpf, &btf, name, tracepoint)?;
         }
@@ -157,7 +160,6 @@ impl Probes {
             "habit_listeners",
             HashMap::try_from(take_map(&mut ebpf, "habit_listeners")?),
         )?;
-        let counters = KernelCounters::new(&mut ebpf)?;
         Ok(Probes {
             _ebpf: ebpf,
             ring: Some(ring),

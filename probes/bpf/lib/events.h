@@ -3,8 +3,8 @@
  * The event ABI between habitd's eBPF programs and user space.
  *
  * This header is the single source of truth: probes/src/abi.rs mirrors every struct here with
- * #[repr(C)] and a test compares sizes and offsets (via the `abi_layout` table compiled into the
- * probes object, see layout.bpf.c). Change both sides together and bump HABIT_ABI_VERSION.
+ * #[repr(C)], and probes/tests/abi_layout.rs compiles a C program against this header to check
+ * every size and offset. Change both sides together and bump HABIT_ABI_VERSION.
  *
  * Every record on the ring buffer starts with `struct habit_hdr`; `kind` selects the body.
  * Strings are NUL-terminated inside fixed buffers; lengths that were cut are flagged.
