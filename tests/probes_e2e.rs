@@ -154,6 +154,23 @@ fn tcp_connect_and_accept_ipv4_and_ipv6() {
 }
 
 #[test]
+fn listeners_from_before_the_daemon_are_attributed() {
+    // The server listens before habitd starts: habitd seeds the kernel's listener table from
+    // /proc, so the connection it accepts is still attributed to it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let daemon = Daemon::start("");
+    let handle = std::thread::spawn(move || listener.accept().map(|(_, peer)| peer).unwrap());
+    let client = TcpStream::connect(server).unwrap();
+    let client_addr = client.local_addr().unwrap();
+    handle.join().unwrap();
+    let accept = daemon.wait_event("accept on a pre-existing listener", WAIT, |f| {
+        f["evt.type"] == "accept" && f["fd.sport"] == server.port() && f["fd.cport"] == client_addr.port()
+    });
+    assert_eq!(u64_of(&accept["proc.pid"]), std::process::id() as u64, "{accept}");
+}
+
+#[test]
 fn repeated_opens_are_sent_once_per_interval_and_syscalls_are_counted() {
     let image = busybox_image("opens");
     let daemon =

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::learning::unix_ms;
 use crate::learning::{Engine, LearningConfig};
+use crate::listeners;
 use crate::metrics::Metrics;
 use crate::pipeline::{Anomaly, Pipeline};
 use crate::resolve::cgroup::CgroupIndex;
@@ -80,9 +81,15 @@ pub async fn run(config: Config) -> Result<()> {
     let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer, engine);
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
+            let listeners = listeners::existing_listeners(&snapshot);
+            let seeded = listeners
+                .into_iter()
+                .filter(|(key, owner)| probes.seed_listener(*key, *owner).is_ok())
+                .count();
             tracing::info!(
-                message = "Existing processes picked up.",
-                count = snapshot.len()
+                message = "Existing processes and listeners picked up.",
+                processes = snapshot.len(),
+                listeners = seeded
             );
             pipeline.seed_processes(snapshot);
         }

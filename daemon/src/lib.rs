@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod learning;
+pub mod listeners;
 pub mod metrics;
 pub mod observe;
 pub mod output;
