@@ -165,9 +165,15 @@ fn listeners_from_before_the_daemon_are_attributed() {
     let client_addr = client.local_addr().unwrap();
     handle.join().unwrap();
     let accept = daemon.wait_event("accept on a pre-existing listener", WAIT, |f| {
-        f["evt.type"] == "accept" && f["fd.sport"] == server.port() && f["fd.cport"] == client_addr.port()
+        f["evt.type"] == "accept"
+            && f["fd.sport"] == server.port()
+            && f["fd.cport"] == client_addr.port()
     });
-    assert_eq!(u64_of(&accept["proc.pid"]), std::process::id() as u64, "{accept}");
+    assert_eq!(
+        u64_of(&accept["proc.pid"]),
+        std::process::id() as u64,
+        "{accept}"
+    );
 }
 
 #[test]

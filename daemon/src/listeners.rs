@@ -133,7 +133,9 @@ mod tests {
             .collect::<Vec<_>>();
         let found = existing_listeners(&me);
         assert!(
-            found.iter().any(|(k, h)| k.port == port && h.tgid == std::process::id()),
+            found
+                .iter()
+                .any(|(k, h)| k.port == port && h.tgid == std::process::id()),
             "{found:?}"
         );
     }
