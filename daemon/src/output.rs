@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use habit_probes::{Event, EventBody, PrivOp};
 use serde_json::{Map, Value, json};
 
+use crate::alerts::alert::rfc3339;
 use crate::proctable::ProcInfo;
 use crate::resolve::Workload;
 
@@ -40,11 +41,6 @@ impl Default for Clock {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// RFC 3339 with nanoseconds, UTC, as Falco writes `time`.
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
 }
 
 /// An event with everything user space added to it.
