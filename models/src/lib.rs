@@ -2,3 +2,4 @@
 pub mod calibrate;
 pub mod novelty;
 pub mod priority;
+pub mod rules;

@@ -1,13 +1,15 @@
 //! `habitctl`: the command-line client of habitd and its offline baseline tools.
 //!
 //! This file is flags and dispatch only: the API calls live in [`client`], table rendering in
-//! [`table`], and the work on baseline files in [`offline`].
+//! [`table`], the work on baseline files in [`offline`], and rules checks in [`rules`].
 //!
-//! Exit status: 0 on success, 1 when `baseline diff` finds differences, 2 on any error (the
-//! same as for a usage error), so that a script can tell "different" from "failed".
+//! Exit status: 0 on success, 1 when `baseline diff` finds differences or `rules check` finds
+//! rules that do not load, 2 on any error (the same as for a usage error), so that a script can
+//! tell "different" from "failed".
 
 mod client;
 mod offline;
+mod rules;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use crate::client::{Client, DEFAULT_API, Mode, Token};
 enum Outcome {
     /// Done (exit 0).
     Done,
-    /// `baseline diff` found differences (exit 1).
+    /// `baseline diff` found differences, or `rules check` skipped rules (exit 1).
     Different,
 }
 
@@ -39,7 +41,8 @@ enum Outcome {
         no daemon.",
     after_help = "Workload keys are image references normalised like Docker does \
         (nginx:1.25 means docker.io/library/nginx:1.25), `host`, or `host:<systemd unit>`.\n\n\
-        Exit status: 0 on success; 1 when `baseline diff` finds differences; 2 on error.",
+        Exit status: 0 on success; 1 when `baseline diff` finds differences or `rules check` \
+        finds rules that do not load; 2 on error.",
     disable_help_subcommand = true
 )]
 struct Cli {
@@ -91,6 +94,25 @@ enum Command {
     /// Export, import, merge and diff baseline files.
     #[command(subcommand)]
     Baseline(BaselineCommand),
+
+    /// Check Falco-format rules files offline.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Load rules files as habitd does and report what does not load.
+    ///
+    /// Prints each problem as `file:line: severity: kind 'name': reason`, then
+    /// `loaded N of M rules`. Exits 0 when everything loaded, 1 when a rule was skipped or an
+    /// item has an error, 2 when a file cannot be read.
+    Check {
+        /// The rules files, loaded together in this order (later files may append to or
+        /// override earlier ones).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +195,13 @@ fn run(cli: Cli) -> Result<Outcome> {
             merge(&a, &b, output.as_deref())?;
         }
         Command::Baseline(BaselineCommand::Diff { old, new }) => return diff(&old, &new),
+        Command::Rules(RulesCommand::Check { files }) => {
+            return Ok(if rules::check(&files)? {
+                Outcome::Done
+            } else {
+                Outcome::Different
+            });
+        }
     }
     Ok(Outcome::Done)
 }
