@@ -1,5 +1,5 @@
-//! From findings to alerts: builds the alert of each anomaly, aggregates identical repeats,
-//! counts, and hands alerts to the sinks (which never block detection).
+//! Alerts out: counts them, aggregates identical repeats, and hands them to the sinks (which
+//! never block detection).
 
 use std::time::{Duration, SystemTime};
 
@@ -10,7 +10,6 @@ use crate::alerts::alert::Alert;
 use crate::alerts::sinks::{AlertSinks, SinkSpec};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Anomaly;
 
 /// How long identical repeats are folded into one summary.
 const REPEAT_WINDOW: Duration = Duration::from_secs(60);
@@ -21,13 +20,12 @@ pub struct Alerting {
     aggregator: Aggregator,
     sinks: AlertSinks,
     metrics: prometheus::IntCounterVec,
-    hostname: String,
     out: Vec<Alert>,
 }
 
 impl Alerting {
     /// Parses the configured sinks (failing on a bad one) and starts them.
-    pub fn start(config: &Config, metrics: &Metrics, hostname: String) -> Result<Alerting> {
+    pub fn start(config: &Config, metrics: &Metrics) -> Result<Alerting> {
         let specs = config
             .alerts
             .iter()
@@ -38,29 +36,20 @@ impl Alerting {
             aggregator: Aggregator::new(REPEAT_WINDOW, MAX_TRACKED),
             sinks,
             metrics: metrics.alerts.clone(),
-            hostname,
             out: Vec::new(),
         })
     }
 
-    /// Turns anomalies into alerts: the first of a kind goes out at once, repeats are counted.
-    pub fn raise(&mut self, anomalies: &mut Vec<Anomaly>) {
-        for a in anomalies.drain(..) {
-            let f = &a.finding;
-            let dimension = f.dimension.alert_dimension().to_string();
-            let alert = Alert::novelty(
-                a.time,
-                f.workload.as_str(),
-                f.baseline_state.name(),
-                &dimension,
-                &f.item,
-                f.score,
-                f.priority,
-                a.fields,
-                &self.hostname,
-            );
+    /// Counts alerts and sends them: the first of a kind at once, repeats aggregated.
+    pub fn raise(&mut self, alerts: &mut Vec<Alert>) {
+        for alert in alerts.drain(..) {
+            let dimension = alert
+                .habitd
+                .novel
+                .first()
+                .map_or("rule", |n| n.dimension.as_str());
             self.metrics
-                .with_label_values(&[dimension.as_str(), f.priority.falco_name()])
+                .with_label_values(&[dimension, alert.priority.falco_name()])
                 .inc();
             self.aggregator.observe(alert, &mut self.out);
         }

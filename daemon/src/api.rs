@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use habit_profiles::error::ProfileError;
+use habit_profiles::observation::Dimension;
 use habit_profiles::store::ProfileStore;
 use habit_profiles::workload::WorkloadKey;
 use serde_json::json;
@@ -75,23 +76,72 @@ struct ModeBody {
     mode: Mode,
 }
 
-/// `POST /api/v1/workloads/{key}/mode` with `{"mode": "learn" | "detect" | "relearn"}`.
-pub async fn set_mode(
+/// `POST /api/v1/workloads/{key}/mode` with `{"mode": "learn" | "detect" | "relearn"}`, and
+/// `POST /api/v1/workloads/{key}/held` with `{"action": "approve" | "discard", "dimension":
+/// …, "item": …}`.
+pub async fn post_workload(
     State(api): State<Arc<Api>>,
     Path(rest): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(key) = rest.strip_suffix("/mode") else {
+    if let Some(key) = rest.strip_suffix("/mode") {
+        set_mode(&api, key, &headers, &body).await
+    } else if let Some(key) = rest.strip_suffix("/held") {
+        decide_held(&api, key, &headers, &body).await
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "expected /api/v1/workloads/{key}/mode or /api/v1/workloads/{key}/held",
+        )
+    }
+}
+
+/// `GET /api/v1/workloads/{key}/held`: the items a rule flagged during learning.
+pub async fn get_workload(State(api): State<Arc<Api>>, Path(rest): Path<String>) -> Response {
+    let Some(key) = rest.strip_suffix("/held") else {
         return error(
             StatusCode::NOT_FOUND,
-            "expected /api/v1/workloads/{key}/mode",
+            "expected /api/v1/workloads/{key}/held",
         );
     };
-    if let Err(r) = authorize(&api, &headers) {
+    let (reply, answer) = oneshot::channel();
+    let command = Command::ListHeld {
+        key: WorkloadKey::from_raw(key),
+        reply,
+    };
+    match ask(&api, command, answer).await {
+        Ok(items) => Json(items).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Sends a command to the engine and waits for its answer.
+async fn ask<T>(
+    api: &Api,
+    command: Command,
+    answer: oneshot::Receiver<Result<T, String>>,
+) -> Result<T, Response> {
+    let gone = || error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down");
+    if api.commands.send(command).await.is_err() {
+        return Err(gone());
+    }
+    match answer.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.starts_with("unknown workload") || e.starts_with("no held item") => {
+            Err(error(StatusCode::NOT_FOUND, e))
+        }
+        Ok(Err(e)) if e.contains("is not learning") => Err(error(StatusCode::CONFLICT, e)),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(_) => Err(gone()),
+    }
+}
+
+async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(r) = authorize(api, headers) {
         return *r;
     }
-    let mode = match serde_json::from_slice::<ModeBody>(&body) {
+    let mode = match serde_json::from_slice::<ModeBody>(body) {
         Ok(b) => b.mode,
         Err(e) => {
             return error(
@@ -106,14 +156,53 @@ pub async fn set_mode(
         mode,
         reply,
     };
-    if api.commands.send(command).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down");
+    match ask(api, command, answer).await {
+        Ok(view) => Json(view).into_response(),
+        Err(r) => r,
     }
-    match answer.await {
-        Ok(Ok(view)) => Json(view).into_response(),
-        Ok(Err(e)) if e.starts_with("unknown workload") => error(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down"),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HeldAction {
+    Approve,
+    Discard,
+}
+
+#[derive(serde::Deserialize)]
+struct HeldBody {
+    action: HeldAction,
+    dimension: Dimension,
+    item: String,
+}
+
+async fn decide_held(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(r) = authorize(api, headers) {
+        return *r;
+    }
+    let decision = match serde_json::from_slice::<HeldBody>(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"action\": \"approve\"|\"discard\", \"dimension\": …, \
+                     \"item\": …}}: {e}"
+                ),
+            );
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::DecideHeld {
+        key: WorkloadKey::from_raw(key),
+        dimension: decision.dimension,
+        item: decision.item,
+        approve: matches!(decision.action, HeldAction::Approve),
+        reply,
+    };
+    match ask(api, command, answer).await {
+        Ok(view) => Json(view).into_response(),
+        Err(r) => r,
     }
 }
 

@@ -18,6 +18,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub rules: Vec<PathBuf>,
+    pub builtin_rules: bool,
     pub alerts: Vec<String>,
     pub alerts_include_suppressed: bool,
     pub print_events: bool,
@@ -42,6 +43,8 @@ pub struct Learning {
     pub false_alarm_rate: f64,
     #[serde(with = "humantime_serde_compat")]
     pub checkpoint: Duration,
+    pub habit_min_intervals: u32,
+    pub habit_min_containers: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,20 +8,23 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use habit_probes::capabilities::Capabilities;
 use habit_probes::{ProbeConfig, Probes};
+use habit_profiles::held::HabitCriterion;
 use habit_profiles::store::ProfileStore;
 use std::time::SystemTime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::alerting::Alerting;
+use crate::alerts::alert::Alert;
 use crate::api::Api;
 use crate::config::Config;
+use crate::fusion::Fusion;
 use crate::http::{self, AppState};
 use crate::learning::unix_ms;
 use crate::learning::{Engine, LearningConfig};
 use crate::listeners;
 use crate::metrics::Metrics;
-use crate::pipeline::{Anomaly, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::resolve::cgroup::CgroupIndex;
 use crate::resolve::docker::DockerRuntime;
 use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
@@ -68,17 +71,27 @@ pub async fn run(config: Config) -> Result<()> {
             interval: config.learning.interval,
             false_alarm_rate: config.learning.false_alarm_rate,
             checkpoint_every: config.learning.checkpoint,
+            habit: HabitCriterion {
+                min_intervals: config.learning.habit_min_intervals,
+                min_containers: config.learning.habit_min_containers,
+            },
             node: hostname(),
         },
         metrics.clone(),
     )?;
     let views = engine.views();
-    let mut alerting = Alerting::start(&config, &metrics, hostname())?;
+    let mut alerting = Alerting::start(&config, &metrics)?;
+    let fusion = Fusion::new(
+        load_rules(&config),
+        config.alerts_include_suppressed,
+        hostname(),
+        metrics.clone(),
+    );
 
     let printer: Option<Box<dyn std::io::Write + Send>> = config
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
-    let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer, engine);
+    let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer, engine, fusion);
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
             let listeners = listeners::existing_listeners(&snapshot);
@@ -132,7 +145,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
     let mut epoch = 0u64;
     let mut batch = Vec::with_capacity(4096);
-    let mut anomalies = Vec::new();
+    let mut alerts = Vec::new();
 
     loop {
         tokio::select! {
@@ -141,8 +154,8 @@ pub async fn run(config: Config) -> Result<()> {
                 tracing::debug!(message = "Rejected ring-buffer record.", %e);
             }) => {
                 r?;
-                pipeline.handle_batch(&batch, &mut anomalies).await;
-                alerting.raise(&mut anomalies);
+                pipeline.handle_batch(&batch, &mut alerts).await;
+                alerting.raise(&mut alerts);
             }
             _ = interval_tick.tick() => {
                 epoch += 1;
@@ -151,8 +164,8 @@ pub async fn run(config: Config) -> Result<()> {
                 }
             }
             _ = counters_tick.tick() => {
-                read_kernel_counters(&mut probes, &resolver, &metrics, &mut pipeline, config.probes.counters_interval, &mut anomalies).await;
-                alerting.raise(&mut anomalies);
+                read_kernel_counters(&mut probes, &resolver, &metrics, &mut pipeline, config.probes.counters_interval, &mut alerts).await;
+                alerting.raise(&mut alerts);
             }
             _ = second_tick.tick() => {
                 let now = SystemTime::now();
@@ -173,6 +186,24 @@ pub async fn run(config: Config) -> Result<()> {
     alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
+}
+
+/// The built-in rules (unless disabled) and the configured rules files. Problems are logged
+/// with file, line and rule; what loads is used.
+fn load_rules(config: &Config) -> habit_models::rules::RuleSet {
+    let mut loader = habit_models::rules::RuleLoader::new();
+    if config.builtin_rules {
+        crate::default_rules::add_default_rules(&mut loader);
+    }
+    for path in &config.rules {
+        loader.add_file(path);
+    }
+    let (rules, report) = loader.finish();
+    for problem in report.problems() {
+        tracing::warn!(message = "Rules problem.", %problem);
+    }
+    tracing::info!(message = "Rules loaded.", summary = %report.summary());
+    rules
 }
 
 /// Opens the baseline store, creating its directory (0700: baselines describe workloads).
@@ -215,7 +246,7 @@ async fn read_kernel_counters(
     metrics: &Metrics,
     pipeline: &mut Pipeline,
     interval: Duration,
-    anomalies: &mut Vec<Anomaly>,
+    alerts: &mut Vec<Alert>,
 ) {
     let now = SystemTime::now();
     match probes.counters.read_syscalls() {
@@ -254,11 +285,7 @@ async fn read_kernel_counters(
                     let mut fields = serde_json::Map::new();
                     fields.insert("habitd.workload".into(), workload.key.as_str().into());
                     fields.insert("cgroup.id".into(), d.cgroup_id.into());
-                    anomalies.push(Anomaly {
-                        finding,
-                        fields,
-                        time: now,
-                    });
+                    alerts.push(pipeline.fusion.novelty_alert(&finding, fields, now));
                 }
             }
         }

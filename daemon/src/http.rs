@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::json;
 
 use crate::api::{self, Api};
@@ -26,7 +26,10 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
     let v1 = Router::new()
         .route("/api/v1/workloads", get(api::list_workloads))
-        .route("/api/v1/workloads/{*rest}", post(api::set_mode))
+        .route(
+            "/api/v1/workloads/{*rest}",
+            get(api::get_workload).post(api::post_workload),
+        )
         .route(
             "/api/v1/baselines/{*key}",
             get(api::get_baseline).put(api::put_baseline),

@@ -13,6 +13,7 @@ use habit_models::calibrate::calibrate;
 use habit_models::novelty::{NoveltyScorer, Scratch};
 use habit_models::priority::Priority;
 use habit_profiles::baseline::Baseline;
+use habit_profiles::held::{HabitCriterion, HeldItem, HeldItems, HoldOutcome};
 use habit_profiles::observation::{Dimension, Observation};
 use habit_profiles::profile::{Observed, Profile, ProfileConfig, Provenance, UnixMillis};
 use habit_profiles::store::{ForcedMode, ProfileStore, WorkloadRecord, WorkloadState};
@@ -37,6 +38,8 @@ pub struct LearningConfig {
     pub false_alarm_rate: f64,
     /// How often learning progress is written to sled (bounds what `kill -9` loses).
     pub checkpoint_every: Duration,
+    /// When an item a rule flagged during learning is habitual enough to be learned.
+    pub habit: HabitCriterion,
     /// This node's name, recorded as provenance.
     pub node: String,
 }
@@ -62,6 +65,27 @@ pub enum Command {
     },
     /// A baseline was imported into the store: switch to it.
     Reload { key: WorkloadKey },
+    /// List the items a rule flagged during learning.
+    ListHeld {
+        key: WorkloadKey,
+        reply: oneshot::Sender<Result<Vec<HeldItem>, String>>,
+    },
+    /// Approve (learn) or discard a held item.
+    DecideHeld {
+        key: WorkloadKey,
+        dimension: Dimension,
+        item: String,
+        approve: bool,
+        reply: oneshot::Sender<Result<WorkloadView, String>>,
+    },
+}
+
+/// A static rule that flagged an event, as learning needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Flag<'a> {
+    pub rule: &'a str,
+    /// Tagged `habitd.never_learn`: only an operator can approve what it flagged.
+    pub never_learn: bool,
 }
 
 /// A novel observation of a workload in detection: what an anomaly alert reports.
@@ -88,6 +112,8 @@ pub struct WorkloadView {
     pub alerts: u64,
     pub unstable_reason: Option<String>,
     pub baseline_created: Option<UnixMillis>,
+    /// Items a rule flagged during learning, waiting to prove habitual or for an operator.
+    pub held: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +146,8 @@ enum Phase {
 struct Entry {
     record: WorkloadRecord,
     phase: Phase,
+    /// Items a rule flagged during learning.
+    held: HeldItems,
     /// Learned something since the last checkpoint.
     dirty: bool,
 }
@@ -228,9 +256,11 @@ impl Engine {
                 }
             }
         };
+        let held = self.store.held().get(&key)?;
         Ok(Entry {
             record,
             phase,
+            held,
             dirty: false,
         })
     }
@@ -247,9 +277,74 @@ impl Engine {
                 profile: self.new_profile(key, now),
                 carried: None,
             },
+            held: HeldItems::default(),
             dirty: true,
         };
         self.workloads.insert(key.clone(), entry);
+    }
+
+    /// The state of a workload (`Learning` for one not seen yet: it will start learning).
+    pub fn state(&self, key: &WorkloadKey) -> WorkloadState {
+        self.workloads
+            .get(key)
+            .map_or(WorkloadState::Learning, |e| match e.phase {
+                Phase::Learning { .. } => WorkloadState::Learning,
+                Phase::Detecting { .. } => e.record.state,
+            })
+    }
+
+    /// Never learn an attack: the observations of an event a rule flagged while the workload
+    /// learns are held, not learned, unless they are known already or prove habitual.
+    pub fn hold(
+        &mut self,
+        key: &WorkloadKey,
+        container_id: Option<&str>,
+        observations: &[Observation],
+        flags: &[Flag<'_>],
+        now: UnixMillis,
+    ) {
+        if observations.is_empty() || flags.is_empty() {
+            return;
+        }
+        self.ensure(key, now);
+        let provenance = Provenance::new(self.config.node.clone(), container_id);
+        let interval = now / self.profile_config.interval_ms.max(1);
+        let never_learn = flags.iter().any(|f| f.never_learn);
+        let criterion = self.config.habit;
+        let node = self.config.node.clone();
+        let Some(entry) = self.workloads.get_mut(key) else {
+            return;
+        };
+        let Phase::Learning { profile, .. } = &mut entry.phase else {
+            return;
+        };
+        for obs in observations {
+            let item = obs.generalised();
+            if profile.item(obs.dimension, &item).is_some() {
+                continue; // already part of the profile (it proved habitual before)
+            }
+            let outcome = entry.held.hold(
+                obs.dimension,
+                &item,
+                flags[0].rule,
+                never_learn,
+                now,
+                interval,
+                container_id,
+                &node,
+                criterion,
+            );
+            if outcome == HoldOutcome::Habitual {
+                tracing::info!(
+                    message = "A flagged item proved habitual: learned.",
+                    workload = %key,
+                    dimension = obs.dimension.name(),
+                    item = %item
+                );
+                let _ = profile.observe(obs, now, &provenance);
+            }
+            entry.dirty = true;
+        }
     }
 
     /// Learns or scores the observations of one event. Findings (novel behaviour of a stable
@@ -438,7 +533,11 @@ impl Engine {
                 continue;
             };
             entry.record.update_from_profile(profile, now);
-            match self.store.checkpoint(&entry.record, profile) {
+            let saved = self
+                .store
+                .checkpoint(&entry.record, profile)
+                .and_then(|()| self.store.held().put(&entry.record.key, &entry.held));
+            match saved {
                 Ok(()) => {
                     entry.dirty = false;
                     wrote = true;
@@ -470,6 +569,31 @@ impl Engine {
                 });
                 let _ = reply.send(view);
             }
+            Command::ListHeld { key, reply } => {
+                let items = self
+                    .workloads
+                    .get(&key)
+                    .map(|e| e.held.iter().cloned().collect())
+                    .ok_or_else(|| format!("unknown workload {key}"));
+                let _ = reply.send(items);
+            }
+            Command::DecideHeld {
+                key,
+                dimension,
+                item,
+                approve,
+                reply,
+            } => {
+                let result = self
+                    .decide_held(&key, dimension, &item, approve)
+                    .map_err(|e| format!("{e:#}"));
+                self.publish(SystemTime::now());
+                let view = result.and_then(|()| {
+                    self.view_of(&key, SystemTime::now())
+                        .ok_or_else(|| format!("unknown workload {key}"))
+                });
+                let _ = reply.send(view);
+            }
             Command::Reload { key } => {
                 match self.store.workloads().get(&key) {
                     Ok(Some(record)) => match self.load(record) {
@@ -486,11 +610,54 @@ impl Engine {
         }
     }
 
+    /// An operator's decision on a held item: approve learns it (while learning), discard
+    /// forgets it.
+    fn decide_held(
+        &mut self,
+        key: &WorkloadKey,
+        dimension: Dimension,
+        item: &str,
+        approve: bool,
+    ) -> anyhow::Result<()> {
+        let now = unix_ms(SystemTime::now());
+        let node = self.config.node.clone();
+        let entry = self
+            .workloads
+            .get_mut(key)
+            .ok_or_else(|| anyhow::anyhow!("unknown workload {key}"))?;
+        if approve && !matches!(entry.phase, Phase::Learning { .. }) {
+            anyhow::bail!(
+                "{key} is not learning: approving needs `mode learn` (or relearn) first, so that \
+                 the item is learned into a new baseline"
+            );
+        }
+        let held = entry
+            .held
+            .take(dimension, item)
+            .ok_or_else(|| anyhow::anyhow!("no held item {} {item} for {key}", dimension.name()))?;
+        if let Phase::Learning { profile, .. } = &mut entry.phase
+            && approve
+        {
+            let provenance = Provenance::new(node, held.containers.first().map(String::as_str));
+            let _ = profile.observe(&Observation::new(dimension, item), now, &provenance);
+        }
+        tracing::info!(
+            message = if approve { "Held item approved: learned." } else { "Held item discarded." },
+            workload = %key,
+            dimension = dimension.name(),
+            item
+        );
+        entry.dirty = true;
+        self.store.held().put(key, &entry.held)?;
+        Ok(())
+    }
+
     fn set_mode(&mut self, key: &WorkloadKey, mode: Mode) -> anyhow::Result<()> {
         let now = unix_ms(SystemTime::now());
         match mode {
             Mode::Relearn => {
                 let record = self.store.relearn(key, now)?;
+                self.store.held().put(key, &HeldItems::default())?;
                 let profile = self.new_profile(key, now);
                 self.workloads.insert(
                     key.clone(),
@@ -500,6 +667,7 @@ impl Engine {
                             profile,
                             carried: None,
                         },
+                        held: HeldItems::default(),
                         dirty: true,
                     },
                 );
@@ -581,6 +749,7 @@ impl Engine {
             alerts: r.alerts,
             unstable_reason: r.unstable_reason.map(|u| u.to_string()),
             baseline_created: r.baseline_created,
+            held: entry.held.len(),
         }
     }
 

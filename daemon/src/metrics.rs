@@ -37,6 +37,10 @@ pub struct Metrics {
     pub scorer_seconds: Histogram,
     /// Alerts raised, by dimension and priority.
     pub alerts: IntCounterVec,
+    /// Static rule hits, by rule.
+    pub rule_hits: IntCounterVec,
+    /// Rule hits the baseline explained, by rule.
+    pub alerts_suppressed: IntCounterVec,
 }
 
 impl Metrics {
@@ -121,6 +125,19 @@ impl Metrics {
             ),
             &["dimension", "priority"],
         )?;
+        let rule_hits = IntCounterVec::new(
+            Opts::new("habitd_rule_hits_total", "Static rule hits, by rule"),
+            &["rule"],
+        )?;
+        let alerts_suppressed = IntCounterVec::new(
+            Opts::new(
+                "habitd_alerts_suppressed_total",
+                "Rule hits explained by the workload's baseline and not alerted, by rule",
+            ),
+            &["rule"],
+        )?;
+        registry.register(Box::new(rule_hits.clone()))?;
+        registry.register(Box::new(alerts_suppressed.clone()))?;
         registry.register(Box::new(workloads_by_state.clone()))?;
         registry.register(Box::new(learning_progress.clone()))?;
         registry.register(Box::new(profile_items.clone()))?;
@@ -149,6 +166,8 @@ impl Metrics {
             anomaly_score,
             scorer_seconds,
             alerts,
+            rule_hits,
+            alerts_suppressed,
         })
     }
 

@@ -8,26 +8,47 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
+use habit_models::rules::Rule;
 use habit_probes::{Event, EventBody};
 use habit_profiles::observation::Observation;
-use serde_json::{Map, Value};
+use habit_profiles::store::WorkloadState;
 
-use crate::learning::{Engine, Finding, unix_ms};
+use crate::alerts::alert::Alert;
+use crate::fusion::{Fusion, NEVER_LEARN_TAG};
+use crate::learning::{Engine, Finding, Flag, unix_ms};
 use crate::metrics::Metrics;
 use crate::observe::observations;
 use crate::output::{Attributed, Clock};
 use crate::proctable::{ProcInfo, ProcTable};
 use crate::resolve::WorkloadResolver;
 use crate::resolve::procfs::ProcSnapshot;
+use crate::rule_fields::RuleEvent;
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
 
-/// A finding with the event that caused it, as alert output fields.
-pub struct Anomaly {
-    pub finding: Finding,
-    pub fields: Map<String, Value>,
-    pub time: std::time::SystemTime,
+/// Most (container, path) pairs remembered as written by their container.
+const WRITTEN_LIMIT: usize = 65_536;
+
+/// Files each container wrote since it started: an exec of one of them is a binary dropped
+/// then executed (`proc.is_exe_upper_layer`). Bounded: forgotten wholesale when full.
+#[derive(Default)]
+struct WrittenFiles(HashSet<(String, String)>);
+
+impl WrittenFiles {
+    fn note(&mut self, container: &str, path: &str) {
+        if self.0.len() >= WRITTEN_LIMIT {
+            self.0.clear();
+        }
+        self.0.insert((container.to_owned(), path.to_owned()));
+    }
+
+    fn contains(&self, container: &str, path: &str) -> bool {
+        // Tuple lookup without allocating: the set is small enough that this is rare work.
+        self.0.iter().any(|(c, p)| c == container && p == path)
+    }
 }
 
 pub struct Pipeline {
@@ -39,6 +60,9 @@ pub struct Pipeline {
     printer: Option<Box<dyn Write + Send>>,
     /// Learning and scoring.
     pub engine: Engine,
+    /// Static rules and their fusion with the baselines.
+    pub fusion: Fusion,
+    written: WrittenFiles,
     /// Reused buffers: no allocation per event for them.
     observations: Vec<Observation>,
     findings: Vec<Finding>,
@@ -50,6 +74,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         printer: Option<Box<dyn Write + Send>>,
         engine: Engine,
+        fusion: Fusion,
     ) -> Self {
         Self {
             resolver,
@@ -58,6 +83,8 @@ impl Pipeline {
             clock: Clock::new(),
             printer,
             engine,
+            fusion,
+            written: WrittenFiles::default(),
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
         }
@@ -85,10 +112,10 @@ impl Pipeline {
         &self.procs
     }
 
-    /// Handles a batch of events in order; novel behaviour is appended to `anomalies`.
-    pub async fn handle_batch(&mut self, events: &[Event], anomalies: &mut Vec<Anomaly>) {
+    /// Handles a batch of events in order; the alerts they raise are appended to `alerts`.
+    pub async fn handle_batch(&mut self, events: &[Event], alerts: &mut Vec<Alert>) {
         for ev in events {
-            self.handle(ev, anomalies).await;
+            self.handle(ev, alerts).await;
         }
         if let Some(out) = self.printer.as_mut()
             && let Err(e) = out.flush()
@@ -97,7 +124,7 @@ impl Pipeline {
         }
     }
 
-    async fn handle(&mut self, ev: &Event, anomalies: &mut Vec<Anomaly>) {
+    async fn handle(&mut self, ev: &Event, alerts: &mut Vec<Alert>) {
         let h = &ev.header;
         let hint = match &ev.body {
             EventBody::Exec { cgroup_v1_name, .. } => Some(cgroup_v1_name.as_str()),
@@ -121,30 +148,61 @@ impl Pipeline {
             time,
         };
 
-        // Provisional workloads (a cgroup or container not described yet) are not learned:
-        // their events may belong to any image.
+        // Provisional workloads (a cgroup or container not described yet) are neither learned
+        // nor scored: their events may belong to any image.
         if !workload.is_unresolved() {
+            let container = workload.container_id.as_deref();
+            let written = match (&ev.body, container, path.as_deref()) {
+                (EventBody::Exec { .. }, Some(c), Some(p)) => self.written.contains(c, p),
+                (EventBody::Open { flags, .. }, Some(c), Some(p)) if flags & 3 != 0 => {
+                    self.written.note(c, p);
+                    false
+                }
+                _ => false,
+            };
+            let rule_event = RuleEvent {
+                attributed: &attributed,
+                procs: &self.procs,
+                exe_written_by_container: written,
+            };
+            let mut hits: Vec<&Rule> = Vec::new();
+            self.fusion.rules.matching_rules(&rule_event, &mut hits);
+
             self.observations.clear();
             let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
             observations(ev, path.as_deref(), parent_exe, &mut self.observations);
             self.findings.clear();
-            self.engine.observe(
-                &workload.key,
-                workload.container_id.as_deref(),
-                &self.observations,
-                unix_ms(time),
-                &mut self.findings,
-            );
-            if !self.findings.is_empty() {
-                let fields = attributed.fields();
-                for finding in self.findings.drain(..) {
-                    anomalies.push(Anomaly {
-                        finding,
-                        fields: fields.clone(),
-                        time,
-                    });
-                }
+            let now = unix_ms(time);
+            let state = self.engine.state(&workload.key);
+            if !hits.is_empty() && state == WorkloadState::Learning {
+                // Never learn an attack: what a rule flags is held, not learned.
+                let flags: Vec<Flag<'_>> = hits
+                    .iter()
+                    .map(|r| Flag {
+                        rule: r.name(),
+                        never_learn: r.has_tag(NEVER_LEARN_TAG),
+                    })
+                    .collect();
+                self.engine
+                    .hold(&workload.key, container, &self.observations, &flags, now);
+            } else {
+                self.engine.observe(
+                    &workload.key,
+                    container,
+                    &self.observations,
+                    now,
+                    &mut self.findings,
+                );
             }
+            self.fusion.decide(
+                &hits,
+                &rule_event,
+                &self.findings,
+                !self.observations.is_empty(),
+                state,
+                workload.key.as_str(),
+                alerts,
+            );
         }
 
         if let Some(out) = self.printer.as_mut()

@@ -2,6 +2,7 @@
 pub mod baseline;
 pub mod error;
 pub mod generalise;
+pub mod held;
 pub mod observation;
 pub mod profile;
 pub mod store;

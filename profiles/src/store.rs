@@ -33,12 +33,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::baseline::Baseline;
 use crate::error::ProfileError;
+use crate::held::HeldItems;
 use crate::profile::{Profile, UnixMillis, UnstableReason};
 use crate::workload::WorkloadKey;
 
 const WORKLOADS: &str = "workloads";
 const PROFILES: &str = "profiles";
 const BASELINES: &str = "baselines";
+const HELD: &str = "held";
 /// Key, in sled's default tree, of the store's layout version.
 const SCHEMA_KEY: &[u8] = b"habitd.schema";
 /// The layout version this build writes: bump it when a tree's key or value changes
@@ -303,6 +305,26 @@ impl Baselines {
     }
 }
 
+/// The `held` tree: items a rule flagged during learning (see [`crate::held`]).
+#[derive(Debug, Clone)]
+pub struct Held(sled::Tree);
+
+impl Held {
+    /// The held items of a workload (empty if none).
+    pub fn get(&self, key: &WorkloadKey) -> Result<HeldItems, ProfileError> {
+        Ok(get_json(&self.0, HELD, "held items", key)?.unwrap_or_default())
+    }
+
+    /// Stores the held items of a workload (removes the entry when empty).
+    pub fn put(&self, key: &WorkloadKey, items: &HeldItems) -> Result<(), ProfileError> {
+        if items.is_empty() && items.overflow == 0 {
+            return remove(&self.0, HELD, key).map(drop);
+        }
+        let value = encode("held items", key, items)?;
+        insert(&self.0, HELD, key, value)
+    }
+}
+
 /// The store. Cheap to clone (sled handles are reference-counted).
 #[derive(Debug, Clone)]
 pub struct ProfileStore {
@@ -310,6 +332,7 @@ pub struct ProfileStore {
     workloads: Workloads,
     profiles: Profiles,
     baselines: Baselines,
+    held: Held,
 }
 
 impl ProfileStore {
@@ -357,8 +380,14 @@ impl ProfileStore {
             workloads: Workloads(db.open_tree(WORKLOADS).map_err(tree_error(WORKLOADS))?),
             profiles: Profiles(db.open_tree(PROFILES).map_err(tree_error(PROFILES))?),
             baselines: Baselines(db.open_tree(BASELINES).map_err(tree_error(BASELINES))?),
+            held: Held(db.open_tree(HELD).map_err(tree_error(HELD))?),
             db,
         })
+    }
+
+    /// The `held` tree.
+    pub fn held(&self) -> &Held {
+        &self.held
     }
 
     /// The `workloads` tree.

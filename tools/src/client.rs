@@ -347,6 +347,35 @@ impl Client {
         parse_json(&body, "POST", &path)
     }
 
+    /// `GET /api/v1/workloads/{key}/held`: the items a rule flagged during learning.
+    pub fn held(&self, key: &WorkloadKey) -> Result<serde_json::Value, ApiError> {
+        let path = format!(
+            "/api/v1/workloads/{}/held",
+            encode_key_segment(key.as_str())
+        );
+        let body = self.call("GET", &path, None)?;
+        parse_json(&body, "GET", &path)
+    }
+
+    /// `POST /api/v1/workloads/{key}/held`: approve (learn) or discard one held item.
+    pub fn decide_held(
+        &self,
+        key: &WorkloadKey,
+        approve: bool,
+        dimension: &str,
+        item: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!(
+            "/api/v1/workloads/{}/held",
+            encode_key_segment(key.as_str())
+        );
+        let action = if approve { "approve" } else { "discard" };
+        let request = serde_json::json!({ "action": action, "dimension": dimension, "item": item })
+            .to_string();
+        let body = self.call("POST", &path, Some(request.as_bytes()))?;
+        parse_json(&body, "POST", &path)
+    }
+
     /// `GET /api/v1/baselines/{key}`: the baseline file as the daemon sent it.
     pub fn export_baseline(&self, key: &WorkloadKey) -> Result<Vec<u8>, ApiError> {
         let path = format!("/api/v1/baselines/{}", encode_key_segment(key.as_str()));

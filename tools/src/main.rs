@@ -153,6 +153,19 @@ enum BaselineCommand {
         output: Option<PathBuf>,
     },
 
+    /// List what a static rule flagged while a workload learned, held out of its baseline
+    /// until it proves habitual; or approve (learn) or discard one item (needs the token).
+    Held {
+        /// The workload key.
+        key: String,
+        /// Learn this held item: DIMENSION ITEM (as listed).
+        #[arg(long, num_args = 2, value_names = ["DIMENSION", "ITEM"], conflicts_with = "discard")]
+        approve: Option<Vec<String>>,
+        /// Forget this held item: DIMENSION ITEM (as listed).
+        #[arg(long, num_args = 2, value_names = ["DIMENSION", "ITEM"])]
+        discard: Option<Vec<String>>,
+    },
+
     /// Show which items and syscalls one baseline knows that the other does not.
     ///
     /// Works offline. Counts are not compared: a diff answers "what behaviour changed".
@@ -195,6 +208,11 @@ fn run(cli: Cli) -> Result<Outcome> {
             merge(&a, &b, output.as_deref())?;
         }
         Command::Baseline(BaselineCommand::Diff { old, new }) => return diff(&old, &new),
+        Command::Baseline(BaselineCommand::Held {
+            key,
+            approve,
+            discard,
+        }) => held(&client()?, &key, approve, discard)?,
         Command::Rules(RulesCommand::Check { files }) => {
             return Ok(if rules::check(&files)? {
                 Outcome::Done
@@ -238,6 +256,74 @@ fn set_mode(client: &Client, key: &str, mode: Mode) -> Result<()> {
         Some(state) => say(&format!("{shown}: mode {} (state: {state})", mode.as_str())),
         None => say(&format!("{shown}: mode {}", mode.as_str())),
     }
+}
+
+fn held(
+    client: &Client,
+    key: &str,
+    approve: Option<Vec<String>>,
+    discard: Option<Vec<String>>,
+) -> Result<()> {
+    let key = client::workload_key(key);
+    let shown = table::printable(key.as_str());
+    let decision = match (approve, discard) {
+        (Some(v), _) => Some((true, v)),
+        (None, Some(v)) => Some((false, v)),
+        (None, None) => None,
+    };
+    if let Some((approve, args)) = decision {
+        let [dimension, item] = args.as_slice() else {
+            anyhow::bail!("expected DIMENSION ITEM");
+        };
+        client
+            .decide_held(&key, approve, dimension, item)
+            .with_context(|| format!("cannot decide on a held item of {shown}"))?;
+        let verb = if approve {
+            "approved (learned)"
+        } else {
+            "discarded"
+        };
+        return say(&format!(
+            "{shown}: {dimension} {} {verb}",
+            table::printable(item)
+        ));
+    }
+    let items = client
+        .held(&key)
+        .with_context(|| format!("cannot list the held items of {shown}"))?;
+    let list = items.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return say(&format!("{shown}: nothing held"));
+    }
+    let mut out = format!(
+        "{:<10} {:<50} {:>6} {:>9}  RULES\n",
+        "DIMENSION", "ITEM", "COUNT", "INTERVALS"
+    );
+    for i in &list {
+        let text = |k: &str| i[k].as_str().map(table::printable).unwrap_or_default();
+        let rules: Vec<String> = i["rules"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x.as_str().map(table::printable))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let never = if i["never_learn"] == true {
+            " (never learned by itself)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "{:<10} {:<50} {:>6} {:>9}  {}{never}\n",
+            text("dimension"),
+            text("item"),
+            i["count"],
+            i["intervals"],
+            rules.join(", ")
+        ));
+    }
+    say(out.trim_end())
 }
 
 fn export(client: &Client, key: &str, output: Option<&Path>) -> Result<()> {

@@ -1,0 +1,172 @@
+//! Fusion of static rule hits with the learned baseline: the false-positive cut.
+//!
+//! - A rule hit on a stable workload whose behaviour is in its baseline is *suppressed*
+//!   (counted, logged at debug, sent only with `--alerts-include-suppressed`, marked
+//!   `habitd.suppressed=true`), unless the rule is tagged `habitd.always`.
+//! - A rule hit on behaviour that is also novel is escalated one priority level and carries
+//!   the anomaly explanation.
+//! - Novel behaviour without a rule hit is an alert of rule `habitd anomaly`.
+//! - While a workload learns, rule hits alert as they are (and their items are held, see
+//!   [`crate::learning::Engine::hold`]); an unstable workload alerts on rules only.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use habit_models::priority::Priority;
+use habit_models::rules::{Rule, RuleSet};
+use habit_profiles::store::WorkloadState;
+use serde_json::{Map, Value};
+
+use crate::alerts::alert::Alert;
+use crate::learning::Finding;
+use crate::metrics::Metrics;
+use crate::rule_fields::RuleEvent;
+
+/// Rules that a baseline never silences.
+pub const ALWAYS_TAG: &str = "habitd.always";
+/// Rules whose hits are never learned by themselves.
+pub const NEVER_LEARN_TAG: &str = "habitd.never_learn";
+
+pub struct Fusion {
+    pub rules: RuleSet,
+    include_suppressed: bool,
+    hostname: String,
+    metrics: Arc<Metrics>,
+}
+
+/// One level more severe (Emergency stays Emergency).
+pub fn escalate(p: Priority) -> Priority {
+    let i = Priority::ALL.iter().position(|x| *x == p).unwrap_or(0);
+    Priority::ALL[(i + 1).min(Priority::ALL.len() - 1)]
+}
+
+impl Fusion {
+    pub fn new(
+        rules: RuleSet,
+        include_suppressed: bool,
+        hostname: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            rules,
+            include_suppressed,
+            hostname,
+            metrics,
+        }
+    }
+
+    /// The anomaly alert of a novel item without a rule hit.
+    pub fn novelty_alert(
+        &self,
+        f: &Finding,
+        fields: Map<String, Value>,
+        time: SystemTime,
+    ) -> Alert {
+        let dimension = f.dimension.alert_dimension().to_string();
+        Alert::novelty(
+            time,
+            f.workload.as_str(),
+            f.baseline_state.name(),
+            &dimension,
+            &f.item,
+            f.score,
+            f.priority,
+            fields,
+            &self.hostname,
+        )
+    }
+
+    /// Decides the alerts of one event: `hits` are the rules it matched, `findings` its novel
+    /// items (scored only for stable workloads), `observed` whether it had any behaviour the
+    /// baseline could explain.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &self,
+        hits: &[&Rule],
+        event: &RuleEvent<'_>,
+        findings: &[Finding],
+        observed: bool,
+        state: WorkloadState,
+        workload: &str,
+        out: &mut Vec<Alert>,
+    ) {
+        let time = event.attributed.time;
+        if hits.is_empty() {
+            if !findings.is_empty() {
+                let fields = event.attributed.fields();
+                for f in findings {
+                    out.push(self.novelty_alert(f, fields.clone(), time));
+                }
+            }
+            return;
+        }
+        let stable = state == WorkloadState::Stable;
+        let explained = stable && observed && findings.is_empty();
+        for rule in hits {
+            self.metrics
+                .rule_hits
+                .with_label_values(&[rule.name()])
+                .inc();
+            let suppressed = explained && !rule.has_tag(ALWAYS_TAG);
+            if suppressed {
+                self.metrics
+                    .alerts_suppressed
+                    .with_label_values(&[rule.name()])
+                    .inc();
+                tracing::debug!(
+                    message = "Rule hit explained by the baseline: suppressed.",
+                    rule = rule.name(),
+                    workload
+                );
+                if !self.include_suppressed {
+                    continue;
+                }
+            }
+            let novel = stable && !findings.is_empty();
+            let priority = if novel {
+                escalate(rule.priority())
+            } else {
+                rule.priority()
+            };
+            let mut fields = event.attributed.fields();
+            for f in rule.output_fields(event) {
+                fields.insert(
+                    f.name.to_string(),
+                    f.value.map_or(Value::Null, Value::String),
+                );
+            }
+            let mut alert = Alert::new(
+                time,
+                rule.name(),
+                priority,
+                rule.render_output(event),
+                workload,
+                state.name(),
+                &self.hostname,
+            )
+            .with_output_fields(fields)
+            .with_tags(rule.tags().iter().cloned())
+            .with_suppressed(suppressed);
+            if novel {
+                let score = findings.iter().map(|f| f.score).fold(0.0, f64::max);
+                alert = alert.with_score(score);
+                for f in findings {
+                    alert = alert.with_novel(f.dimension.alert_dimension().to_string(), &f.item);
+                }
+            }
+            out.push(alert);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escalation_is_one_level_and_saturates() {
+        assert_eq!(escalate(Priority::Warning), Priority::Error);
+        assert_eq!(escalate(Priority::Notice), Priority::Warning);
+        assert_eq!(escalate(Priority::Emergency), Priority::Emergency);
+    }
+}

@@ -1,0 +1,321 @@
+//! Falco fields of an attributed event, for the rules engine ([`EventFields`]).
+//!
+//! Values are borrowed from the event, the process table and the workload where possible;
+//! the process ancestry (`proc.aname[N]`, `proc.pname`, …) comes from the user-space process
+//! table, which exec/fork/exit events keep current.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use habit_models::rules::{EventFields, Field, FieldArg, Value};
+use habit_probes::{EventBody, PrivOp};
+
+use crate::output::{Attributed, cmdline};
+use crate::proctable::{ProcInfo, ProcTable};
+
+/// How many ancestors `proc.aname` and friends look at (Falco's rules use up to 7).
+const MAX_ANCESTORS: usize = 8;
+
+/// An attributed event seen through Falco's field names.
+pub struct RuleEvent<'a> {
+    pub attributed: &'a Attributed<'a>,
+    pub procs: &'a ProcTable,
+    /// The executed file was written by this container after it started (exec events).
+    pub exe_written_by_container: bool,
+}
+
+fn s(v: &str) -> Option<Value<'_>> {
+    Some(Value::Str(Cow::Borrowed(v)))
+}
+
+fn owned(v: String) -> Option<Value<'static>> {
+    Some(Value::Str(Cow::Owned(v)))
+}
+
+fn num(v: impl Into<i64>) -> Option<Value<'static>> {
+    Some(Value::Num(v.into()))
+}
+
+/// Falco's name of a ptrace request.
+fn ptrace_request(request: u64) -> Cow<'static, str> {
+    Cow::Borrowed(match request {
+        0 => "PTRACE_TRACEME",
+        1 => "PTRACE_PEEKTEXT",
+        2 => "PTRACE_PEEKDATA",
+        3 => "PTRACE_PEEKUSR",
+        4 => "PTRACE_POKETEXT",
+        5 => "PTRACE_POKEDATA",
+        6 => "PTRACE_POKEUSR",
+        7 => "PTRACE_CONT",
+        8 => "PTRACE_KILL",
+        9 => "PTRACE_SINGLESTEP",
+        12 => "PTRACE_GETREGS",
+        13 => "PTRACE_SETREGS",
+        16 => "PTRACE_ATTACH",
+        17 => "PTRACE_DETACH",
+        24 => "PTRACE_SYSCALL",
+        0x4206 => "PTRACE_SEIZE",
+        0x4207 => "PTRACE_INTERRUPT",
+        other => return Cow::Owned(other.to_string()),
+    })
+}
+
+impl<'a> RuleEvent<'a> {
+    fn process(&self) -> Option<&'a ProcInfo> {
+        self.attributed.process
+    }
+
+    /// The chain of processes from the event's process (index 0) upwards.
+    fn ancestors(&self) -> Vec<&'a ProcInfo> {
+        let mut chain = Vec::with_capacity(MAX_ANCESTORS);
+        let Some(me) = self.process() else {
+            return chain;
+        };
+        chain.push(me);
+        let mut ppid = self.attributed.event.header.ppid;
+        while chain.len() < MAX_ANCESTORS && ppid > 1 {
+            let Some(p) = self.procs.get(ppid) else { break };
+            chain.push(p);
+            ppid = p.ppid;
+        }
+        chain
+    }
+
+    fn ancestor_values(
+        &self,
+        arg: Option<&FieldArg>,
+        value: impl Fn(&'a ProcInfo) -> Option<Value<'a>>,
+    ) -> Option<Value<'a>> {
+        let chain = self.ancestors();
+        match arg {
+            Some(FieldArg::Index(i)) => chain.get(*i as usize).and_then(|p| value(p)),
+            // Without an index: every ancestor, parent first.
+            _ => Some(Value::List(
+                chain.iter().skip(1).filter_map(|p| value(p)).collect(),
+            )),
+        }
+    }
+
+    fn body(&self) -> &'a EventBody {
+        &self.attributed.event.body
+    }
+
+    /// (local, remote) endpoints of a network event; client/server follow from the direction.
+    fn endpoints(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        match self.body() {
+            EventBody::Connect { remote, .. } => (None, Some(*remote)),
+            EventBody::Accept { local, remote } => (Some(*local), Some(*remote)),
+            EventBody::Bind { local, .. } | EventBody::Listen { local } => (Some(*local), None),
+            _ => (None, None),
+        }
+    }
+
+    /// (client, server) of a connection.
+    fn client_server(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let (local, remote) = self.endpoints();
+        match self.body() {
+            EventBody::Connect { .. } => (local, remote),
+            EventBody::Accept { .. } => (remote, local),
+            _ => (None, local),
+        }
+    }
+
+    fn path(&self) -> Option<&'a str> {
+        match self.body() {
+            EventBody::Open { path, .. } | EventBody::Chmod { path, .. } => {
+                Some(self.attributed.path.unwrap_or(path))
+            }
+            _ => None,
+        }
+    }
+
+    fn arg(&self, name: &str) -> Option<Value<'a>> {
+        match (self.body(), name) {
+            (EventBody::Open { flags, .. }, "flags") => num(*flags),
+            (EventBody::Open { mode, .. }, "mode") | (EventBody::Chmod { mode, .. }, "mode") => {
+                owned(format!("{mode:o}"))
+            }
+            (EventBody::Open { .. } | EventBody::Chmod { .. }, "name" | "filename" | "path") => {
+                self.path().and_then(s)
+            }
+            (EventBody::Exit { status }, "status") => num(*status),
+            (EventBody::Fork { child_pid }, "child_pid" | "pid") => num(*child_pid),
+            (EventBody::Privileged(op), name) => match (op, name) {
+                (PrivOp::Ptrace { request, .. }, "request") => {
+                    Some(Value::Str(ptrace_request(*request)))
+                }
+                (PrivOp::Ptrace { target_pid, .. }, "pid") => num(*target_pid),
+                (PrivOp::PacketSocket { .. }, "domain") => s("AF_PACKET"),
+                (PrivOp::Mount { target, .. }, "dir") => s(target),
+                (PrivOp::Mount { flags, .. }, "flags") => num(*flags as i64),
+                (PrivOp::Umount { target }, "name") => s(target),
+                (PrivOp::MemfdCreate { name }, "name") => s(name),
+                (PrivOp::SetUid { euid, .. }, "uid" | "euid") => num(*euid),
+                (PrivOp::SetGid { egid, .. }, "gid" | "egid") => num(*egid),
+                (PrivOp::Unshare { flags }, "flags") => num(*flags as i64),
+                (PrivOp::Setns { nstype }, "nstype") => num(*nstype as i64),
+                (PrivOp::Bpf { cmd }, "cmd") => num(*cmd as i64),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl EventFields for RuleEvent<'_> {
+    fn get(&self, field: Field, arg: Option<&FieldArg>) -> Option<Value<'_>> {
+        let a = self.attributed;
+        let h = &a.event.header;
+        let w = a.workload;
+        let container = w.container.as_ref();
+        match field {
+            Field::EvtType | Field::SyscallType => s(a.event.body.evt_type()),
+            Field::EvtDir => s("<"),
+            Field::EvtSource => s("syscall"),
+            Field::EvtRawtime => num(a
+                .time
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0)),
+            Field::EvtArg => match arg {
+                Some(FieldArg::Key(name)) => self.arg(name),
+                _ => None,
+            },
+            Field::EvtIsOpenRead => match self.body() {
+                EventBody::Open { flags, .. } => Some(Value::Bool(flags & 3 != 1)),
+                _ => None,
+            },
+            Field::EvtIsOpenWrite => match self.body() {
+                EventBody::Open { flags, .. } => Some(Value::Bool(flags & 3 != 0)),
+                _ => None,
+            },
+            Field::EvtIsOpenCreate => match self.body() {
+                EventBody::Open { flags, .. } => Some(Value::Bool(flags & 0o100 != 0)),
+                _ => None,
+            },
+            Field::ProcPid => num(h.tgid),
+            Field::ThreadTid => num(h.pid),
+            Field::ProcPpid => num(h.ppid),
+            Field::ProcName => s(&h.comm),
+            Field::ProcExe => self
+                .process()
+                .and_then(|p| p.args.first().map(|a0| s(a0)).unwrap_or_else(|| s(&p.exe))),
+            Field::ProcExepath => match self.body() {
+                EventBody::Exec { .. } => a.path.and_then(s),
+                _ => self.process().and_then(|p| s(&p.exe)),
+            },
+            Field::ProcCmdline => self
+                .process()
+                .and_then(|p| owned(cmdline(&h.comm, &p.args))),
+            Field::ProcArgs => self
+                .process()
+                .and_then(|p| owned(p.args.get(1..).unwrap_or_default().join(" "))),
+            Field::ProcPname => self.procs.get(h.ppid).and_then(|p| s(&p.comm)),
+            Field::ProcPexe => self
+                .procs
+                .get(h.ppid)
+                .and_then(|p| p.args.first().map(|a0| s(a0)).unwrap_or_else(|| s(&p.exe))),
+            Field::ProcPexepath => self.procs.get(h.ppid).and_then(|p| s(&p.exe)),
+            Field::ProcPcmdline => self
+                .procs
+                .get(h.ppid)
+                .and_then(|p| owned(cmdline(&p.comm, &p.args))),
+            Field::ProcAname => self.ancestor_values(arg, |p| s(&p.comm)),
+            Field::ProcAexepath => self.ancestor_values(arg, |p| s(&p.exe)),
+            Field::ProcAcmdline => self.ancestor_values(arg, |p| owned(cmdline(&p.comm, &p.args))),
+            Field::ProcIsExeUpperLayer => match self.body() {
+                EventBody::Exec { .. } => Some(Value::Bool(self.exe_written_by_container)),
+                _ => None,
+            },
+            Field::ProcIsExeFromMemfd => match self.body() {
+                EventBody::Exec { filename, .. } => Some(Value::Bool(
+                    filename.starts_with("/memfd:")
+                        || a.path.is_some_and(|p| p.starts_with("/memfd:")),
+                )),
+                _ => None,
+            },
+            Field::UserUid => num(h.uid),
+            Field::GroupGid => num(h.gid),
+            Field::UserName => match h.uid {
+                0 => s("root"),
+                _ => None,
+            },
+            Field::FdName => match self.body() {
+                EventBody::Open { .. } | EventBody::Chmod { .. } => self.path().and_then(s),
+                _ => {
+                    let (client, server) = self.client_server();
+                    match (client, server) {
+                        (Some(c), Some(sv)) => owned(format!(
+                            "{}:{}->{}:{}",
+                            c.ip(),
+                            c.port(),
+                            sv.ip(),
+                            sv.port()
+                        )),
+                        (None, Some(sv)) => owned(format!("{}:{}", sv.ip(), sv.port())),
+                        _ => None,
+                    }
+                }
+            },
+            Field::FdDirectory => self.path().map(|p| match p.rfind('/') {
+                Some(0) => Value::Str(Cow::Borrowed("/")),
+                Some(i) => Value::Str(Cow::Borrowed(&p[..i])),
+                None => Value::Str(Cow::Borrowed(".")),
+            }),
+            Field::FdFilename => self
+                .path()
+                .map(|p| Value::Str(Cow::Borrowed(p.rsplit('/').next().unwrap_or(p)))),
+            Field::FdTypechar | Field::FdType => {
+                let (kind, ch) = match self.body() {
+                    EventBody::Open { .. } | EventBody::Chmod { .. } => ("file", "f"),
+                    _ => match self.endpoints() {
+                        (Some(x), _) | (None, Some(x)) if x.is_ipv4() => ("ipv4", "4"),
+                        (Some(_), _) | (None, Some(_)) => ("ipv6", "6"),
+                        _ => return None,
+                    },
+                };
+                s(if field == Field::FdType { kind } else { ch })
+            }
+            Field::FdSip | Field::FdSnet => self.client_server().1.map(|x| Value::Ip(x.ip())),
+            Field::FdSport => self.client_server().1.and_then(|x| num(x.port())),
+            Field::FdCip | Field::FdCnet => self.client_server().0.map(|x| Value::Ip(x.ip())),
+            Field::FdCport => self.client_server().0.and_then(|x| num(x.port())),
+            Field::FdRip | Field::FdRnet => self.endpoints().1.map(|x| Value::Ip(x.ip())),
+            Field::FdRport => self.endpoints().1.and_then(|x| num(x.port())),
+            Field::FdLip | Field::FdLnet => self.endpoints().0.map(|x| Value::Ip(x.ip())),
+            Field::FdLport => self.endpoints().0.and_then(|x| num(x.port())),
+            Field::FdL4proto => match self.body() {
+                EventBody::Connect { protocol, .. } | EventBody::Bind { protocol, .. } => {
+                    s(protocol.as_str())
+                }
+                EventBody::Accept { .. } | EventBody::Listen { .. } => s("tcp"),
+                _ => None,
+            },
+            Field::FdSockfamily => match self.endpoints() {
+                (None, None) => None,
+                _ => s("ip"),
+            },
+            Field::ContainerId => s(w
+                .container_id
+                .as_deref()
+                .map_or("host", |id| &id[..id.len().min(12)])),
+            Field::ContainerFullId => w.container_id.as_deref().and_then(s),
+            Field::ContainerName => container.and_then(|c| s(&c.name)),
+            Field::ContainerImage => container.and_then(|c| s(&c.image)),
+            Field::ContainerImageRepository => container.and_then(|c| s(&c.image_ref.repository)),
+            Field::ContainerImageTag => {
+                container.and_then(|c| c.image_ref.tag.as_deref().and_then(s))
+            }
+            Field::ContainerImageDigest => {
+                container.and_then(|c| c.image_digest.as_deref().and_then(s))
+            }
+            Field::ContainerLabel => match (container, arg) {
+                (Some(c), Some(FieldArg::Key(k))) => c.labels.get(&**k).and_then(|v| s(v)),
+                _ => None,
+            },
+            Field::K8sNsName => container.and_then(|c| c.k8s_namespace.as_deref().and_then(s)),
+            Field::K8sPodName => container.and_then(|c| c.k8s_pod.as_deref().and_then(s)),
+            _ => None,
+        }
+    }
+}
