@@ -118,6 +118,9 @@ mod tests {
             argv_truncated: false,
             cgroup_v1_name: String::new(),
             loginuid: 0,
+            tty: 0,
+            cap_effective: 0,
+            cap_permitted: 0,
         });
         observations(&e, Some("/bin/busybox"), Some("/bin/sh"), &mut out);
         let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();

@@ -103,6 +103,8 @@ impl Pipeline {
                     comm: p.comm,
                     args: p.cmdline,
                     ppid: p.ppid,
+                    tty: p.tty,
+                    cap_effective: p.cap_effective,
                 },
             );
         }

@@ -14,6 +14,10 @@ pub struct ProcInfo {
     pub comm: String,
     pub args: Vec<String>,
     pub ppid: u32,
+    /// Controlling terminal (`major << 20 | minor`), 0 when none.
+    pub tty: u32,
+    /// Effective capabilities at exec (bit N = capability N).
+    pub cap_effective: u64,
 }
 
 /// Live processes by pid (tgid), bounded.
@@ -57,13 +61,20 @@ impl ProcTable {
     pub fn apply(&mut self, ev: &Event, exec_path: &str) {
         let h = &ev.header;
         match &ev.body {
-            EventBody::Exec { argv, .. } => self.insert(
+            EventBody::Exec {
+                argv,
+                tty,
+                cap_effective,
+                ..
+            } => self.insert(
                 h.tgid,
                 ProcInfo {
                     exe: exec_path.to_string(),
                     comm: h.comm.clone(),
                     args: argv.clone(),
                     ppid: h.ppid,
+                    tty: *tty,
+                    cap_effective: *cap_effective,
                 },
             ),
             EventBody::Fork { child_pid } => {
@@ -78,6 +89,8 @@ impl ProcTable {
                         comm: h.comm.clone(),
                         args: Vec::new(),
                         ppid: h.tgid,
+                        tty: 0,
+                        cap_effective: 0,
                     },
                 };
                 self.insert(*child_pid, info);
@@ -124,6 +137,9 @@ mod tests {
             argv_truncated: false,
             cgroup_v1_name: String::new(),
             loginuid: 0,
+            tty: 0,
+            cap_effective: 0,
+            cap_permitted: 0,
         };
         t.apply(&ev(10, exec), "/bin/sh");
         t.apply(&ev(10, EventBody::Fork { child_pid: 11 }), "");

@@ -60,6 +60,62 @@ fn ptrace_request(request: u64) -> Cow<'static, str> {
     })
 }
 
+/// Capability names by bit (linux/capability.h), for `thread.cap_effective`.
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Falco's rendering of a capability set: names separated by spaces.
+pub fn capability_names(set: u64) -> String {
+    CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| set & (1u64 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl<'a> RuleEvent<'a> {
     fn process(&self) -> Option<&'a ProcInfo> {
         self.attributed.process
@@ -234,6 +290,10 @@ impl EventFields for RuleEvent<'_> {
                 )),
                 _ => None,
             },
+            Field::ProcTty => self.process().and_then(|p| num(p.tty)),
+            Field::ThreadCapEffective => self
+                .process()
+                .and_then(|p| owned(capability_names(p.cap_effective))),
             Field::UserUid => num(h.uid),
             Field::GroupGid => num(h.gid),
             Field::UserName => match h.uid {
@@ -317,5 +377,17 @@ impl EventFields for RuleEvent<'_> {
             Field::K8sPodName => container.and_then(|c| c.k8s_pod.as_deref().and_then(s)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_capabilities() {
+        assert_eq!(super::capability_names(0), "");
+        assert_eq!(
+            super::capability_names((1 << 21) | 1),
+            "CAP_CHOWN CAP_SYS_ADMIN"
+        );
     }
 }

@@ -19,6 +19,19 @@ static __always_inline void read_v1_cgroup_name(struct task_struct *task, char *
 		bpf_probe_read_kernel_str(dst, HABIT_CGNAME_LEN, name);
 }
 
+/* The controlling terminal's device number, as the kernel encodes dev_t (major << 20 | minor). */
+static __always_inline __u32 read_tty(struct task_struct *task)
+{
+	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	__u32 major, minor;
+
+	if (!tty)
+		return 0;
+	major = BPF_CORE_READ(tty, driver, major);
+	minor = BPF_CORE_READ(tty, driver, minor_start) + BPF_CORE_READ(tty, index);
+	return (major << 20) | (minor & 0xfffff);
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
 {
@@ -32,8 +45,10 @@ int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_bin
 		return 0;
 	fill_hdr(&e->hdr, HABIT_EV_EXEC);
 	e->flags = 0;
-	e->_pad = 0;
 	e->loginuid = BPF_CORE_READ(task, loginuid.val);
+	e->cap_effective = BPF_CORE_READ(task, cred, cap_effective.val);
+	e->cap_permitted = BPF_CORE_READ(task, cred, cap_permitted.val);
+	e->tty = read_tty(task);
 	e->filename[0] = 0;
 	e->cgroup_v1[0] = 0;
 	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));

@@ -142,6 +142,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 argv_truncated: e.flags & abi::EXEC_ARGS_TRUNCATED != 0,
                 cgroup_v1_name: c_string(&e.cgroup_v1),
                 loginuid: e.loginuid,
+                tty: e.tty,
+                cap_effective: e.cap_effective,
+                cap_permitted: e.cap_permitted,
             };
             (e.hdr, body)
         }
@@ -318,7 +321,9 @@ mod tests {
             flags: 0,
             args_len: 0,
             loginuid: u32::MAX,
-            _pad: 0,
+            tty: 0,
+            cap_effective: 0,
+            cap_permitted: 0,
             filename: [0; abi::PATH_LEN],
             cgroup_v1: [0; abi::CGNAME_LEN],
             args: [0; abi::ARGS_LEN],

@@ -51,6 +51,11 @@ pub enum EventBody {
         cgroup_v1_name: String,
         /// Audit login uid (`u32::MAX` when unset).
         loginuid: u32,
+        /// Controlling terminal (`major << 20 | minor`), 0 when none.
+        tty: u32,
+        /// Effective and permitted capability sets (bit N = capability N).
+        cap_effective: u64,
+        cap_permitted: u64,
     },
     /// A new process (not a thread) was forked; the header describes the parent.
     Fork { child_pid: u32 },

@@ -31,6 +31,10 @@ pub struct ProcSnapshot {
     pub cmdline: Vec<String>,
     /// The cgroup v2 id, when a unified hierarchy was given and the process is in it.
     pub cgroup_id: Option<u64>,
+    /// Controlling terminal as `major << 20 | minor` (the probes' encoding), 0 when none.
+    pub tty: u32,
+    /// Effective capabilities (`CapEff`).
+    pub cap_effective: u64,
 }
 
 /// Scans this host's `/proc`, with cgroup ids from the unified hierarchy if one is mounted.
@@ -69,7 +73,8 @@ pub fn snapshot_process(
     if stat.flags & PF_KTHREAD != 0 {
         return None;
     }
-    let (uid, gid) = parse_ids(&fs::read_to_string(dir.join("status")).ok()?)?;
+    let status = fs::read_to_string(dir.join("status")).ok()?;
+    let (uid, gid) = parse_ids(&status)?;
     let cmdline = parse_cmdline(&fs::read(dir.join("cmdline")).ok()?);
     let cgroup_id = unified_root.and_then(|root| cgroup_id_in(proc_root, root, pid).ok().flatten());
     Some(ProcSnapshot {
@@ -81,7 +86,18 @@ pub fn snapshot_process(
         exe: fs::read_link(dir.join("exe")).ok(),
         cmdline,
         cgroup_id,
+        tty: stat.tty,
+        cap_effective: parse_cap_eff(&status).unwrap_or(0),
     })
+}
+
+/// `CapEff:\t000001ffffffffff` from `/proc/<pid>/status`.
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The fields of `/proc/<pid>/stat` the scan needs.
@@ -90,6 +106,8 @@ struct StatFields {
     comm: String,
     ppid: u32,
     flags: u64,
+    /// `tty_nr` re-encoded as `major << 20 | minor`.
+    tty: u32,
 }
 
 /// Parses `pid (comm) state ppid pgrp session tty tpgid flags …`. The comm may contain spaces
@@ -100,8 +118,16 @@ fn parse_stat(text: &str) -> Option<StatFields> {
     let comm = text.get(open + 1..close)?.to_owned();
     let mut rest = text.get(close + 1..)?.split_whitespace();
     let ppid = rest.nth(1)?.parse().ok()?;
-    let flags = rest.nth(4)?.parse().ok()?;
-    Some(StatFields { comm, ppid, flags })
+    let tty_nr: u32 = rest.nth(2)?.parse().ok()?;
+    let flags = rest.nth(1)?.parse().ok()?;
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    Some(StatFields {
+        comm,
+        ppid,
+        flags,
+        tty: (major << 20) | minor,
+    })
 }
 
 /// The real uid and gid from `/proc/<pid>/status` (`Uid:\treal\teffective\tsaved\tfs`).
@@ -142,7 +168,8 @@ mod tests {
             Some(StatFields {
                 comm: "a (b) c".to_owned(),
                 ppid: 77,
-                flags: 4_194_560
+                flags: 4_194_560,
+                tty: 0,
             })
         );
         assert_eq!(parse_stat("garbage"), None);

@@ -93,7 +93,9 @@ struct habit_exec {
 	__u32 flags;    /* HABIT_EXEC_* */
 	__u32 args_len; /* bytes of `args` in use: NUL-separated argv */
 	__u32 loginuid;
-	__u32 _pad;
+	__u32 tty;      /* controlling terminal as a device number (major << 20 | minor), 0 if none */
+	__u64 cap_effective;
+	__u64 cap_permitted;
 	char filename[HABIT_PATH_LEN];
 	char cgroup_v1[HABIT_CGNAME_LEN]; /* memory-cgroup directory name (v1 fallback) */
 	char args[HABIT_ARGS_LEN];

@@ -101,8 +101,28 @@ struct mm_struct {
 	unsigned long arg_end;
 };
 
+struct tty_driver {
+	int major;
+	int minor_start;
+};
+
+struct tty_struct {
+	int index;
+	struct tty_driver *driver;
+};
+
 struct signal_struct {
 	atomic_t live;
+	struct tty_struct *tty;
+};
+
+typedef struct {
+	__u64 val;
+} kernel_cap_t;
+
+struct cred {
+	kernel_cap_t cap_permitted;
+	kernel_cap_t cap_effective;
 };
 
 struct files_struct;
@@ -122,6 +142,7 @@ struct task_struct {
 	struct nsproxy *nsproxy;
 	struct signal_struct *signal;
 	struct css_set *cgroups;
+	const struct cred *cred;
 	struct files_struct *files;
 	struct fs_struct *fs;
 	kuid_t loginuid;
