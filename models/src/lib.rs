@@ -3,3 +3,4 @@ pub mod calibrate;
 pub mod novelty;
 pub mod priority;
 pub mod rules;
+pub mod sequence;

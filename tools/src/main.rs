@@ -8,6 +8,7 @@
 //! tell "different" from "failed".
 
 mod client;
+mod eval;
 mod offline;
 mod rules;
 mod table;
@@ -98,6 +99,14 @@ enum Command {
     /// Check Falco-format rules files offline.
     #[command(subcommand)]
     Rules(RulesCommand),
+
+    /// Evaluate the syscall-sequence model offline on labelled traces (ADFA-LD layout).
+    ///
+    /// Trains on --train, scores --normal and --attack, and prints one line per model:
+    /// `model=NAME auc=… dr@1%=… dr@5%=…` (detection rates at the 1 % and 5 % false-alarm
+    /// thresholds of the --normal scores). Each directory is searched recursively for .txt
+    /// files holding one process's syscall numbers.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +222,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             approve,
             discard,
         }) => held(&client()?, &key, approve, discard)?,
+        Command::Eval(args) => say(&eval::run(&args)?)?,
         Command::Rules(RulesCommand::Check { files }) => {
             return Ok(if rules::check(&files)? {
                 Outcome::Done
