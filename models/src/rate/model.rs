@@ -1,0 +1,898 @@
+//! Fitting, calibrating, scoring and storing the rate model (see the module documentation of
+//! [`crate::rate`] for the method and why).
+
+use linfa::DatasetBase;
+use linfa::traits::Fit;
+use linfa_clustering::{KMeans, KMeansInit};
+use ndarray::Array2;
+use rand_xoshiro::Xoshiro256Plus;
+use rand_xoshiro::rand_core::SeedableRng;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::RateError;
+use super::explain::{FeatureDeviation, RateScore};
+use super::features::{FEATURE_COUNT, Feature, FeatureVector, RateKind, Transform};
+
+/// Version of the serialised form.
+pub const FORMAT: u32 = 1;
+
+/// The name and version of the method, recorded in the serialised model; a model whose method
+/// this build does not implement is refused on load rather than scored wrongly.
+pub const METHOD: &str = "habitd/rate-kmeans-diag/1";
+
+/// Smallest tail scale of the calibration, in units of the statistic (a sum of squared
+/// standardised deviations). A chi-square statistic has an exponential tail of scale 2; a
+/// smaller fitted scale (few or identical held-out intervals) would extrapolate a threshold
+/// barely above the largest learning value.
+const MIN_TAIL_SCALE: f64 = 2.0;
+
+/// Fraction of held-out statistics above which the tail is modelled as exponential.
+const TAIL_FRACTION: f64 = 0.2;
+
+/// Held-out statistics kept in the serialised model (evenly spaced order statistics when
+/// there are more), enough for a smooth empirical p-value without growing the baseline file.
+const MAX_STORED_HELDOUT: usize = 512;
+
+/// Knobs of fitting and calibration. Every field has a default (see [`Default`]), so a TOML
+/// section may set only some.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateConfig {
+    /// Target false alarms per normal interval and workload, in `(0, 0.5]`. The default,
+    /// 0.001, is at most about 9 a day per workload at 10-s intervals (0.01 would be 86).
+    /// The [`min_threshold`](Self::min_threshold) floor can only lower the real rate.
+    pub false_alarm_rate: f64,
+    /// Fewest learning intervals to fit (never fewer than 2: calibration needs an interval
+    /// held out). Below it, [`RateModel::fit`] returns [`RateError::TooFewIntervals`].
+    pub min_intervals: usize,
+    /// Folds of the cross-validation that produces the held-out statistics (at least 2;
+    /// capped at the number of intervals). Folds are contiguous blocks of time, so that
+    /// held-out intervals are not near-copies of their neighbours in the training part.
+    pub folds: usize,
+    /// Most normal modes (k-means clusters) a workload may have.
+    pub max_clusters: usize,
+    /// Learning intervals per cluster at least: `k ≤ intervals / min_cluster_size`.
+    pub min_cluster_size: usize,
+    /// Pseudo-intervals of the pooled within-cluster variance added to each cluster's own, so
+    /// that a small cluster does not get an overconfident (tiny) spread.
+    pub shrinkage: f64,
+    /// Floor on a share feature's spread, in √share units (0.02: about ±2 percentage points
+    /// around a 25 % share, ±0.4 around 1 %, and 0 → 0.04 %): smaller changes are noise,
+    /// however constant learning was.
+    pub min_share_std: f64,
+    /// Floor on a rate feature's spread in log units (0.05 ≈ 5 % relative). The floor is also
+    /// at least the log change of one more event per interval at the mean rate, so that rare
+    /// events (an exec every few minutes) do not look alarming for one extra occurrence.
+    pub min_log_rate_std: f64,
+    /// Smallest threshold on the statistic: 25 = one feature 5 spreads off. Decides only
+    /// when held-out intervals barely vary (identical intervals, tiny learning sets).
+    pub min_threshold: f64,
+    /// How many deviating features a score names.
+    pub top_features: usize,
+    /// Seed of the k-means initialisation (fitting is deterministic for a given seed).
+    pub seed: u64,
+}
+
+impl Default for RateConfig {
+    fn default() -> Self {
+        Self {
+            false_alarm_rate: 0.001,
+            min_intervals: 10,
+            folds: 5,
+            max_clusters: 4,
+            min_cluster_size: 10,
+            shrinkage: 5.0,
+            min_share_std: 0.02,
+            min_log_rate_std: 0.05,
+            min_threshold: 25.0,
+            top_features: 3,
+            seed: 0x6861_6269_7464,
+        }
+    }
+}
+
+impl RateConfig {
+    fn validate(&self) -> Result<(), RateError> {
+        let bad = |what: &str| Err(RateError::InvalidConfig(what.to_owned()));
+        if !(self.false_alarm_rate > 0.0 && self.false_alarm_rate <= 0.5) {
+            return bad("false_alarm_rate must be in (0, 0.5]");
+        }
+        if self.folds < 2 {
+            return bad("folds must be at least 2");
+        }
+        if self.max_clusters == 0 || self.min_cluster_size == 0 {
+            return bad("max_clusters and min_cluster_size must be at least 1");
+        }
+        if !(self.shrinkage.is_finite() && self.shrinkage >= 0.0) {
+            return bad("shrinkage must be a finite non-negative number");
+        }
+        for (name, value) in [
+            ("min_share_std", self.min_share_std),
+            ("min_log_rate_std", self.min_log_rate_std),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(RateError::InvalidConfig(format!(
+                    "{name} must be a finite positive number"
+                )));
+            }
+        }
+        if !(self.min_threshold.is_finite() && self.min_threshold >= 0.0) {
+            return bad("min_threshold must be a finite non-negative number");
+        }
+        if self.top_features > FEATURE_COUNT {
+            return bad("top_features must be at most the number of features");
+        }
+        Ok(())
+    }
+}
+
+/// Baseline statistics of one feature in its natural unit (for explanations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureBaseline {
+    /// The feature (serialised as its name).
+    pub feature: Feature,
+    /// How the model sees it (recorded so that a changed transform is detected on load).
+    pub transform: Transform,
+    /// Mean over the learning intervals.
+    pub mean: f64,
+    /// Standard deviation over the learning intervals.
+    pub std: f64,
+    /// Largest learning value.
+    pub max: f64,
+}
+
+/// One normal mode: a diagonal Gaussian in model units (after each feature's transform).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cluster {
+    /// Share of the learning intervals in this mode.
+    weight: f64,
+    /// Learning intervals in this mode.
+    size: usize,
+    /// Mean per feature (same order as the model's features).
+    center: Vec<f64>,
+    /// Spread per feature: shrunk towards the pooled spread, floored, always positive.
+    scale: Vec<f64>,
+    /// Mean per feature in natural units over the learning intervals nearest to this mode:
+    /// the baseline an explanation quotes (a busy interval is compared with busy intervals).
+    mean: Vec<f64>,
+}
+
+impl Cluster {
+    /// Sum of squared standardised deviations of `row`, skipping feature `skip`.
+    fn distance(&self, row: &[f64], skip: Option<usize>) -> f64 {
+        row.iter()
+            .zip(self.center.iter().zip(&self.scale))
+            .enumerate()
+            .filter(|(j, _)| Some(*j) != skip)
+            .map(|(_, (x, (c, s)))| {
+                let z = (x - c) / s;
+                z * z
+            })
+            .sum()
+    }
+}
+
+/// The threshold and the held-out statistics it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateCalibration {
+    /// Target false alarms per normal interval.
+    pub false_alarm_rate: f64,
+    /// Alert when the statistic exceeds this.
+    pub threshold: f64,
+    /// The floor the threshold was held to ([`RateConfig::min_threshold`]).
+    pub min_threshold: f64,
+    /// Number of held-out intervals scored.
+    pub heldout_count: usize,
+    /// Their statistics, ascending (at most 512 evenly spaced order statistics).
+    pub heldout: Vec<f64>,
+    /// Where the exponential tail starts (the 80th percentile of the held-out statistics).
+    pub tail_start: f64,
+    /// Scale of the exponential tail (mean excess over `tail_start`, at least 2).
+    pub tail_scale: f64,
+    /// Estimated probability that a normal interval exceeds `tail_start`.
+    pub tail_probability: f64,
+}
+
+impl RateCalibration {
+    /// Calibrates from held-out statistics (finite, any order).
+    fn from_heldout(mut stats: Vec<f64>, false_alarm_rate: f64, min_threshold: f64) -> Self {
+        stats.retain(|s| s.is_finite());
+        stats.sort_by(f64::total_cmp);
+        let n = stats.len();
+        let tail_start = stats
+            .get(((n.saturating_sub(1)) as f64 * (1.0 - TAIL_FRACTION)).floor() as usize)
+            .copied()
+            .unwrap_or(0.0);
+        let above: Vec<f64> = stats
+            .iter()
+            .filter(|&&s| s > tail_start)
+            .map(|s| s - tail_start)
+            .collect();
+        let tail_scale = if above.is_empty() {
+            MIN_TAIL_SCALE
+        } else {
+            (above.iter().sum::<f64>() / above.len() as f64).max(MIN_TAIL_SCALE)
+        };
+        let tail_probability = (1.0 + above.len() as f64) / (n as f64 + 1.0);
+        let heldout = if n > MAX_STORED_HELDOUT {
+            (0..MAX_STORED_HELDOUT)
+                .filter_map(|i| stats.get(i * (n - 1) / (MAX_STORED_HELDOUT - 1)).copied())
+                .collect()
+        } else {
+            stats
+        };
+        let mut calibration = Self {
+            false_alarm_rate,
+            threshold: min_threshold,
+            min_threshold,
+            heldout_count: n,
+            heldout,
+            tail_start,
+            tail_scale,
+            tail_probability,
+        };
+        calibration.threshold = calibration.threshold_for(false_alarm_rate);
+        calibration
+    }
+
+    /// The threshold whose estimated false-alarm rate is `rate`, held to the floor.
+    fn threshold_for(&self, rate: f64) -> f64 {
+        let t = if rate < self.tail_probability {
+            self.tail_start + self.tail_scale * (self.tail_probability / rate).ln()
+        } else {
+            quantile(&self.heldout, 1.0 - rate)
+        };
+        t.max(self.min_threshold)
+    }
+
+    /// Estimated probability that a normal interval's statistic is at least `stat`.
+    pub fn exceedance(&self, stat: f64) -> f64 {
+        if stat.is_nan() {
+            return 1.0;
+        }
+        if stat > self.tail_start {
+            return (self.tail_probability * (-(stat - self.tail_start) / self.tail_scale).exp())
+                .clamp(0.0, 1.0);
+        }
+        let stored = self.heldout.len();
+        if stored == 0 {
+            return 1.0;
+        }
+        let at_least = stored - self.heldout.partition_point(|&h| h < stat);
+        let n = self.heldout_count.max(stored) as f64;
+        let count = at_least as f64 / stored as f64 * n;
+        ((1.0 + count) / (n + 1.0)).clamp(0.0, 1.0)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let finite = |name: &str, x: f64| {
+            if x.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("calibration {name} is not finite"))
+            }
+        };
+        finite("threshold", self.threshold)?;
+        finite("min_threshold", self.min_threshold)?;
+        finite("tail_start", self.tail_start)?;
+        if !(self.false_alarm_rate > 0.0 && self.false_alarm_rate < 1.0) {
+            return Err("calibration false_alarm_rate must be in (0, 1)".into());
+        }
+        if !(self.tail_scale.is_finite() && self.tail_scale > 0.0) {
+            return Err("calibration tail_scale must be positive".into());
+        }
+        if !(self.tail_probability > 0.0 && self.tail_probability <= 1.0) {
+            return Err("calibration tail_probability must be in (0, 1]".into());
+        }
+        if self.heldout.iter().any(|h| !h.is_finite())
+            || self.heldout.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err("calibration heldout must be finite and ascending".into());
+        }
+        if self.heldout_count < self.heldout.len() {
+            return Err("calibration heldout_count is smaller than heldout".into());
+        }
+        Ok(())
+    }
+}
+
+/// Linear-interpolated quantile of ascending values (0 for none).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let pos = q.clamp(0.0, 1.0) * last as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(last);
+    let frac = pos - lo as f64;
+    match (sorted.get(lo), sorted.get(hi)) {
+        (Some(a), Some(b)) => a + (b - a) * frac,
+        _ => 0.0,
+    }
+}
+
+/// The fields of a model, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RateModelData {
+    format: u32,
+    method: String,
+    /// Mean interval length of learning, seconds.
+    interval_secs: f64,
+    /// Learning intervals the model was fitted on.
+    intervals: usize,
+    /// How many deviating features a score names.
+    top_features: usize,
+    /// The features the model uses (`rate.bytes` only if every learning interval had it).
+    features: Vec<FeatureBaseline>,
+    clusters: Vec<Cluster>,
+    calibration: RateCalibration,
+}
+
+/// A fitted per-workload rate model. Plain data: scoring needs no linfa, and the serialised
+/// form (JSON inside the baseline file) holds only finite numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateModel {
+    data: RateModelData,
+}
+
+impl Serialize for RateModel {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateModel {
+    /// Deserialises and validates: a model whose numbers are not finite, whose shapes do not
+    /// match, or whose method or features this build does not know is refused, so that
+    /// [`RateModel::score`] can be infallible.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let data = RateModelData::deserialize(deserializer)?;
+        Self::from_data(data).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Feature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Feature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Feature::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown rate-model feature {name:?} (a model from a newer habitd?)"
+            ))
+        })
+    }
+}
+
+impl RateModel {
+    /// Fits a model to a workload's learning intervals (oldest first) and calibrates its
+    /// threshold on held-out intervals.
+    ///
+    /// Errors only for too few intervals, a bad configuration or invalid input; degenerate
+    /// but valid data (identical intervals, constant features, an idle workload) gives a
+    /// model whose spreads sit at their floors.
+    pub fn fit(intervals: &[FeatureVector], config: &RateConfig) -> Result<RateModel, RateError> {
+        config.validate()?;
+        let need = config.min_intervals.max(2);
+        if intervals.len() < need {
+            return Err(RateError::TooFewIntervals {
+                got: intervals.len(),
+                need,
+            });
+        }
+        let with_bytes = intervals.iter().all(FeatureVector::has_bytes);
+        let features: Vec<Feature> = Feature::ALL
+            .into_iter()
+            .filter(|f| with_bytes || *f != Feature::Rate(RateKind::Bytes))
+            .collect();
+        let n = intervals.len() as f64;
+        let interval_secs = intervals
+            .iter()
+            .map(FeatureVector::interval_secs)
+            .sum::<f64>()
+            / n;
+
+        let baselines: Vec<FeatureBaseline> = features
+            .iter()
+            .map(|&feature| {
+                let values = intervals.iter().map(|v| v.get(feature));
+                let (mean, var) = mean_var(values.clone());
+                FeatureBaseline {
+                    feature,
+                    transform: feature.transform(),
+                    mean,
+                    std: var.sqrt(),
+                    max: values.fold(0.0, f64::max),
+                }
+            })
+            .collect();
+        let floors: Vec<f64> = baselines
+            .iter()
+            .map(|b| spread_floor(b.feature, b.mean, interval_secs, config))
+            .collect();
+        let rows: Vec<Vec<f64>> = intervals.iter().map(|v| model_row(v, &features)).collect();
+
+        let heldout = cross_validate(&rows, &floors, config);
+        let calibration =
+            RateCalibration::from_heldout(heldout, config.false_alarm_rate, config.min_threshold);
+        let mut clusters = fit_clusters(&rows, &floors, config);
+        set_natural_means(&mut clusters, intervals, &rows, &baselines);
+
+        Self::from_data(RateModelData {
+            format: FORMAT,
+            method: METHOD.to_owned(),
+            interval_secs,
+            intervals: intervals.len(),
+            top_features: config.top_features,
+            features: baselines,
+            clusters,
+            calibration,
+        })
+        .map_err(RateError::InvalidModel)
+    }
+
+    /// Validates stored data (also the result of fitting: no NaN ever leaves this module).
+    fn from_data(data: RateModelData) -> Result<Self, String> {
+        if data.format != FORMAT {
+            return Err(format!(
+                "rate model format {} is not supported (this build reads {FORMAT})",
+                data.format
+            ));
+        }
+        if data.method != METHOD {
+            return Err(format!(
+                "rate model method {:?} is not implemented by this build ({METHOD:?})",
+                data.method
+            ));
+        }
+        if !(data.interval_secs.is_finite() && data.interval_secs > 0.0) {
+            return Err("interval_secs must be positive".into());
+        }
+        if data.top_features > FEATURE_COUNT {
+            return Err("top_features exceeds the number of features".into());
+        }
+        if data.features.is_empty() {
+            return Err("a rate model needs at least one feature".into());
+        }
+        for (i, f) in data.features.iter().enumerate() {
+            if data.features[..i].iter().any(|g| g.feature == f.feature) {
+                return Err(format!("feature {} appears twice", f.feature.name()));
+            }
+            if f.transform != f.feature.transform() {
+                return Err(format!(
+                    "feature {} was fitted with transform {:?}, this build uses {:?}",
+                    f.feature.name(),
+                    f.transform,
+                    f.feature.transform()
+                ));
+            }
+            if ![f.mean, f.std, f.max].iter().all(|x| x.is_finite()) || f.std < 0.0 {
+                return Err(format!(
+                    "feature {} has non-finite statistics",
+                    f.feature.name()
+                ));
+            }
+        }
+        if data.clusters.is_empty() {
+            return Err("a rate model needs at least one cluster".into());
+        }
+        let d = data.features.len();
+        for c in &data.clusters {
+            if c.center.len() != d || c.scale.len() != d || c.mean.len() != d {
+                return Err("cluster dimensions do not match the features".into());
+            }
+            let valid = c.center.iter().chain(&c.mean).all(|x| x.is_finite())
+                && c.scale.iter().all(|s| s.is_finite() && *s > 0.0)
+                && c.weight.is_finite()
+                && (0.0..=1.0).contains(&c.weight);
+            if !valid {
+                return Err("cluster parameters must be finite with positive scales".into());
+            }
+        }
+        data.calibration.validate()?;
+        Ok(Self { data })
+    }
+
+    /// Scores one interval.
+    pub fn score(&self, interval: &FeatureVector) -> RateScore {
+        let features: Vec<Feature> = self.data.features.iter().map(|b| b.feature).collect();
+        let row = model_row(interval, &features);
+        // A model that uses bytes scoring an interval without them: leave that feature out
+        // rather than read the missing value as 0 B/s.
+        let skip = if interval.has_bytes() {
+            None
+        } else {
+            features
+                .iter()
+                .position(|&f| f == Feature::Rate(RateKind::Bytes))
+        };
+        let (statistic, nearest) = nearest_cluster(&self.data.clusters, &row, skip);
+        let calibration = &self.data.calibration;
+        let score = (1.0 - calibration.exceedance(statistic)).clamp(0.0, 1.0);
+
+        // Rank by |z| first; only the named few become (allocated) deviations.
+        let mut ranked: Vec<(usize, f64)> = match nearest {
+            Some(cluster) => row
+                .iter()
+                .zip(cluster.center.iter().zip(&cluster.scale))
+                .enumerate()
+                .filter(|(j, _)| Some(*j) != skip)
+                .map(|(j, (x, (center, scale)))| (j, (x - center) / scale))
+                .collect(),
+            None => Vec::new(),
+        };
+        ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        ranked.truncate(self.data.top_features);
+        let top = ranked
+            .into_iter()
+            .filter_map(|(j, z)| {
+                let baseline = self.data.features.get(j)?;
+                let mean = *nearest?.mean.get(j)?;
+                let observed = interval.get(baseline.feature);
+                Some(FeatureDeviation {
+                    name: baseline.feature.name().to_owned(),
+                    label: baseline.feature.label(),
+                    unit: baseline.feature.unit(),
+                    baseline_mean: mean,
+                    baseline_std: baseline.std,
+                    baseline_max: baseline.max,
+                    observed,
+                    ratio: (mean > 0.0).then(|| observed / mean),
+                    z,
+                })
+            })
+            .collect();
+
+        RateScore {
+            score,
+            anomalous: statistic > calibration.threshold,
+            statistic,
+            threshold: calibration.threshold,
+            top,
+        }
+    }
+
+    /// The same model calibrated for another false-alarm rate (from the stored held-out
+    /// statistics: no refit, no learning data needed).
+    pub fn with_false_alarm_rate(&self, false_alarm_rate: f64) -> Result<RateModel, RateError> {
+        if !(false_alarm_rate > 0.0 && false_alarm_rate <= 0.5) {
+            return Err(RateError::InvalidConfig(
+                "false_alarm_rate must be in (0, 0.5]".into(),
+            ));
+        }
+        let mut model = self.clone();
+        let calibration = &mut model.data.calibration;
+        calibration.false_alarm_rate = false_alarm_rate;
+        calibration.threshold = calibration.threshold_for(false_alarm_rate);
+        Ok(model)
+    }
+
+    /// Per-feature baseline statistics in natural units.
+    pub fn baselines(&self) -> &[FeatureBaseline] {
+        &self.data.features
+    }
+
+    /// The baseline of one feature, if the model uses it.
+    pub fn baseline(&self, feature: Feature) -> Option<&FeatureBaseline> {
+        self.data.features.iter().find(|b| b.feature == feature)
+    }
+
+    /// The calibration.
+    pub fn calibration(&self) -> &RateCalibration {
+        &self.data.calibration
+    }
+
+    /// Number of normal modes found.
+    pub fn clusters(&self) -> usize {
+        self.data.clusters.len()
+    }
+
+    /// Learning intervals the model was fitted on.
+    pub fn intervals(&self) -> usize {
+        self.data.intervals
+    }
+
+    /// Mean learning interval length, seconds.
+    pub fn interval_secs(&self) -> f64 {
+        self.data.interval_secs
+    }
+}
+
+/// A vector's values for `features`, transformed to model units.
+fn model_row(vector: &FeatureVector, features: &[Feature]) -> Vec<f64> {
+    features
+        .iter()
+        .map(|&f| f.transform().apply(vector.get(f)))
+        .collect()
+}
+
+/// Population mean and variance (0, 0 for no values).
+/// Constant values give exactly their value and 0 (not a rounding residue), so identical
+/// intervals score exactly 0.
+fn mean_var(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let (count, sum, min, max) = values.clone().fold(
+        (0usize, 0.0, f64::INFINITY, f64::NEG_INFINITY),
+        |(c, s, lo, hi), x| (c + 1, s + x, lo.min(x), hi.max(x)),
+    );
+    if count == 0 {
+        return (0.0, 0.0);
+    }
+    if min == max {
+        return (min, 0.0);
+    }
+    let mean = sum / count as f64;
+    let var = values.map(|x| (x - mean) * (x - mean)).sum::<f64>() / count as f64;
+    (mean, var)
+}
+
+/// The smallest spread a feature may have, in model units (see [`RateConfig`]).
+fn spread_floor(feature: Feature, mean: f64, interval_secs: f64, config: &RateConfig) -> f64 {
+    match feature.transform() {
+        Transform::Sqrt => config.min_share_std,
+        Transform::Log1p => {
+            // ln(1 + m + 1/T) − ln(1 + m): one more event per interval at the mean rate m.
+            let one_event = (1.0 / interval_secs / (1.0 + mean.max(0.0))).ln_1p();
+            config.min_log_rate_std.max(one_event)
+        }
+    }
+}
+
+/// Sets each cluster's natural-unit means from the learning intervals nearest to it (as
+/// scoring assigns them); a cluster nearest to none gets the overall means.
+fn set_natural_means(
+    clusters: &mut [Cluster],
+    intervals: &[FeatureVector],
+    rows: &[Vec<f64>],
+    baselines: &[FeatureBaseline],
+) {
+    let d = baselines.len();
+    let mut sums = vec![(0usize, vec![0.0; d]); clusters.len()];
+    for (interval, row) in intervals.iter().zip(rows) {
+        let nearest = clusters
+            .iter()
+            .enumerate()
+            .map(|(c, cluster)| (c, cluster.distance(row, None)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(c, _)| c);
+        if let Some((count, sum)) = nearest.and_then(|c| sums.get_mut(c)) {
+            *count += 1;
+            for (total, b) in sum.iter_mut().zip(baselines) {
+                *total += interval.get(b.feature);
+            }
+        }
+    }
+    for (cluster, (count, sum)) in clusters.iter_mut().zip(sums) {
+        cluster.mean = if count == 0 {
+            baselines.iter().map(|b| b.mean).collect()
+        } else {
+            sum.iter().map(|total| total / count as f64).collect()
+        };
+    }
+}
+
+/// Statistic of `row` against the nearest cluster, and that cluster.
+fn nearest_cluster<'a>(
+    clusters: &'a [Cluster],
+    row: &[f64],
+    skip: Option<usize>,
+) -> (f64, Option<&'a Cluster>) {
+    clusters
+        .iter()
+        .map(|c| (c.distance(row, skip), c))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or((0.0, None), |(d, c)| (d, Some(c)))
+}
+
+/// Held-out statistics: each contiguous block of intervals scored by a model fitted on the
+/// others. Slightly pessimistic (the models are fitted on less data than the final one), which
+/// errs towards fewer false alarms.
+fn cross_validate(rows: &[Vec<f64>], floors: &[f64], config: &RateConfig) -> Vec<f64> {
+    let n = rows.len();
+    let folds = config.folds.min(n);
+    let mut stats = Vec::with_capacity(n);
+    for fold in 0..folds {
+        let (lo, hi) = (fold * n / folds, (fold + 1) * n / folds);
+        let (Some(before), Some(held), Some(after)) =
+            (rows.get(..lo), rows.get(lo..hi), rows.get(hi..))
+        else {
+            continue;
+        };
+        let train: Vec<Vec<f64>> = before.iter().chain(after).cloned().collect();
+        if train.is_empty() || held.is_empty() {
+            continue;
+        }
+        let clusters = fit_clusters(&train, floors, config);
+        stats.extend(
+            held.iter()
+                .map(|row| nearest_cluster(&clusters, row, None).0),
+        );
+    }
+    stats
+}
+
+/// Fits the normal modes: k-means (linfa) on globally standardised rows for k = 1..=k_max,
+/// each clustering turned into diagonal Gaussians, the k with the lowest BIC kept.
+fn fit_clusters(rows: &[Vec<f64>], floors: &[f64], config: &RateConfig) -> Vec<Cluster> {
+    let n = rows.len();
+    let d = floors.len();
+    let columns = |j: usize| rows.iter().filter_map(move |r| r.get(j).copied());
+    let global: Vec<(f64, f64)> = (0..d).map(|j| mean_var(columns(j))).collect();
+    // Standardise for clustering only, so that no feature dominates the k-means distance by
+    // its units; the floors keep constant features from dividing by zero.
+    let standardised: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(global.iter().zip(floors))
+                .map(|(x, ((mean, var), floor))| (x - mean) / var.sqrt().max(*floor))
+                .collect()
+        })
+        .collect();
+
+    let k_max = config
+        .max_clusters
+        .min(n / config.min_cluster_size)
+        .min(distinct_rows(&standardised))
+        .max(1);
+    let mut best: Option<(f64, Vec<Cluster>)> = None;
+    for k in 1..=k_max {
+        let assignment = if k == 1 {
+            vec![0; n]
+        } else {
+            match kmeans_assign(&standardised, k, config.seed) {
+                Some(assignment) => assignment,
+                None => continue,
+            }
+        };
+        let clusters = gaussians(rows, &assignment, k, floors, config.shrinkage);
+        let bic = bic(rows, &clusters);
+        if bic.is_finite() && best.as_ref().is_none_or(|(b, _)| bic < *b) {
+            best = Some((bic, clusters));
+        }
+    }
+    match best {
+        Some((_, clusters)) => clusters,
+        None => gaussians(rows, &vec![0; n], 1, floors, config.shrinkage),
+    }
+}
+
+/// Number of distinct rows (k-means cannot place more centres than there are points).
+fn distinct_rows(rows: &[Vec<f64>]) -> usize {
+    let mut keys: Vec<Vec<u64>> = rows
+        .iter()
+        .map(|r| r.iter().map(|x| x.to_bits()).collect())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.len()
+}
+
+/// k-means with linfa; returns each row's nearest centre, or `None` if linfa fails.
+fn kmeans_assign(rows: &[Vec<f64>], k: usize, seed: u64) -> Option<Vec<usize>> {
+    let d = rows.first()?.len();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let records = Array2::from_shape_vec((rows.len(), d), flat).ok()?;
+    let dataset = DatasetBase::from(records);
+    let model = KMeans::params_with_rng(k, Xoshiro256Plus::seed_from_u64(seed))
+        .init_method(KMeansInit::KMeansPlusPlus)
+        .n_runs(8)
+        .max_n_iterations(200)
+        .tolerance(1e-9)
+        .fit(&dataset)
+        .ok()?;
+    let centroids = model.centroids();
+    if centroids.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    Some(
+        rows.iter()
+            .map(|row| {
+                centroids
+                    .rows()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(c, centre)| {
+                        let dist: f64 =
+                            centre.iter().zip(row).map(|(a, b)| (a - b) * (a - b)).sum();
+                        (c, dist)
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |(c, _)| c)
+            })
+            .collect(),
+    )
+}
+
+/// Diagonal Gaussians from a clustering: per-cluster means, variances shrunk towards the
+/// pooled within-cluster variance by `shrinkage` pseudo-intervals, spreads floored. Empty
+/// clusters are dropped.
+fn gaussians(
+    rows: &[Vec<f64>],
+    assignment: &[usize],
+    k: usize,
+    floors: &[f64],
+    shrinkage: f64,
+) -> Vec<Cluster> {
+    let n = rows.len().max(1) as f64;
+    let d = floors.len();
+    let members = |c: usize| {
+        rows.iter()
+            .zip(assignment)
+            .filter(move |(_, a)| **a == c)
+            .map(|(r, _)| r)
+    };
+    let stats: Vec<(usize, Vec<(f64, f64)>)> = (0..k)
+        .map(|c| {
+            let size = members(c).count();
+            let per_feature = (0..d)
+                .map(|j| mean_var(members(c).filter_map(move |r| r.get(j).copied())))
+                .collect();
+            (size, per_feature)
+        })
+        .filter(|(size, _)| *size > 0)
+        .collect();
+    let pooled: Vec<f64> = (0..d)
+        .map(|j| {
+            stats
+                .iter()
+                .filter_map(|(size, per)| per.get(j).map(|(_, var)| *size as f64 * var))
+                .sum::<f64>()
+                / n
+        })
+        .collect();
+    stats
+        .into_iter()
+        .map(|(size, per)| {
+            let m = size as f64;
+            Cluster {
+                weight: m / n,
+                size,
+                center: per.iter().map(|(mean, _)| *mean).collect(),
+                mean: Vec::new(),
+                scale: per
+                    .iter()
+                    .zip(pooled.iter().zip(floors))
+                    .map(|((_, var), (pool, floor))| {
+                        ((m * var + shrinkage * pool) / (m + shrinkage))
+                            .sqrt()
+                            .max(*floor)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Bayesian information criterion of the mixture of diagonal Gaussians on `rows`.
+fn bic(rows: &[Vec<f64>], clusters: &[Cluster]) -> f64 {
+    const HALF_LN_TAU: f64 = 0.918_938_533_204_672_8; // ln(2π)/2
+    let log_likelihood: f64 = rows
+        .iter()
+        .map(|row| {
+            let terms: Vec<f64> = clusters
+                .iter()
+                .map(|c| {
+                    let log_norm: f64 = c.scale.iter().map(|s| s.ln() + HALF_LN_TAU).sum();
+                    c.weight.max(f64::MIN_POSITIVE).ln() - log_norm - 0.5 * c.distance(row, None)
+                })
+                .collect();
+            log_sum_exp(&terms)
+        })
+        .sum();
+    let d = clusters.first().map_or(0, |c| c.center.len());
+    let k = clusters.len();
+    let parameters = (k * 2 * d + k.saturating_sub(1)) as f64;
+    -2.0 * log_likelihood + parameters * (rows.len().max(1) as f64).ln()
+}
+
+fn log_sum_exp(terms: &[f64]) -> f64 {
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+}
