@@ -25,6 +25,7 @@ use crate::learning::{Engine, LearningConfig};
 use crate::listeners;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::rates::RateTracker;
 use crate::resolve::cgroup::CgroupIndex;
 use crate::resolve::docker::DockerRuntime;
 use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
@@ -91,7 +92,15 @@ pub async fn run(config: Config) -> Result<()> {
     let printer: Option<Box<dyn std::io::Write + Send>> = config
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
-    let mut pipeline = Pipeline::new(resolver.clone(), metrics.clone(), printer, engine, fusion);
+    let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64());
+    let mut pipeline = Pipeline::new(
+        resolver.clone(),
+        metrics.clone(),
+        printer,
+        engine,
+        fusion,
+        rates,
+    );
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
             let listeners = listeners::existing_listeners(&snapshot);
@@ -273,6 +282,7 @@ async fn read_kernel_counters(
                         (name, c)
                     })
                     .collect();
+                pipeline.rates.on_syscalls(&workload.key, &named);
                 pipeline.engine.observe_syscalls(
                     &workload.key,
                     workload.container_id.as_deref(),
@@ -281,7 +291,7 @@ async fn read_kernel_counters(
                     unix_ms(now),
                     &mut findings,
                 );
-                for finding in findings.drain(..) {
+                for finding in findings.drain(..).filter(|f| f.alert) {
                     let mut fields = serde_json::Map::new();
                     fields.insert("habitd.workload".into(), workload.key.as_str().into());
                     fields.insert("cgroup.id".into(), d.cgroup_id.into());
@@ -290,6 +300,15 @@ async fn read_kernel_counters(
             }
         }
         Err(e) => tracing::warn!(message = "Cannot read syscall counters.", %e),
+    }
+    // The interval is over: learn its rates, or score them.
+    for (key, features) in pipeline.rates.take() {
+        if let Some(score) = pipeline
+            .engine
+            .observe_interval(&key, features, unix_ms(now))
+        {
+            alerts.push(pipeline.fusion.rate_alert(key.as_str(), &score, now));
+        }
     }
     match probes.counters.read_drops() {
         Ok(drops) => {

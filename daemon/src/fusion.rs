@@ -5,14 +5,17 @@
 //!   `habitd.suppressed=true`), unless the rule is tagged `habitd.always`.
 //! - A rule hit on behaviour that is also novel is escalated one priority level and carries
 //!   the anomaly explanation.
-//! - Novel behaviour without a rule hit is an alert of rule `habitd anomaly`.
+//! - Novel behaviour without a rule hit is an alert of rule `habitd anomaly` when its score
+//!   reaches the dimension's calibrated threshold (the false-alarm rate of the baseline).
 //! - While a workload learns, rule hits alert as they are (and their items are held, see
 //!   [`crate::learning::Engine::hold`]); an unstable workload alerts on rules only.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use habit_models::calibrate;
 use habit_models::priority::Priority;
+use habit_models::rate::RateScore;
 use habit_models::rules::{Rule, RuleSet};
 use habit_profiles::store::WorkloadState;
 use serde_json::{Map, Value};
@@ -76,6 +79,30 @@ impl Fusion {
         )
     }
 
+    /// The anomaly alert of an interval whose rates the baseline's rate model finds anomalous;
+    /// the novel item names the most deviating feature with its normal and observed value.
+    pub fn rate_alert(&self, workload: &str, score: &RateScore, time: SystemTime) -> Alert {
+        let item = score
+            .top
+            .first()
+            .map_or_else(|| "rates".to_string(), |d| d.explain());
+        Alert::new(
+            time,
+            crate::alerts::alert::ANOMALY_RULE,
+            calibrate::priority_for(score.score),
+            format!(
+                "Rate anomaly in {workload} (baseline stable): {}",
+                score.explain()
+            ),
+            workload,
+            WorkloadState::Stable.name(),
+            &self.hostname,
+        )
+        .with_tags(["habitd", "anomaly", "rate"])
+        .with_score(score.score)
+        .with_novel("rate", item)
+    }
+
     /// Decides the alerts of one event: `hits` are the rules it matched, `findings` its novel
     /// items (scored only for stable workloads), `observed` whether it had any behaviour the
     /// baseline could explain.
@@ -92,9 +119,10 @@ impl Fusion {
     ) {
         let time = event.attributed.time;
         if hits.is_empty() {
-            if !findings.is_empty() {
+            // Alone, novelty alerts only at its dimension's calibrated threshold.
+            if findings.iter().any(|f| f.alert) {
                 let fields = event.attributed.fields();
-                for f in findings {
+                for f in findings.iter().filter(|f| f.alert) {
                     out.push(self.novelty_alert(f, fields.clone(), time));
                 }
             }

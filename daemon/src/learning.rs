@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use habit_models::calibrate::calibrate;
 use habit_models::novelty::{NoveltyScorer, Scratch};
 use habit_models::priority::Priority;
+use habit_models::rate::{FeatureVector, RateConfig, RateModel, RateScore};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::held::{HabitCriterion, HeldItem, HeldItems, HoldOutcome};
 use habit_profiles::observation::{Dimension, Observation};
@@ -97,6 +98,9 @@ pub struct Finding {
     pub item: String,
     pub score: f64,
     pub priority: Priority,
+    /// The score reaches the dimension's calibrated threshold: novel enough to alert on its
+    /// own. (Fused with a rule hit, any novelty counts.)
+    pub alert: bool,
 }
 
 /// A workload as the API and `habitctl workloads` show it.
@@ -136,18 +140,26 @@ enum Phase {
         profile: Box<Profile>,
         carried: Option<Arc<Baseline>>,
     },
-    /// Scored against a baseline.
+    /// Scored against a baseline (and its rate model, when learning had enough intervals).
     Detecting {
         baseline: Arc<Baseline>,
         scorer: Box<NoveltyScorer>,
+        rate: Option<Box<RateModel>>,
     },
 }
+
+/// Most learning intervals kept for fitting the rate model (8 h of 10-s intervals).
+const MAX_RATE_INTERVALS: usize = 2880;
+/// The name of the rate model in a baseline's `models`.
+const RATE_MODEL: &str = "rate";
 
 struct Entry {
     record: WorkloadRecord,
     phase: Phase,
     /// Items a rule flagged during learning.
     held: HeldItems,
+    /// Interval feature vectors seen while learning: the rate model is fitted on them.
+    intervals: Vec<FeatureVector>,
     /// Learned something since the last checkpoint.
     dirty: bool,
 }
@@ -261,6 +273,7 @@ impl Engine {
             record,
             phase,
             held,
+            intervals: Vec::new(),
             dirty: false,
         })
     }
@@ -278,9 +291,44 @@ impl Engine {
                 carried: None,
             },
             held: HeldItems::default(),
+            intervals: Vec::new(),
             dirty: true,
         };
         self.workloads.insert(key.clone(), entry);
+    }
+
+    /// One counters interval of a workload: kept for the rate model while learning, scored
+    /// against it in detection. Returns the score of an anomalous interval.
+    pub fn observe_interval(
+        &mut self,
+        key: &WorkloadKey,
+        features: FeatureVector,
+        now: UnixMillis,
+    ) -> Option<RateScore> {
+        self.ensure(key, now);
+        let entry = self.workloads.get_mut(key)?;
+        match &entry.phase {
+            Phase::Learning { .. } => {
+                if entry.intervals.len() < MAX_RATE_INTERVALS {
+                    entry.intervals.push(features);
+                }
+                None
+            }
+            Phase::Detecting { rate, .. } => {
+                if entry.record.state != WorkloadState::Stable {
+                    return None;
+                }
+                let score = rate.as_ref()?.score(&features);
+                tracing::debug!(
+                    message = "Interval rates scored.",
+                    workload = %key,
+                    statistic = score.statistic,
+                    threshold = score.threshold,
+                    anomalous = score.anomalous
+                );
+                score.anomalous.then_some(score)
+            }
+        }
     }
 
     /// The state of a workload (`Learning` for one not seen yet: it will start learning).
@@ -396,6 +444,7 @@ impl Engine {
                             item: score.item.to_owned(),
                             score: score.score,
                             priority: score.priority(),
+                            alert: scorer.is_alert(&score),
                         });
                         entry.record.alerts += 1;
                     }
@@ -505,6 +554,14 @@ impl Engine {
             baseline = habit_profiles::baseline::merge(previous, &baseline)?;
         }
         calibrate(&mut baseline, self.config.false_alarm_rate);
+        match RateModel::fit(&entry.intervals, &RateConfig::default()) {
+            Ok(model) => {
+                baseline
+                    .models
+                    .insert(RATE_MODEL.into(), serde_json::to_value(&model)?);
+            }
+            Err(e) => tracing::info!(message = "No rate model.", workload = %key, reason = %e),
+        }
         let mut record = entry.record.clone();
         record.update_from_baseline(&baseline, now);
         record.mode_forced = None;
@@ -518,6 +575,7 @@ impl Engine {
         );
         entry.record = record;
         entry.phase = detecting(baseline);
+        entry.intervals = Vec::new();
         entry.dirty = false;
         Ok(())
     }
@@ -668,6 +726,7 @@ impl Engine {
                             carried: None,
                         },
                         held: HeldItems::default(),
+                        intervals: Vec::new(),
                         dirty: true,
                     },
                 );
@@ -788,8 +847,21 @@ impl Engine {
 
 fn detecting(baseline: Baseline) -> Phase {
     let scorer = Box::new(NoveltyScorer::new(&baseline));
+    let rate = baseline.models.get(RATE_MODEL).and_then(|value| {
+        serde_json::from_value::<RateModel>(value.clone())
+            .map_err(|e| {
+                tracing::warn!(
+                    message = "The baseline's rate model does not load; rates are not scored.",
+                    workload = %baseline.workload,
+                    %e
+                )
+            })
+            .ok()
+            .map(Box::new)
+    });
     Phase::Detecting {
         baseline: Arc::new(baseline),
         scorer,
+        rate,
     }
 }

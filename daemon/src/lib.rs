@@ -18,5 +18,6 @@ pub mod observe;
 pub mod output;
 pub mod pipeline;
 pub mod proctable;
+pub mod rates;
 pub mod resolve;
 pub mod rule_fields;

@@ -14,13 +14,24 @@ fn proto(p: Protocol) -> Proto {
     }
 }
 
+/// Whether a process is the container runtime itself (runc/crun init, conmon, containerd's
+/// shim): it runs in a container's cgroup while it starts or enters the container, but its
+/// behaviour is the runtime's, not the workload's, so it is neither learned nor scored.
+pub fn is_runtime(exe: &str, comm: &str) -> bool {
+    let name = exe.rsplit('/').next().unwrap_or(exe);
+    comm.starts_with("runc:[")
+        || matches!(name, "runc" | "crun" | "conmon")
+        || name.starts_with("containerd-shim")
+}
+
 /// The observations of one event, appended to `out` (a buffer the caller reuses).
 ///
-/// `path` is the event's absolute path (exec/open/chmod); `parent_exe` the executable of the
-/// process's parent, when known, for the parent → child edge.
+/// `path` is the event's absolute path (exec/open/chmod); `exe` the process's executable and
+/// `parent_exe` its parent's, when known (privileged operations, the parent → child edge).
 pub fn observations(
     ev: &Event,
     path: Option<&str>,
+    exe: Option<&str>,
     parent_exe: Option<&str>,
     out: &mut Vec<Observation>,
 ) {
@@ -29,6 +40,13 @@ pub fn observations(
             let exe = path.unwrap_or(filename);
             out.push(Observation::exec(exe));
             if let Some(parent) = parent_exe.filter(|p| !p.is_empty()) {
+                // Processes started by `docker exec` have runc or the shim as parent, which
+                // of the two depends on timing: both are "the runtime".
+                let parent = if is_runtime(parent, "") {
+                    "<runtime>"
+                } else {
+                    parent
+                };
                 out.push(Observation::process_edge(parent, exe));
             }
             // argv[0] included: multi-call binaries (busybox) are told apart by it.
@@ -69,9 +87,11 @@ pub fn observations(
             out.push(Observation::listen(local.port(), Proto::Udp));
         }
         EventBody::Privileged(op) => {
+            // The target of a mount, or else the program that asked: `unshare` by the
+            // workload's own binary is habitual, by a dropped tool it is not.
             let target = match op {
                 PrivOp::Mount { target, .. } | PrivOp::Umount { target } => Some(target.as_str()),
-                _ => None,
+                _ => exe,
             };
             let name = match op {
                 PrivOp::PacketSocket { .. } => "packet_socket",
@@ -122,13 +142,21 @@ mod tests {
             cap_effective: 0,
             cap_permitted: 0,
         });
-        observations(&e, Some("/bin/busybox"), Some("/bin/sh"), &mut out);
+        observations(&e, Some("/bin/busybox"), None, Some("/bin/sh"), &mut out);
         let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();
         assert_eq!(
             dims,
             [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]
         );
         assert_eq!(out[0].item, "/bin/busybox");
+    }
+
+    #[test]
+    fn runtimes_are_recognised() {
+        assert!(is_runtime("/usr/sbin/runc", ""));
+        assert!(is_runtime("/usr/bin/containerd-shim-runc-v2", ""));
+        assert!(is_runtime("/proc/self/exe", "runc:[2:INIT]"));
+        assert!(!is_runtime("/bin/sh", "sh"));
     }
 
     #[test]
@@ -141,6 +169,7 @@ mod tests {
             }),
             None,
             None,
+            None,
             &mut out,
         );
         observations(
@@ -149,11 +178,12 @@ mod tests {
                 target_pid: 5,
             })),
             None,
+            Some("/bin/actions"),
             None,
             &mut out,
         );
         assert_eq!(out[0].dimension, Dimension::Outbound);
         assert_eq!(out[1].dimension, Dimension::Privileged);
-        assert_eq!(out[1].item, "ptrace");
+        assert_eq!(out[1].item, "ptrace /bin/actions");
     }
 }

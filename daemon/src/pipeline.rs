@@ -19,9 +19,10 @@ use crate::alerts::alert::Alert;
 use crate::fusion::{Fusion, NEVER_LEARN_TAG};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
 use crate::metrics::Metrics;
-use crate::observe::observations;
+use crate::observe::{is_runtime, observations};
 use crate::output::{Attributed, Clock};
 use crate::proctable::{ProcInfo, ProcTable};
+use crate::rates::RateTracker;
 use crate::resolve::WorkloadResolver;
 use crate::resolve::procfs::ProcSnapshot;
 use crate::rule_fields::RuleEvent;
@@ -62,6 +63,8 @@ pub struct Pipeline {
     pub engine: Engine,
     /// Static rules and their fusion with the baselines.
     pub fusion: Fusion,
+    /// This counters interval's features of each workload, for the rate model.
+    pub rates: RateTracker,
     written: WrittenFiles,
     /// Reused buffers: no allocation per event for them.
     observations: Vec<Observation>,
@@ -75,6 +78,7 @@ impl Pipeline {
         printer: Option<Box<dyn Write + Send>>,
         engine: Engine,
         fusion: Fusion,
+        rates: RateTracker,
     ) -> Self {
         Self {
             resolver,
@@ -84,6 +88,7 @@ impl Pipeline {
             printer,
             engine,
             fusion,
+            rates,
             written: WrittenFiles::default(),
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
@@ -151,8 +156,13 @@ impl Pipeline {
         };
 
         // Provisional workloads (a cgroup or container not described yet) are neither learned
-        // nor scored: their events may belong to any image.
-        if !workload.is_unresolved() {
+        // nor scored: their events may belong to any image. Nor is the container runtime's
+        // own work inside a container's cgroup.
+        let runtime = attributed
+            .process
+            .is_some_and(|p| is_runtime(&p.exe, &p.comm))
+            || is_runtime("", &h.comm);
+        if !workload.is_unresolved() && !runtime {
             let container = workload.container_id.as_deref();
             let written = match (&ev.body, container, path.as_deref()) {
                 (EventBody::Exec { .. }, Some(c), Some(p)) => self.written.contains(c, p),
@@ -170,9 +180,12 @@ impl Pipeline {
             let mut hits: Vec<&Rule> = Vec::new();
             self.fusion.rules.matching_rules(&rule_event, &mut hits);
 
+            self.rates
+                .on_event(&workload.key, &ev.body, path.as_deref());
             self.observations.clear();
+            let exe = self.procs.get(h.tgid).map(|p| p.exe.as_str());
             let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
-            observations(ev, path.as_deref(), parent_exe, &mut self.observations);
+            observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
             self.findings.clear();
             let now = unix_ms(time);
             let state = self.engine.state(&workload.key);
@@ -267,14 +280,20 @@ fn absolute_path(ev: &Event) -> Option<String> {
     Some(normalize(&joined.to_string_lossy()))
 }
 
-/// `/proc/self/exe`, `/proc/<pid>/exe` or `/dev/fd/<n>`: an exec that names no real path.
+/// `/proc/self/exe`, `/proc/<pid>/exe`, `/dev/fd/<n>` or `/proc/<self|pid>/fd/<n>`: an exec
+/// that names no real path (self re-exec, fexecve of a memfd or an open file).
 fn is_self_exe(path: &str) -> bool {
-    path == "/proc/self/exe"
-        || path.starts_with("/dev/fd/")
-        || path
-            .strip_prefix("/proc/")
-            .and_then(|rest| rest.strip_suffix("/exe"))
-            .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+    if path.starts_with("/dev/fd/") {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return false;
+    };
+    let Some((who, what)) = rest.split_once('/') else {
+        return false;
+    };
+    let who_ok = who == "self" || (!who.is_empty() && who.bytes().all(|b| b.is_ascii_digit()));
+    who_ok && (what == "exe" || what.starts_with("fd/"))
 }
 
 /// Removes `.` and `..` components lexically (the kernel already resolved them on open).
@@ -299,6 +318,8 @@ mod tests {
         assert!(super::is_self_exe("/proc/self/exe"));
         assert!(super::is_self_exe("/proc/42/exe"));
         assert!(super::is_self_exe("/dev/fd/3"));
+        assert!(super::is_self_exe("/proc/self/fd/3"));
+        assert!(super::is_self_exe("/proc/12/fd/4"));
         assert!(!super::is_self_exe("/proc/x/exe"));
         assert!(!super::is_self_exe("/bin/sh"));
     }

@@ -20,6 +20,23 @@ pub struct ProcInfo {
     pub cap_effective: u64,
 }
 
+/// The process name: the kernel's comm, unless the program was executed through an alias
+/// (`/proc/self/exe`, `/dev/fd/N`: comm `exe` or a number) — busybox runs its applets that way
+/// — then the name it was given, `basename(argv[0])`, truncated like comm.
+pub fn process_name(comm: &str, argv: &[String]) -> String {
+    let alias = comm == "exe" || (!comm.is_empty() && comm.bytes().all(|b| b.is_ascii_digit()));
+    match argv.first().filter(|a| alias && !a.is_empty()) {
+        Some(a0) => a0
+            .rsplit('/')
+            .next()
+            .unwrap_or(a0)
+            .chars()
+            .take(15)
+            .collect(),
+        None => comm.to_string(),
+    }
+}
+
 /// Live processes by pid (tgid), bounded.
 pub struct ProcTable {
     procs: HashMap<u32, Arc<ProcInfo>>,
@@ -70,7 +87,7 @@ impl ProcTable {
                 h.tgid,
                 ProcInfo {
                     exe: exec_path.to_string(),
-                    comm: h.comm.clone(),
+                    comm: process_name(&h.comm, argv),
                     args: argv.clone(),
                     ppid: h.ppid,
                     tty: *tty,
@@ -147,6 +164,13 @@ mod tests {
         assert_eq!(t.get(11).unwrap().ppid, 10);
         t.apply(&ev(11, EventBody::Exit { status: 0 }), "");
         assert!(t.get(11).is_none());
+    }
+
+    #[test]
+    fn applets_run_through_proc_self_exe_are_named_by_argv0() {
+        assert_eq!(process_name("exe", &["/bin/nc".into(), "-e".into()]), "nc");
+        assert_eq!(process_name("exe", &[]), "exe");
+        assert_eq!(process_name("sh", &["busybox".into()]), "sh");
     }
 
     #[test]

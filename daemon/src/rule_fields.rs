@@ -252,7 +252,7 @@ impl EventFields for RuleEvent<'_> {
             Field::ProcPid => num(h.tgid),
             Field::ThreadTid => num(h.pid),
             Field::ProcPpid => num(h.ppid),
-            Field::ProcName => s(&h.comm),
+            Field::ProcName => self.process().map_or_else(|| s(&h.comm), |p| s(&p.comm)),
             Field::ProcExe => self
                 .process()
                 .and_then(|p| p.args.first().map(|a0| s(a0)).unwrap_or_else(|| s(&p.exe))),

