@@ -36,19 +36,22 @@ const WRITTEN_LIMIT: usize = 65_536;
 /// Files each container wrote since it started: an exec of one of them is a binary dropped
 /// then executed (`proc.is_exe_upper_layer`). Bounded: forgotten wholesale when full.
 #[derive(Default)]
-struct WrittenFiles(HashSet<(String, String)>);
+struct WrittenFiles(HashSet<String>);
 
 impl WrittenFiles {
+    fn key(container: &str, path: &str) -> String {
+        format!("{container}\0{path}")
+    }
+
     fn note(&mut self, container: &str, path: &str) {
         if self.0.len() >= WRITTEN_LIMIT {
             self.0.clear();
         }
-        self.0.insert((container.to_owned(), path.to_owned()));
+        self.0.insert(Self::key(container, path));
     }
 
     fn contains(&self, container: &str, path: &str) -> bool {
-        // Tuple lookup without allocating: the set is small enough that this is rare work.
-        self.0.iter().any(|(c, p)| c == container && p == path)
+        self.0.contains(&Self::key(container, path))
     }
 }
 
