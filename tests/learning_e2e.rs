@@ -166,6 +166,55 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
 }
 
 #[test]
+fn a_burst_of_connects_raises_a_rate_alert_naming_the_feature() {
+    let _serial = serial();
+    // Long enough learning for the rate model (at least 10 one-second intervals).
+    let config = FAST_LEARNING.replace("min = \"3s\"", "min = \"14s\"");
+    let daemon = Daemon::start(&config);
+    let (key, c) = web_server("rates");
+    let client = ClientLoop::start(c.ip());
+    daemon.wait_state(&key, "stable", Duration::from_secs(60));
+    let is_rate = |a: &Value| {
+        a["habitd"]["novel"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|x| x["dimension"] == "rate"))
+    };
+
+    // The learned steady load scores within the baseline: no rate alert.
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet: Vec<Value> = alerts_of(&daemon, &key)
+        .into_iter()
+        .filter(|a| is_rate(a))
+        .collect();
+    assert!(
+        quiet.is_empty(),
+        "steady intervals raised rate alerts: {quiet:#?}\nhabitd log tail:\n{}",
+        common::tail(&daemon.log(), 40)
+    );
+
+    // 300 execs and 300 connects in a few seconds, from none while learning.
+    c.exec(&[
+        "/bin/sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do /bin/actions connect 127.0.0.1 8080; i=$((i+1)); done",
+    ]);
+    let a = daemon.wait_alert("a rate anomaly", &key, WAIT, is_rate);
+    eprintln!("rate alert: {}", a["output"]);
+    let item = a["habitd"]["novel"][0]["item"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        (item.starts_with("connect rate") || item.starts_with("exec rate"))
+            && item.contains("/s")
+            && item.contains("baseline"),
+        "the alert names the deviating rate with its normal and observed values: {a:#}"
+    );
+    assert!(a["output"].as_str().unwrap().contains("baseline"), "{a:#}");
+    drop(client);
+}
+
+#[test]
 fn kill_9_loses_no_baseline_and_learning_resumes() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -282,7 +282,9 @@ async fn read_kernel_counters(
                         (name, c)
                     })
                     .collect();
-                pipeline.rates.on_syscalls(&workload.key, &named);
+                pipeline
+                    .rates
+                    .on_syscalls(&workload.key, d.cgroup_id, &named);
                 pipeline.engine.observe_syscalls(
                     &workload.key,
                     workload.container_id.as_deref(),

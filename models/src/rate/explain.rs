@@ -20,7 +20,9 @@ pub struct RateScore {
     pub statistic: f64,
     /// The calibrated threshold on the statistic.
     pub threshold: f64,
-    /// The features that deviate most, largest first (at most the model's `top_features`).
+    /// The features that deviate most (at most the model's `top_features`): an event rate
+    /// that the nearest mode had less than once per interval and now has several times comes
+    /// first, then the others by `|z|`, largest first.
     pub top: Vec<FeatureDeviation>,
 }
 

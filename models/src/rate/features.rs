@@ -58,6 +58,14 @@ impl RateKind {
         Self::Syscalls,
         Self::Bytes,
     ];
+
+    /// Whether the rate counts discrete events of one kind (execs, opens, connects,
+    /// accepts, distinct destinations or files), as opposed to an aggregate of everything the
+    /// workload does (all syscalls, bytes). An explanation names a rare kind of event that
+    /// became frequent before the aggregates that moved with it.
+    pub const fn is_event_rate(self) -> bool {
+        !matches!(self, Self::Syscalls | Self::Bytes)
+    }
 }
 
 /// Event kinds counted by [`IntervalFeatures::add_event`].
@@ -498,9 +506,21 @@ impl IntervalFeatures {
         self.bytes = None;
     }
 
-    /// The interval's feature vector.
+    /// The interval's feature vector, over the length given at construction.
     pub fn finish(&self) -> FeatureVector {
-        let secs = self.interval_secs;
+        self.finish_over(self.interval_secs)
+    }
+
+    /// The interval's feature vector over a measured length, for a caller whose intervals
+    /// are not exactly the nominal length (a late timer tick makes the counts of a longer
+    /// interval, and dividing them by the nominal length would report a rate rise). A
+    /// non-finite or non-positive length falls back to the length given at construction.
+    pub fn finish_over(&self, interval_secs: f64) -> FeatureVector {
+        let secs = if interval_secs.is_finite() && interval_secs > 0.0 {
+            interval_secs
+        } else {
+            self.interval_secs
+        };
         let mut values = [0.0; FEATURE_COUNT];
         if self.total > 0 {
             let total = self.total as f64;
@@ -602,6 +622,14 @@ mod tests {
         let v = b.finish();
         assert!(v.has_bytes());
         assert_eq!(v.by_name("rate.bytes"), Some(150.0));
+
+        // Over a measured length: the same counts, other rates; a bad length is ignored.
+        let v = b.finish_over(20.0);
+        assert_eq!(v.interval_secs(), 20.0);
+        assert_eq!(v.by_name("rate.connect"), Some(0.25));
+        assert_eq!(v.by_name("rate.bytes"), Some(75.0));
+        assert_eq!(b.finish_over(f64::NAN), b.finish());
+        assert_eq!(b.finish_over(0.0), b.finish());
 
         b.clear();
         let empty = b.finish();

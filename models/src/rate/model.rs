@@ -33,6 +33,24 @@ const TAIL_FRACTION: f64 = 0.2;
 /// there are more), enough for a smooth empirical p-value without growing the baseline file.
 const MAX_STORED_HELDOUT: usize = 512;
 
+/// Smallest held-out statistic of a learning interval set aside as a transient: ten spreads
+/// on one feature, or two on every feature at once (about `1e-11` for a chi-square statistic
+/// of 23 features), far beyond what a calibrated threshold is meant to separate.
+const TRANSIENT_MIN_STATISTIC: f64 = 100.0;
+
+/// Tukey's "far out" fence on `ln(1 + statistic)` of the held-out intervals: beyond the
+/// upper quartile by this many interquartile ranges.
+const TRANSIENT_IQR_FACTOR: f64 = 3.0;
+
+/// Rounds of setting transients aside and cross-validating again (a gross transient inflates
+/// the spreads of the models that score the others, which can hide a smaller one).
+const TRANSIENT_ROUNDS: usize = 3;
+
+/// An event rate that the nearest mode had less than once per interval is named before the
+/// other deviations once it is at least this many spreads above (several events in the
+/// interval: one or two stray events are not "frequent").
+const RARE_EVENT_MIN_Z: f64 = 3.0;
+
 /// Knobs of fitting and calibration. Every field has a default (see [`Default`]), so a TOML
 /// section may set only some.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,11 +76,13 @@ pub struct RateConfig {
     pub shrinkage: f64,
     /// Floor on a share feature's spread, in √share units (0.02: about ±2 percentage points
     /// around a 25 % share, ±0.4 around 1 %, and 0 → 0.04 %): smaller changes are noise,
-    /// however constant learning was.
+    /// however constant learning was. The floor is also at least the sampling noise of a
+    /// share of the median number of syscalls per interval, `1 / (2√N)`.
     pub min_share_std: f64,
     /// Floor on a rate feature's spread in log units (0.05 ≈ 5 % relative). The floor is also
-    /// at least the log change of one more event per interval at the mean rate, so that rare
-    /// events (an exec every few minutes) do not look alarming for one extra occurrence.
+    /// at least the log change of one more event per interval at the median rate, so that rare
+    /// events (an exec every few minutes) do not look alarming for one extra occurrence, and
+    /// at least the Poisson noise of the median count per interval.
     pub min_log_rate_std: f64,
     /// Smallest threshold on the statistic: 25 = one feature 5 spreads off. Decides only
     /// when held-out intervals barely vary (identical intervals, tiny learning sets).
@@ -191,11 +211,23 @@ pub struct RateCalibration {
     pub tail_scale: f64,
     /// Estimated probability that a normal interval exceeds `tail_start`.
     pub tail_probability: f64,
+    /// Learning intervals set aside as transients before fitting (a container's start-up, a
+    /// one-off burst): fewer than can form a mode of their own, each far beyond the others'
+    /// held-out statistics. They are neither in the modes nor in the held-out statistics, so
+    /// that one start-up does not inflate every spread and the threshold; an interval like
+    /// them in detection is anomalous.
+    #[serde(default)]
+    pub transients: usize,
 }
 
 impl RateCalibration {
     /// Calibrates from held-out statistics (finite, any order).
-    fn from_heldout(mut stats: Vec<f64>, false_alarm_rate: f64, min_threshold: f64) -> Self {
+    fn from_heldout(
+        mut stats: Vec<f64>,
+        false_alarm_rate: f64,
+        min_threshold: f64,
+        transients: usize,
+    ) -> Self {
         stats.retain(|s| s.is_finite());
         stats.sort_by(f64::total_cmp);
         let n = stats.len();
@@ -230,6 +262,7 @@ impl RateCalibration {
             tail_start,
             tail_scale,
             tail_probability,
+            transients,
         };
         calibration.threshold = calibration.threshold_for(false_alarm_rate);
         calibration
@@ -389,12 +422,38 @@ impl RateModel {
             .into_iter()
             .filter(|f| with_bytes || *f != Feature::Rate(RateKind::Bytes))
             .collect();
-        let n = intervals.len() as f64;
-        let interval_secs = intervals
+        let interval_secs = mean_interval_secs(intervals);
+
+        // Floors from the median interval: robust to the transients not yet set aside.
+        let median_syscalls = median(
+            intervals
+                .iter()
+                .map(|v| v.get(Feature::Rate(RateKind::Syscalls))),
+        );
+        let floors: Vec<f64> = features
             .iter()
-            .map(FeatureVector::interval_secs)
-            .sum::<f64>()
-            / n;
+            .map(|&f| {
+                let typical = median(intervals.iter().map(|v| v.get(f)));
+                spread_floor(f, typical, median_syscalls, interval_secs, config)
+            })
+            .collect();
+        let all_rows: Vec<Vec<f64>> = intervals.iter().map(|v| model_row(v, &features)).collect();
+
+        let (kept, heldout) = set_aside_transients(&all_rows, &floors, config);
+        let transients = intervals.len() - kept.len();
+        let intervals: Vec<FeatureVector> = kept
+            .iter()
+            .filter_map(|&i| intervals.get(i).cloned())
+            .collect();
+        let rows: Vec<Vec<f64>> = kept
+            .iter()
+            .filter_map(|&i| all_rows.get(i).cloned())
+            .collect();
+        let interval_secs = if transients > 0 {
+            mean_interval_secs(&intervals)
+        } else {
+            interval_secs
+        };
 
         let baselines: Vec<FeatureBaseline> = features
             .iter()
@@ -410,17 +469,14 @@ impl RateModel {
                 }
             })
             .collect();
-        let floors: Vec<f64> = baselines
-            .iter()
-            .map(|b| spread_floor(b.feature, b.mean, interval_secs, config))
-            .collect();
-        let rows: Vec<Vec<f64>> = intervals.iter().map(|v| model_row(v, &features)).collect();
-
-        let heldout = cross_validate(&rows, &floors, config);
-        let calibration =
-            RateCalibration::from_heldout(heldout, config.false_alarm_rate, config.min_threshold);
+        let calibration = RateCalibration::from_heldout(
+            heldout,
+            config.false_alarm_rate,
+            config.min_threshold,
+            transients,
+        );
         let mut clusters = fit_clusters(&rows, &floors, config);
-        set_natural_means(&mut clusters, intervals, &rows, &baselines);
+        set_natural_means(&mut clusters, &intervals, &rows, &baselines);
 
         Self::from_data(RateModelData {
             format: FORMAT,
@@ -514,22 +570,34 @@ impl RateModel {
         let calibration = &self.data.calibration;
         let score = (1.0 - calibration.exceedance(statistic)).clamp(0.0, 1.0);
 
-        // Rank by |z| first; only the named few become (allocated) deviations.
-        let mut ranked: Vec<(usize, f64)> = match nearest {
+        // Rank first; only the named few become (allocated) deviations. A kind of event the
+        // mode had less than once per interval, now several times, comes first: its z is held
+        // down by the one-event floor (300 execs in a 1-s interval from none are 8 spreads),
+        // while the aggregates that move with it (all syscalls, the shares, the accepts that
+        // the connects cause) can be 20 to 80. It is the specific, actionable item.
+        let rare_per_second = 1.0 / self.data.interval_secs;
+        let mut ranked: Vec<(usize, f64, bool)> = match nearest {
             Some(cluster) => row
                 .iter()
                 .zip(cluster.center.iter().zip(&cluster.scale))
                 .enumerate()
                 .filter(|(j, _)| Some(*j) != skip)
-                .map(|(j, (x, (center, scale)))| (j, (x - center) / scale))
+                .map(|(j, (x, (center, scale)))| {
+                    let z = (x - center) / scale;
+                    let event = self.data.features.get(j).is_some_and(
+                        |b| matches!(b.feature, Feature::Rate(k) if k.is_event_rate()),
+                    );
+                    let was_rare = cluster.mean.get(j).is_some_and(|m| *m < rare_per_second);
+                    (j, z, event && was_rare && z >= RARE_EVENT_MIN_Z)
+                })
                 .collect(),
             None => Vec::new(),
         };
-        ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        ranked.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.1.abs().total_cmp(&a.1.abs())));
         ranked.truncate(self.data.top_features);
         let top = ranked
             .into_iter()
-            .filter_map(|(j, z)| {
+            .filter_map(|(j, z, _)| {
                 let baseline = self.data.features.get(j)?;
                 let mean = *nearest?.mean.get(j)?;
                 let observed = interval.get(baseline.feature);
@@ -629,15 +697,121 @@ fn mean_var(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     (mean, var)
 }
 
-/// The smallest spread a feature may have, in model units (see [`RateConfig`]).
-fn spread_floor(feature: Feature, mean: f64, interval_secs: f64, config: &RateConfig) -> f64 {
+/// The smallest spread a feature may have, in model units (see [`RateConfig`]): the
+/// configured floor, and never less than the counting noise of an interval at the typical
+/// rate (`rate` of this feature, `syscalls` per second in all), however regular learning was.
+fn spread_floor(
+    feature: Feature,
+    rate: f64,
+    syscalls: f64,
+    interval_secs: f64,
+    config: &RateConfig,
+) -> f64 {
     match feature.transform() {
-        Transform::Sqrt => config.min_share_std,
-        Transform::Log1p => {
-            // ln(1 + m + 1/T) − ln(1 + m): one more event per interval at the mean rate m.
-            let one_event = (1.0 / interval_secs / (1.0 + mean.max(0.0))).ln_1p();
-            config.min_log_rate_std.max(one_event)
+        Transform::Sqrt => {
+            // A share of N syscalls is a multinomial proportion: sd(√p̂) ≈ 1 / (2√N) whatever
+            // p is. At 100 syscalls per interval that is 0.05 (a workload this quiet moves its
+            // shares by several points from one request more or less); from 625 on the
+            // configured floor decides.
+            let calls = syscalls.max(0.0) * interval_secs;
+            let sampling = if calls >= 1.0 {
+                0.5 / calls.sqrt()
+            } else {
+                0.0
+            };
+            config.min_share_std.max(sampling)
         }
+        Transform::Log1p => {
+            let m = rate.max(0.0);
+            // ln(1 + m + 1/T) − ln(1 + m): one more event per interval at the typical rate m.
+            let one_event = (1.0 / interval_secs / (1.0 + m)).ln_1p();
+            // Poisson noise of a count of mT events, seen as ln(1 + count/T): √(m/T) / (1 + m)
+            // (10 % at 100 events per interval; a lower bound, real counts come in bundles).
+            let counting = (m / interval_secs).sqrt() / (1.0 + m);
+            config.min_log_rate_std.max(one_event).max(counting)
+        }
+    }
+}
+
+/// Mean interval length, seconds.
+fn mean_interval_secs(intervals: &[FeatureVector]) -> f64 {
+    intervals
+        .iter()
+        .map(FeatureVector::interval_secs)
+        .sum::<f64>()
+        / intervals.len().max(1) as f64
+}
+
+/// Median (0 for no values).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    quantile(&sorted, 0.5)
+}
+
+/// Sets transients aside: learning intervals whose held-out statistic is beyond Tukey's far-out
+/// fence of the others (on a log scale) and at least [`TRANSIENT_MIN_STATISTIC`], when they are
+/// few: at most `min_cluster_size − 1` (fewer than a mode of their own) and a quarter of the
+/// intervals. More than that far out is not a transient but a regime the model must see, and
+/// nothing is set aside. Returns the rows kept (indices, ascending) and their held-out
+/// statistics.
+///
+/// Why: a container's first intervals (the runtime setting it up, the entrypoint loading)
+/// can be a hundred times any later one. Kept, such an interval inflates the spreads of the
+/// one mode a short learning phase has, and its held-out statistic (scored by a model fitted
+/// on the steady intervals) dominates the exponential tail: thresholds in the thousands, which
+/// no burst reaches.
+fn set_aside_transients(
+    rows: &[Vec<f64>],
+    floors: &[f64],
+    config: &RateConfig,
+) -> (Vec<usize>, Vec<f64>) {
+    let n = rows.len();
+    let cap = config.min_cluster_size.saturating_sub(1).min(n / 4);
+    let mut kept: Vec<usize> = (0..n).collect();
+    let mut heldout = cross_validate(rows, floors, config);
+    for _ in 0..TRANSIENT_ROUNDS {
+        let room = cap.saturating_sub(n - kept.len());
+        if room == 0 || heldout.len() != kept.len() {
+            break;
+        }
+        let fence = transient_fence(&heldout);
+        let far: Vec<usize> = heldout
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s > fence)
+            .map(|(i, _)| i)
+            .collect();
+        if far.is_empty() || far.len() > room {
+            break;
+        }
+        let next: Vec<usize> = kept
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !far.contains(i))
+            .map(|(_, &row)| row)
+            .collect();
+        let next_rows: Vec<Vec<f64>> = next.iter().filter_map(|&i| rows.get(i).cloned()).collect();
+        let next_heldout = cross_validate(&next_rows, floors, config);
+        if next_heldout.len() != next.len() {
+            break;
+        }
+        kept = next;
+        heldout = next_heldout;
+    }
+    (kept, heldout)
+}
+
+/// The statistic above which a held-out learning interval is a transient.
+fn transient_fence(heldout: &[f64]) -> f64 {
+    let mut logs: Vec<f64> = heldout.iter().map(|s| s.max(0.0).ln_1p()).collect();
+    logs.sort_by(f64::total_cmp);
+    let (q1, q3) = (quantile(&logs, 0.25), quantile(&logs, 0.75));
+    let far = (q3 + TRANSIENT_IQR_FACTOR * (q3 - q1)).exp_m1();
+    if far.is_finite() {
+        far.max(TRANSIENT_MIN_STATISTIC)
+    } else {
+        f64::INFINITY
     }
 }
 
@@ -687,9 +861,9 @@ fn nearest_cluster<'a>(
         .map_or((0.0, None), |(d, c)| (d, Some(c)))
 }
 
-/// Held-out statistics: each contiguous block of intervals scored by a model fitted on the
-/// others. Slightly pessimistic (the models are fitted on less data than the final one), which
-/// errs towards fewer false alarms.
+/// Held-out statistics, in row order: each contiguous block of intervals scored by a model
+/// fitted on the others. Slightly pessimistic (the models are fitted on less data than the
+/// final one), which errs towards fewer false alarms.
 fn cross_validate(rows: &[Vec<f64>], floors: &[f64], config: &RateConfig) -> Vec<f64> {
     let n = rows.len();
     let folds = config.folds.min(n);
