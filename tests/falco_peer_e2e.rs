@@ -243,24 +243,9 @@ fn all_ok(results: Vec<Result<Value, String>>) {
 // ---------------------------------------------------------------------------------------------
 // The helper program and the test image.
 
-/// tests/fixtures/peer_actions.c, compiled statically once per test binary (into cargo's
-/// scratch directory for integration tests, so that runs do not pile up copies).
+/// tests/fixtures/peer_actions.c, compiled statically.
 fn peer_actions_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peer_actions");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/peer_actions.c");
-            let status = Command::new("cc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("cc is needed to build the test helper: apt-get install gcc libc6-dev");
-            assert!(status.success(), "compiling {} failed", src.display());
-            out
-        })
-        .clone()
+    common::static_helper("peer_actions")
 }
 
 /// A local image (no registry is reachable) made from the host's static busybox, with

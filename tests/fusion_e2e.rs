@@ -154,27 +154,8 @@ fn scenario_image(name: &str, files: &[(&str, Vec<u8>, u32)]) -> String {
     name.to_string()
 }
 
-/// `docker run -d --rm OPTS IMAGE ARGS`, removed on drop.
-fn run_container(opts: &[&str], image: &str, args: &[&str]) -> Container {
-    let out = Command::new("docker")
-        .args(["run", "-d", "--rm"])
-        .args(opts)
-        .arg(image)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker run {image} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Container {
-        id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    }
-}
-
 fn web_replica() -> Container {
-    run_container(&[], WEB_IMAGE, &["/bin/sh", "/docker-entrypoint.sh"])
+    Container::run_with(&[], WEB_IMAGE, &["/bin/sh", "/docker-entrypoint.sh"])
 }
 
 /// The worker runs without Docker's seccomp filter (as privileged-ish jobs often do): the
@@ -182,7 +163,7 @@ fn web_replica() -> Container {
 /// want of capabilities. With the default filter they never reach the kernel's syscall entry,
 /// so no probe can see them (and they are harmless).
 fn worker_replica() -> Container {
-    run_container(
+    Container::run_with(
         &["--security-opt", "seccomp=unconfined"],
         WORKER_IMAGE,
         &["/bin/sh", "/app/worker.sh"],

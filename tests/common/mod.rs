@@ -331,24 +331,29 @@ pub fn http_request(
     Some((status, body))
 }
 
-/// The static `actions` helper (tests/fixtures/actions.c), compiled once per test binary.
+/// `tests/fixtures/NAME.c` compiled statically (for the test images), once per test binary.
+pub fn static_helper(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let status = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc is needed to build the test helpers: apt-get install gcc libc6-dev");
+    assert!(status.success(), "compiling {} failed", src.display());
+    built.push((name.to_owned(), out.clone()));
+    out
+}
+
+/// The static `actions` helper (tests/fixtures/actions.c).
 pub fn actions_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out =
-                std::env::temp_dir().join(format!("habitd-e2e-actions-{}", std::process::id()));
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/actions.c");
-            let status = Command::new("cc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .status()
-                .expect("cc is needed to build the test helper: apt-get install gcc libc6-dev");
-            assert!(status.success(), "compiling {} failed", src.display());
-            out
-        })
-        .clone()
+    static_helper("actions")
 }
 
 /// A local image made from the host's static busybox (no registry is reachable), with the
@@ -387,8 +392,15 @@ pub struct Container {
 
 impl Container {
     pub fn run(image: &str, args: &[&str]) -> Container {
+        Container::run_with(&[], image, args)
+    }
+
+    /// `docker run -d --rm OPTS IMAGE ARGS`.
+    pub fn run_with(opts: &[&str], image: &str, args: &[&str]) -> Container {
         let out = Command::new("docker")
-            .args(["run", "-d", "--rm", image])
+            .args(["run", "-d", "--rm"])
+            .args(opts)
+            .arg(image)
             .args(args)
             .output()
             .unwrap();
