@@ -13,6 +13,9 @@ pub struct Metrics {
     registry: Registry,
     /// Attributed events by type (`exec`, `open`, `connect`, …).
     pub events: IntCounterVec,
+    /// The `events` counter of each kind, resolved once (indexed by `EventBody::kind_index`):
+    /// the per-event path increments an atomic, without a labelled lookup.
+    events_by_kind: Vec<prometheus::IntCounter>,
     /// Records the kernel side could not deliver, by reason and CPU (cumulative, read from BPF).
     pub kernel_drops: IntCounterVec,
     /// Ring-buffer records rejected by the decoder, by reason.
@@ -151,8 +154,13 @@ impl Metrics {
         registry.register(Box::new(syscalls.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(workloads_cached.clone()))?;
+        let events_by_kind = habit_probes::EventBody::KIND_LABELS
+            .iter()
+            .map(|kind| events.with_label_values(&[*kind]))
+            .collect();
         Ok(Self {
             registry,
+            events_by_kind,
             events,
             kernel_drops,
             decode_errors,
@@ -169,6 +177,13 @@ impl Metrics {
             rule_hits,
             alerts_suppressed,
         })
+    }
+
+    /// Counts one attributed event.
+    pub fn count_event(&self, body: &habit_probes::EventBody) {
+        if let Some(counter) = self.events_by_kind.get(body.kind_index()) {
+            counter.inc();
+        }
     }
 
     /// Raises a counter that mirrors a cumulative count kept elsewhere (the kernel) to `total`.

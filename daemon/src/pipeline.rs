@@ -145,10 +145,7 @@ impl Pipeline {
         if matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, path.as_deref().unwrap_or_default());
         }
-        self.metrics
-            .events
-            .with_label_values(&[ev.body.kind_label()])
-            .inc();
+        self.metrics.count_event(&ev.body);
         let time = self.clock.wall(h.ts_boot_ns);
         let attributed = Attributed {
             event: ev,

@@ -214,19 +214,39 @@ impl EventBody {
         }
     }
 
+    /// Every [`EventBody::kind_label`], indexed by [`EventBody::kind_index`]: lets metrics
+    /// resolve one counter per kind once, instead of a labelled lookup per event.
+    pub const KIND_LABELS: [&'static str; 10] = [
+        "exec",
+        "fork",
+        "exit",
+        "open",
+        "chmod",
+        "connect",
+        "accept",
+        "bind",
+        "listen",
+        "privileged",
+    ];
+
+    /// The position of this event's kind in [`EventBody::KIND_LABELS`].
+    pub fn kind_index(&self) -> usize {
+        match self {
+            EventBody::Exec { .. } => 0,
+            EventBody::Fork { .. } => 1,
+            EventBody::Exit { .. } => 2,
+            EventBody::Open { .. } => 3,
+            EventBody::Chmod { .. } => 4,
+            EventBody::Connect { .. } => 5,
+            EventBody::Accept { .. } => 6,
+            EventBody::Bind { .. } => 7,
+            EventBody::Listen { .. } => 8,
+            EventBody::Privileged(_) => 9,
+        }
+    }
+
     /// A short, low-cardinality label for metrics (`habitd_events_total{type=…}`).
     pub fn kind_label(&self) -> &'static str {
-        match self {
-            EventBody::Exec { .. } => "exec",
-            EventBody::Fork { .. } => "fork",
-            EventBody::Exit { .. } => "exit",
-            EventBody::Open { .. } => "open",
-            EventBody::Chmod { .. } => "chmod",
-            EventBody::Connect { .. } => "connect",
-            EventBody::Accept { .. } => "accept",
-            EventBody::Bind { .. } => "bind",
-            EventBody::Listen { .. } => "listen",
-            EventBody::Privileged(_) => "privileged",
-        }
+        Self::KIND_LABELS[self.kind_index()]
     }
 }
