@@ -84,19 +84,12 @@ static __always_inline struct habit_file *scratch_file(void)
 /* The directory a relative path is resolved from: the cwd, or the directory behind dirfd. */
 static __always_inline struct dentry *base_dentry(int dirfd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt;
-	struct file **fds, *file = 0;
+	struct file *file;
 
 	if (dirfd == AT_FDCWD)
-		return BPF_CORE_READ(task, fs, pwd.dentry);
-	fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || dirfd < 0 || (unsigned int)dirfd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[dirfd & 0xfffff]) != 0 || !file)
-		return 0;
-	return BPF_CORE_READ(file, f_path.dentry);
+		return BPF_CORE_READ((struct task_struct *)bpf_get_current_task_btf(), fs, pwd.dentry);
+	file = current_fd_file(dirfd);
+	return file ? BPF_CORE_READ(file, f_path.dentry) : 0;
 }
 
 /* Fills base_components for a relative path, so user space need not race the process for

@@ -69,16 +69,11 @@ static __always_inline int read_user_sockaddr(struct habit_sockaddr *dst, const 
 /* The protocol of the socket behind `fd` in the current task, 0 when unknown. */
 static __always_inline __u32 socket_protocol(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds, *file = 0;
+	struct file *file = current_fd_file(fd);
 	struct socket *sock;
 	__u32 proto;
 
-	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]) != 0 || !file)
+	if (!file)
 		return 0;
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock)

@@ -79,6 +79,21 @@ static __always_inline void fill_hdr(struct habit_hdr *h, __u32 kind)
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
+/* The open file behind descriptor `fd` of the current task, or NULL. */
+static __always_inline struct file *current_fd_file(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *file = 0;
+
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xfffff]) != 0)
+		return 0;
+	return file;
+}
+
 /* Reserves a record on the ring buffer, counting the drop when it is full. */
 static __always_inline void *reserve(__u64 size)
 {
