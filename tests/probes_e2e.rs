@@ -263,4 +263,14 @@ fn metrics_and_health_are_served() {
         "{metrics}"
     );
     assert!(metrics.contains("habitd_probes_attached 1"), "{metrics}");
+
+    // habitd never reports its own activity: not its opens, not the connections to its
+    // HTTP listener that this test just made.
+    let me = daemon.pid() as u64;
+    let own: Vec<Value> = daemon
+        .events()
+        .into_iter()
+        .filter(|e| u64_of(&e["output_fields"]["proc.pid"]) == me)
+        .collect();
+    assert!(own.is_empty(), "habitd reported itself: {own:#?}");
 }

@@ -137,6 +137,11 @@ impl Daemon {
         daemon
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the daemon with SIGKILL (no chance to save anything) and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
