@@ -18,12 +18,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, require_docker, tail};
+use common::{Daemon, import_rootfs, static_busybox, tail};
 use serde_json::Value;
 
 /// Rules with a test in this file: (rule name, test function).
@@ -257,18 +257,12 @@ fn peer_image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         use std::hash::{Hash, Hasher};
-        require_docker();
-        let busybox = Path::new("/bin/busybox");
-        assert!(
-            busybox.exists(),
-            "/bin/busybox is missing: apt-get install busybox-static (the test image is built \
-             from it)"
-        );
+        let busybox = static_busybox();
         let helper = peer_actions_binary();
         let root = tempfile::tempdir().unwrap();
         let files = format!(
             "set -e; cd {root}; mkdir -p bin usr/sbin etc tmp www/cgi-bin var/log root; \
-             cp /bin/busybox bin/; \
+             cp {busybox} bin/; \
              for a in sh cat ls sleep nc grep find shred mount mkdir cp echo id true httpd wget; \
              do ln -sf busybox bin/$a; done; \
              cp {helper} bin/peer_actions; ln -s /bin/peer_actions usr/sbin/nginx; \
@@ -279,6 +273,7 @@ fn peer_image() -> &'static str {
                > www/cgi-bin/status.cgi; chmod 755 www/cgi-bin/status.cgi; \
              echo 'Nov 26 12:00:00 e2e sshd[1]: Accepted publickey for root' > var/log/auth.log; ",
             root = root.path().display(),
+            busybox = busybox.display(),
             helper = helper.display(),
         );
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -298,16 +293,16 @@ fn peer_image() -> &'static str {
         if String::from_utf8_lossy(&current.stdout).trim() == inputs {
             return;
         }
-        let script = format!(
-            "{files} tar -C {root} -c . | docker import --change 'LABEL {label}={inputs}' - \
-             {IMAGE} >/dev/null",
-            root = root.path().display()
-        );
-        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        let out = Command::new("sh").args(["-c", &files]).output().unwrap();
         assert!(
             out.status.success(),
-            "building test image {IMAGE} failed: {}",
+            "preparing the root of {IMAGE} failed: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        import_rootfs(
+            root.path(),
+            IMAGE,
+            &["--change", &format!("LABEL {label}={inputs}")],
         );
     });
     IMAGE

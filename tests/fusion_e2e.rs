@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Container, Daemon, actions_binary, require_docker, tail};
+use common::{
+    Container, Daemon, actions_binary, import_rootfs, require_docker, static_busybox, tail,
+};
 use serde_json::Value;
 
 /// Learning windows in seconds (as in learning_e2e), every suppressed rule hit also written to
@@ -106,12 +108,7 @@ const APPLETS: &[&str] = &[
 /// `actions` helper at /bin/actions, an /etc/shadow, and `files` (path, content, mode).
 fn scenario_image(name: &str, files: &[(&str, Vec<u8>, u32)]) -> String {
     use std::os::unix::fs::PermissionsExt;
-    require_docker();
-    let busybox = Path::new("/bin/busybox");
-    assert!(
-        busybox.exists(),
-        "/bin/busybox is missing: apt-get install busybox-static (the test images are built from it)"
-    );
+    let busybox = static_busybox();
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     for d in ["bin", "etc", "tmp", "www", "mnt", "root", "opt/pkg", "app"] {
@@ -139,18 +136,7 @@ fn scenario_image(name: &str, files: &[(&str, Vec<u8>, u32)]) -> String {
         std::fs::write(&p, content).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
     }
-    let out = Command::new("sh")
-        .args([
-            "-c",
-            &format!("tar -C {} -c . | docker import - {name}", r.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building test image {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_rootfs(r, name, &[]);
     name.to_string()
 }
 

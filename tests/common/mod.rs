@@ -361,32 +361,67 @@ pub fn actions_binary() -> PathBuf {
     static_helper("actions")
 }
 
-/// A local image made from the host's static busybox (no registry is reachable), with the
-/// `actions` helper at /bin/actions and a small web root in /www.
-pub fn busybox_image(tag: &str) -> String {
-    require_docker();
-    let name = format!("habitd-e2e/busybox:{tag}");
+/// The host's static busybox, which the test images are built from.
+pub fn static_busybox() -> &'static Path {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.exists(),
         "/bin/busybox is missing: apt-get install busybox-static (the test images are built from it)"
     );
-    let root = tempfile::tempdir().unwrap();
-    let script = format!(
-        "set -e; cd {root}; mkdir -p bin etc tmp www; cp /bin/busybox bin/; \
-         for a in sh cat ls sleep wget httpd nc echo id true grep head; do ln -sf busybox bin/$a; done; \
-         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo e2e > etc/hostname; \
-         echo hello > www/index.html; echo secret > www/secret.html; cp {actions} bin/actions; \
-         tar -C {root} -c . | docker import - {name} >/dev/null",
-        root = root.path().display(),
-        actions = actions_binary().display()
+    busybox
+}
+
+/// Imports the directory `root` as image `name` with `docker import` (no registry is
+/// reachable here), passing `options` (e.g. `--change`, `LABEL k=v`).
+pub fn import_rootfs(root: &Path, name: &str, options: &[&str]) {
+    require_docker();
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Command::new("docker")
+        .arg("import")
+        .args(options)
+        .args(["-", name])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        tar.wait().unwrap().success(),
+        "tar of {} failed",
+        root.display()
     );
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     assert!(
         out.status.success(),
         "building test image {name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A local image made from the host's static busybox, with the `actions` helper at
+/// /bin/actions and a small web root in /www.
+pub fn busybox_image(tag: &str) -> String {
+    let name = format!("habitd-e2e/busybox:{tag}");
+    let root = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; cd {root}; mkdir -p bin etc tmp www; cp {busybox} bin/; \
+         for a in sh cat ls sleep wget httpd nc echo id true grep head; do ln -sf busybox bin/$a; done; \
+         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo e2e > etc/hostname; \
+         echo hello > www/index.html; echo secret > www/secret.html; cp {actions} bin/actions",
+        root = root.path().display(),
+        busybox = static_busybox().display(),
+        actions = actions_binary().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "preparing the root of {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    import_rootfs(root.path(), &name, &[]);
     name
 }
 
