@@ -149,9 +149,16 @@ pub async fn run(config: Config) -> Result<()> {
     // Each learning interval starts a new kernel de-duplication epoch, so that every file a
     // workload opens is reported once in every interval it is opened in (rarity counts
     // intervals).
-    let mut interval_tick = tokio::time::interval(config.learning.interval);
+    // The first interval starts now, before the loop: a `tokio::time::interval` would tick at
+    // once and start a second epoch a moment after the first events, resending them.
+    let mut interval_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.learning.interval,
+        config.learning.interval,
+    );
     let mut counters_tick = tokio::time::interval(config.probes.counters_interval);
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+    // Epoch 0 is the kernel map's initial value: the first interval began when the probes
+    // were attached.
     let mut epoch = 0u64;
     let mut batch = Vec::with_capacity(4096);
     let mut alerts = Vec::new();
