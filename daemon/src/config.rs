@@ -53,6 +53,7 @@ pub struct ProbeSettings {
     pub ring_buffer_bytes: u32,
     #[serde(with = "humantime_serde_compat")]
     pub counters_interval: Duration,
+    pub sequences: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

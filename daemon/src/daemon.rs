@@ -29,6 +29,7 @@ use crate::rates::RateTracker;
 use crate::resolve::cgroup::CgroupIndex;
 use crate::resolve::docker::DockerRuntime;
 use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
+use crate::sequence::SequenceTracker;
 use habit_probes::syscall_names;
 
 /// Runs the daemon until a termination signal.
@@ -93,6 +94,7 @@ pub async fn run(config: Config) -> Result<()> {
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
     let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64());
+    let sequences = SequenceTracker::new(config.probes.sequences, config.learning.false_alarm_rate);
     let mut pipeline = Pipeline::new(
         resolver.clone(),
         metrics.clone(),
@@ -100,6 +102,7 @@ pub async fn run(config: Config) -> Result<()> {
         engine,
         fusion,
         rates,
+        sequences,
     );
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
@@ -171,6 +174,7 @@ pub async fn run(config: Config) -> Result<()> {
             }) => {
                 r?;
                 pipeline.handle_batch(&batch, &mut alerts).await;
+                pipeline.sequences.flush(&mut probes.sequences);
                 alerting.raise(&mut alerts);
             }
             _ = interval_tick.tick() => {
@@ -331,9 +335,29 @@ async fn read_kernel_counters(
         Err(e) => tracing::warn!(message = "Cannot read drop counters.", %e),
     }
     release_dead_cgroups(probes, resolver);
+    sync_sequences(probes, resolver, pipeline).await;
     metrics
         .workloads_cached
         .set(resolver.cached_cgroups() as i64);
+}
+
+/// Tells the kernel, per cgroup slot, whether its workload's syscall sequences are learned,
+/// scored or ignored, and learns what the kernel counted.
+async fn sync_sequences(probes: &mut Probes, resolver: &WorkloadResolver, pipeline: &mut Pipeline) {
+    let mut slots = Vec::new();
+    for (cgroup_id, slot) in probes.counters.slots() {
+        let workload = resolver.resolve(cgroup_id, None).await;
+        slots.push((
+            slot,
+            (!workload.is_unresolved()).then(|| workload.key.clone()),
+        ));
+    }
+    if let Err(e) = pipeline
+        .sequences
+        .sync(&mut probes.sequences, &slots, &mut pipeline.engine)
+    {
+        tracing::warn!(message = "Cannot update the kernel's sequence maps.", %e);
+    }
 }
 
 /// Frees the counter slots (and resolver entries) of cgroups that were removed.
@@ -349,7 +373,7 @@ fn release_dead_cgroups(probes: &mut Probes, resolver: &WorkloadResolver) {
                 message = "Releasing the counter slot of a removed cgroup.",
                 cgroup_id
             );
-            if let Err(e) = probes.counters.release_cgroup(cgroup_id) {
+            if let Err(e) = probes.release_cgroup(cgroup_id) {
                 tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
             }
             resolver.forget(cgroup_id);

@@ -24,6 +24,7 @@ use crate::alerts::alert::Alert;
 use crate::learning::Finding;
 use crate::metrics::Metrics;
 use crate::rule_fields::RuleEvent;
+use crate::sequence::SequenceFinding;
 
 /// Rules that a baseline never silences.
 pub const ALWAYS_TAG: &str = "habitd.always";
@@ -101,6 +102,57 @@ impl Fusion {
         .with_tags(["habitd", "anomaly", "rate"])
         .with_score(score.score)
         .with_novel("rate", item)
+    }
+
+    /// The anomaly alert of a thread whose syscall order the workload's sequence model finds
+    /// anomalous: names the process (in `fields`), the window and the unknown sequences.
+    pub fn sequence_alert(
+        &self,
+        f: &SequenceFinding,
+        mut fields: Map<String, Value>,
+        time: SystemTime,
+    ) -> Alert {
+        let score = 1.0 - f.exceedance;
+        let item = f
+            .examples
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "syscall order".to_string());
+        let mut output = format!(
+            "Unusual syscall sequence in {} (baseline stable, score {:.2}): thread {} of process \
+             {}, mean surprise {:.2} nats/syscall over its last {} syscalls (threshold {:.2}), \
+             {} of {} syscall 6-grams never seen while learning; e.g. {}",
+            f.workload,
+            score,
+            f.tid,
+            f.tgid,
+            f.statistic,
+            f.grams.min(2048),
+            f.threshold,
+            f.unknown,
+            f.grams,
+            f.examples.join(" | ")
+        );
+        crate::alerts::alert::append_field_details(&mut output, &fields);
+        fields.insert("habitd.sequence.statistic".into(), f.statistic.into());
+        fields.insert("habitd.sequence.threshold".into(), f.threshold.into());
+        fields.insert("habitd.sequence.grams".into(), f.grams.into());
+        fields.insert("habitd.sequence.unknown".into(), f.unknown.into());
+        fields.insert("habitd.sequence.examples".into(), f.examples.clone().into());
+        fields.insert("thread.tid".into(), f.tid.into());
+        Alert::new(
+            time,
+            crate::alerts::alert::ANOMALY_RULE,
+            calibrate::priority_for(score),
+            output,
+            f.workload.as_str(),
+            WorkloadState::Stable.name(),
+            &self.hostname,
+        )
+        .with_output_fields(fields)
+        .with_tags(["habitd", "anomaly", "sequence"])
+        .with_score(score)
+        .with_novel("sequence", item)
     }
 
     /// Decides the alerts of one event: `hits` are the rules it matched, `findings` its novel

@@ -13,6 +13,7 @@ use habit_models::calibrate::calibrate;
 use habit_models::novelty::{NoveltyScorer, Scratch};
 use habit_models::priority::Priority;
 use habit_models::rate::{FeatureVector, RateConfig, RateModel, RateScore};
+use habit_models::sequence::{self, SequenceConfig, SequenceModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::held::{HabitCriterion, HeldItem, HeldItems, HoldOutcome};
 use habit_profiles::observation::{Dimension, Observation};
@@ -145,7 +146,63 @@ enum Phase {
         baseline: Arc<Baseline>,
         scorer: Box<NoveltyScorer>,
         rate: Option<Box<RateModel>>,
+        sequence: Option<Arc<SequenceModel>>,
     },
+}
+
+/// What a workload's syscall sequences are used for right now (its kernel mode).
+#[derive(Clone)]
+pub enum SequenceMode {
+    /// Not followed (unstable, or in detection without a sequence model).
+    Off,
+    /// Counted; `samples` more new threads may be traced whole for calibration.
+    Learn { samples: usize },
+    /// Scored against this model.
+    Detect(Arc<SequenceModel>),
+}
+
+/// Most calibration traces kept per learning workload (see [`SequenceLearning`]).
+const MAX_SEQUENCE_TRACES: usize = 64;
+/// The name of the sequence model in a baseline's `models`.
+const SEQUENCE_MODEL: &str = "sequence";
+
+/// What learning collects for the sequence model: 6-gram counts read from the kernel, and
+/// whole traces of a few threads that started during learning (the model's calibration). Kept
+/// in memory like the rate intervals: a restart during learning starts them again.
+#[derive(Default)]
+struct SequenceLearning {
+    grams: std::collections::BTreeMap<u64, u64>,
+    traces: Vec<Vec<u32>>,
+    /// Traces still growing, by thread id.
+    open: HashMap<u32, Vec<u32>>,
+}
+
+impl SequenceLearning {
+    fn room(&self) -> usize {
+        MAX_SEQUENCE_TRACES.saturating_sub(self.traces.len() + self.open.len())
+    }
+
+    /// Learns the model: counts (plus a carried model's), calibrated on the traces.
+    fn fit(
+        &mut self,
+        carried: Option<&SequenceModel>,
+    ) -> Result<SequenceModel, sequence::SequenceError> {
+        let mut grams = std::mem::take(&mut self.grams);
+        let mut traces_seen = 0;
+        if let Some(previous) = carried {
+            for (key, count) in previous.known_grams() {
+                *grams.entry(key).or_insert(0) += count;
+            }
+        }
+        let mut traces = std::mem::take(&mut self.traces);
+        traces.extend(self.open.drain().map(|(_, t)| t).filter(|t| !t.is_empty()));
+        traces_seen += traces.len() as u64;
+        let syscalls = grams.values().sum();
+        let mut model =
+            SequenceModel::from_counts(SequenceConfig::default(), grams, traces_seen, syscalls)?;
+        model.calibrate_on_traces(&traces)?;
+        Ok(model)
+    }
 }
 
 /// Most learning intervals kept for fitting the rate model (8 h of 10-s intervals).
@@ -160,6 +217,8 @@ struct Entry {
     held: HeldItems,
     /// Interval feature vectors seen while learning: the rate model is fitted on them.
     intervals: Vec<FeatureVector>,
+    /// Syscall sequences seen while learning: the sequence model is fitted on them.
+    sequence: SequenceLearning,
     /// Learned something since the last checkpoint.
     dirty: bool,
 }
@@ -274,6 +333,7 @@ impl Engine {
             phase,
             held,
             intervals: Vec::new(),
+            sequence: SequenceLearning::default(),
             dirty: false,
         })
     }
@@ -292,6 +352,7 @@ impl Engine {
             },
             held: HeldItems::default(),
             intervals: Vec::new(),
+            sequence: SequenceLearning::default(),
             dirty: true,
         };
         self.workloads.insert(key.clone(), entry);
@@ -329,6 +390,68 @@ impl Engine {
                 score.anomalous.then_some(score)
             }
         }
+    }
+
+    /// What the kernel should do with a workload's syscall sequences.
+    pub fn sequence_mode(&self, key: &WorkloadKey) -> SequenceMode {
+        let Some(entry) = self.workloads.get(key) else {
+            return SequenceMode::Off;
+        };
+        match &entry.phase {
+            Phase::Learning { .. } => SequenceMode::Learn {
+                samples: entry.sequence.room(),
+            },
+            Phase::Detecting {
+                sequence: Some(model),
+                ..
+            } if entry.record.state == WorkloadState::Stable => SequenceMode::Detect(model.clone()),
+            Phase::Detecting { .. } => SequenceMode::Off,
+        }
+    }
+
+    /// Adds 6-gram counts read from the kernel to a learning workload.
+    pub fn learn_grams(&mut self, key: &WorkloadKey, counts: &[(u64, u64)]) {
+        if let Some(entry) = self.learning_entry(key) {
+            for &(gram, count) in counts {
+                let total = entry.sequence.grams.entry(gram).or_insert(0);
+                *total = total.saturating_add(count);
+            }
+        }
+    }
+
+    /// One gram of a sampled thread's trace (`nsys` counts from 1 at the thread's start). A
+    /// gap (a lost record) discards the trace; `end` closes it.
+    pub fn trace_gram(&mut self, key: &WorkloadKey, tid: u32, nsys: u64, gram: u64, end: bool) {
+        let Some(entry) = self.learning_entry(key) else {
+            return;
+        };
+        let learning = &mut entry.sequence;
+        if end {
+            if let Some(trace) = learning.open.remove(&tid)
+                && !trace.is_empty()
+                && learning.traces.len() < MAX_SEQUENCE_TRACES
+            {
+                learning.traces.push(trace);
+            }
+            return;
+        }
+        if nsys == 1 && learning.room() == 0 && !learning.open.contains_key(&tid) {
+            return;
+        }
+        let trace = learning.open.entry(tid).or_default();
+        if nsys != trace.len() as u64 + 1 {
+            learning.open.remove(&tid);
+            return;
+        }
+        if let Some(nr) = sequence::gram::lane_nr(gram) {
+            trace.push(nr);
+        }
+    }
+
+    fn learning_entry(&mut self, key: &WorkloadKey) -> Option<&mut Entry> {
+        self.workloads
+            .get_mut(key)
+            .filter(|e| matches!(e.phase, Phase::Learning { .. }))
     }
 
     /// The state of a workload (`Learning` for one not seen yet: it will start learning).
@@ -562,6 +685,23 @@ impl Engine {
             }
             Err(e) => tracing::info!(message = "No rate model.", workload = %key, reason = %e),
         }
+        let carried_sequence = carried.as_deref().and_then(sequence_model_of);
+        match entry.sequence.fit(carried_sequence.as_ref()) {
+            Ok(model) => {
+                tracing::info!(
+                    message = "Sequence model learned.",
+                    workload = %key,
+                    grams = model.known_len(),
+                    calibration_traces = model.calibration().map_or(0, |c| c.held_out),
+                );
+                baseline
+                    .models
+                    .insert(SEQUENCE_MODEL.into(), serde_json::to_value(&model)?);
+            }
+            Err(e) => {
+                tracing::info!(message = "No sequence model.", workload = %key, reason = %e)
+            }
+        }
         let mut record = entry.record.clone();
         record.update_from_baseline(&baseline, now);
         record.mode_forced = None;
@@ -576,6 +716,7 @@ impl Engine {
         entry.record = record;
         entry.phase = detecting(baseline);
         entry.intervals = Vec::new();
+        entry.sequence = SequenceLearning::default();
         entry.dirty = false;
         Ok(())
     }
@@ -727,6 +868,7 @@ impl Engine {
                         },
                         held: HeldItems::default(),
                         intervals: Vec::new(),
+                        sequence: SequenceLearning::default(),
                         dirty: true,
                     },
                 );
@@ -847,21 +989,32 @@ impl Engine {
 
 fn detecting(baseline: Baseline) -> Phase {
     let scorer = Box::new(NoveltyScorer::new(&baseline));
-    let rate = baseline.models.get(RATE_MODEL).and_then(|value| {
-        serde_json::from_value::<RateModel>(value.clone())
-            .map_err(|e| {
-                tracing::warn!(
-                    message = "The baseline's rate model does not load; rates are not scored.",
-                    workload = %baseline.workload,
-                    %e
-                )
-            })
-            .ok()
-            .map(Box::new)
-    });
+    let rate = model_of::<RateModel>(&baseline, RATE_MODEL).map(Box::new);
+    let sequence = sequence_model_of(&baseline).map(Arc::new);
     Phase::Detecting {
         baseline: Arc::new(baseline),
         scorer,
         rate,
+        sequence,
     }
+}
+
+fn sequence_model_of(baseline: &Baseline) -> Option<SequenceModel> {
+    model_of(baseline, SEQUENCE_MODEL)
+}
+
+/// A model stored in a baseline's `models`; one that does not load is logged and left out
+/// (the rest of the baseline still detects).
+fn model_of<M: serde::de::DeserializeOwned>(baseline: &Baseline, name: &str) -> Option<M> {
+    let value = baseline.models.get(name)?;
+    serde_json::from_value::<M>(value.clone())
+        .map_err(|e| {
+            tracing::warn!(
+                message = "A model of the baseline does not load; it is not used.",
+                workload = %baseline.workload,
+                model = name,
+                %e
+            )
+        })
+        .ok()
 }

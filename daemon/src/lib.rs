@@ -21,3 +21,4 @@ pub mod proctable;
 pub mod rates;
 pub mod resolve;
 pub mod rule_fields;
+pub mod sequence;

@@ -99,6 +99,8 @@ pub fn observations(
             };
             out.push(Observation::privileged(name, target));
         }
+        // Sequences are learned and scored by their own model (crate::sequence).
+        EventBody::Sequence(_) => {}
         EventBody::Bind { .. } | EventBody::Fork { .. } | EventBody::Exit { .. } => {}
     }
 }

@@ -180,6 +180,11 @@ impl Attributed<'_> {
                 f.insert("fd.l4proto".into(), json!("tcp"));
             }
             EventBody::Privileged(op) => priv_fields(f, op),
+            EventBody::Sequence(r) => {
+                let names = crate::sequence::gram_names(r.gram);
+                f.insert("habitd.sequence.gram".into(), json!(names));
+                f.insert("habitd.sequence.flags".into(), json!(r.flags));
+            }
         }
     }
 

@@ -26,6 +26,7 @@ use crate::rates::RateTracker;
 use crate::resolve::WorkloadResolver;
 use crate::resolve::procfs::ProcSnapshot;
 use crate::rule_fields::RuleEvent;
+use crate::sequence::SequenceTracker;
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
@@ -68,6 +69,8 @@ pub struct Pipeline {
     pub fusion: Fusion,
     /// This counters interval's features of each workload, for the rate model.
     pub rates: RateTracker,
+    /// Syscall sequences: kernel modes, learning data and per-thread scores.
+    pub sequences: SequenceTracker,
     written: WrittenFiles,
     /// Reused buffers: no allocation per event for them.
     observations: Vec<Observation>,
@@ -82,6 +85,7 @@ impl Pipeline {
         engine: Engine,
         fusion: Fusion,
         rates: RateTracker,
+        sequences: SequenceTracker,
     ) -> Self {
         Self {
             resolver,
@@ -92,6 +96,7 @@ impl Pipeline {
             engine,
             fusion,
             rates,
+            sequences,
             written: WrittenFiles::default(),
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
@@ -162,6 +167,21 @@ impl Pipeline {
             .process
             .is_some_and(|p| is_runtime(&p.exe, &p.comm))
             || is_runtime("", &h.comm);
+        if let EventBody::Sequence(record) = &ev.body {
+            // The runtime's threads in a container (runc init before it executes the
+            // entrypoint) are not the workload's habits.
+            if !runtime
+                && let Some(finding) =
+                    self.sequences
+                        .on_record(record, h.pid, h.tgid, &mut self.engine)
+            {
+                alerts.push(
+                    self.fusion
+                        .sequence_alert(&finding, attributed.fields(), time),
+                );
+            }
+            return;
+        }
         if !workload.is_unresolved() && !runtime {
             let container = workload.container_id.as_deref();
             let written = match (&ev.body, container, path.as_deref()) {

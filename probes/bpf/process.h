@@ -5,6 +5,7 @@
 
 #include "lib/common.h"
 #include "lib/dentry.h"
+#include "sequence.h"
 
 /* Reads the memory cgroup's directory name: the container id under Docker/runc on cgroup v1. */
 static __always_inline void read_v1_cgroup_name(struct task_struct *task, char *dst)
@@ -40,6 +41,8 @@ int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_bin
 
 	if (is_self())
 		return 0;
+	/* A new program: its syscall history starts empty, as in the model. */
+	seq_end(task, true);
 	e = reserve(sizeof(*e));
 	if (!e)
 		return 0;
@@ -93,8 +96,11 @@ int BPF_PROG(habit_exit, struct task_struct *task)
 {
 	struct habit_exit *e;
 
+	if (is_self())
+		return 0;
+	seq_end(task, false);
 	/* signal->live is decremented before this tracepoint: 0 means the last thread is leaving. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0 || is_self())
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	e = reserve(sizeof(*e));
 	if (!e)

@@ -3,7 +3,8 @@
  * The per-syscall hot path. Every syscall of every task passes here, so it does the least
  * possible: count the call in a per-CPU array indexed by (cgroup slot, syscall number), with the
  * slot of the task's cgroup cached in task-local storage (no hash lookup unless the task changed
- * cgroup), then hand the few decoded syscalls to their out-of-line handlers.
+ * cgroup), advance the task's syscall history, and hand the few decoded syscalls (and the
+ * 6-grams of workloads with sequences on, see sequence.h) to their out-of-line handlers.
  */
 #ifndef HABIT_SYSCALLS_H
 #define HABIT_SYSCALLS_H
@@ -12,6 +13,7 @@
 #include "file.h"
 #include "net.h"
 #include "priv.h"
+#include "sequence.h"
 
 /* Counts per CPU, one row of HABIT_MAX_SYSCALLS counters per cgroup slot: user space reads a
  * whole row with one lookup. */
@@ -42,13 +44,6 @@ struct {
 	__type(value, __u32);
 } habit_free_slots SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct habit_task);
-} habit_task_state SEC(".maps");
-
 /* Slot of a cgroup: existing, or taken from the free queue. Returns slot + 1, 0 if none. */
 static __noinline __u32 cgroup_slot(__u64 cgroup_id)
 {
@@ -75,6 +70,7 @@ static __always_inline void count_syscall(__u32 nr)
 	struct habit_task *ts;
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
 	struct habit_syscall_row *row;
+	struct habit_seq_slot *cfg;
 	__u32 slot;
 
 	ts = bpf_task_storage_get(&habit_task_state, bpf_get_current_task_btf(), 0,
@@ -83,6 +79,7 @@ static __always_inline void count_syscall(__u32 nr)
 		count_drop(HABIT_DROP_TASK_STORAGE);
 		return;
 	}
+	seq_push(ts, nr);
 	if (ts->cgroup_id != cgroup_id || ts->slot == 0) {
 		ts->slot = cgroup_slot(cgroup_id);
 		ts->cgroup_id = cgroup_id;
@@ -93,6 +90,9 @@ static __always_inline void count_syscall(__u32 nr)
 	row = bpf_map_lookup_elem(&habit_syscall_counts, &slot);
 	if (row)
 		row->count[nr & (HABIT_MAX_SYSCALLS - 1)] += 1;
+	cfg = bpf_map_lookup_elem(&habit_seq_slots, &slot);
+	if (cfg && cfg->mode != HABIT_SEQ_OFF)
+		seq_gram(ts, cfg);
 }
 
 SEC("tp_btf/sys_enter")

@@ -3,7 +3,7 @@
 //! The test `abi_layout` (tests/abi_layout.rs) compiles a C program against the header and
 //! compares every size and offset with these definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -27,17 +27,19 @@ pub const EV_ACCEPT: u32 = 7;
 pub const EV_BIND: u32 = 8;
 pub const EV_LISTEN: u32 = 9;
 pub const EV_PRIV: u32 = 10;
+pub const EV_SEQ: u32 = 11;
 
 pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_EXE_TRUNCATED: u32 = 2;
 
 /// Reasons the kernel side lost a record (index into the per-CPU `habit_drops` array).
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     "ringbuf_full",
     "counter_slots_full",
     "open_dedup_full",
     "listeners_full",
     "task_storage",
+    "grams_full",
 ];
 pub const DROP_MAX: u32 = 8;
 
@@ -157,10 +159,71 @@ pub struct ListenerKey {
     pub _pad: u16,
 }
 
+/// `enum habit_seq_mode`: what a cgroup slot's workload does with syscall sequences.
+pub const SEQ_OFF: u32 = 0;
+pub const SEQ_LEARN: u32 = 1;
+pub const SEQ_DETECT: u32 = 2;
+/// Grams between the sums a scored thread reports (`HABIT_SEQ_CHECKPOINT`).
+pub const SEQ_CHECKPOINT: u64 = 256;
+/// Longest calibration trace, in grams (`HABIT_SEQ_TRACE_MAX`).
+pub const SEQ_TRACE_MAX: u64 = 16384;
+pub const GRAM_VALUED: u32 = 1;
+pub const GRAM_UNLEARNED: u32 = 2;
+pub const SEQ_REC_NEW: u32 = 1;
+pub const SEQ_REC_TRACE: u32 = 2;
+pub const SEQ_REC_UNKNOWN: u32 = 4;
+pub const SEQ_REC_CHECKPOINT: u32 = 8;
+pub const SEQ_REC_END: u32 = 16;
+
+/// `struct habit_seq`: a syscall 6-gram record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Seq {
+    pub hdr: Hdr,
+    pub gram: u64,
+    pub nsys: u64,
+    pub known_sum: u64,
+    pub unknown: u32,
+    pub flags: u32,
+    pub wid: u32,
+    pub _pad: u32,
+}
+
+/// `struct habit_seq_slot`: the sequence mode of a cgroup slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqSlot {
+    pub mode: u32,
+    pub wid: u32,
+    pub samples: i32,
+    pub _pad: u32,
+}
+
+/// `struct habit_gram_key`: (workload id, 6-gram key).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GramKey {
+    pub wid: u32,
+    pub _pad: u32,
+    pub gram: u64,
+}
+
+/// `struct habit_gram_val`: a count while learning, a value in detection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GramVal {
+    pub count: u64,
+    pub value: u32,
+    pub flags: u32,
+}
+
 // SAFETY: plain-old-data types with no padding holes that matter to the kernel (aya copies them
 // byte for byte into and out of maps).
 unsafe impl aya::Pod for Hdr {}
 unsafe impl aya::Pod for ListenerKey {}
+unsafe impl aya::Pod for SeqSlot {}
+unsafe impl aya::Pod for GramKey {}
+unsafe impl aya::Pod for GramVal {}
 
 /// One row of [`layout_table`]: (C struct name without `struct`, size, [(field, offset)]).
 pub type StructLayout = (&'static str, usize, Vec<(&'static str, usize)>);
@@ -246,6 +309,44 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("remote", offset_of!(Net, remote)),
                 ("protocol", offset_of!(Net, protocol)),
                 ("fd", offset_of!(Net, fd)),
+            ],
+        ),
+        (
+            "habit_seq",
+            size_of::<Seq>(),
+            vec![
+                ("gram", offset_of!(Seq, gram)),
+                ("nsys", offset_of!(Seq, nsys)),
+                ("known_sum", offset_of!(Seq, known_sum)),
+                ("unknown", offset_of!(Seq, unknown)),
+                ("flags", offset_of!(Seq, flags)),
+                ("wid", offset_of!(Seq, wid)),
+            ],
+        ),
+        (
+            "habit_seq_slot",
+            size_of::<SeqSlot>(),
+            vec![
+                ("mode", offset_of!(SeqSlot, mode)),
+                ("wid", offset_of!(SeqSlot, wid)),
+                ("samples", offset_of!(SeqSlot, samples)),
+            ],
+        ),
+        (
+            "habit_gram_key",
+            size_of::<GramKey>(),
+            vec![
+                ("wid", offset_of!(GramKey, wid)),
+                ("gram", offset_of!(GramKey, gram)),
+            ],
+        ),
+        (
+            "habit_gram_val",
+            size_of::<GramVal>(),
+            vec![
+                ("count", offset_of!(GramVal, count)),
+                ("value", offset_of!(GramVal, value)),
+                ("flags", offset_of!(GramVal, flags)),
             ],
         ),
         (

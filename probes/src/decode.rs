@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::abi;
-use crate::event::{Event, EventBody, Header, PrivOp, Protocol};
+use crate::event::{Event, EventBody, Header, PrivOp, Protocol, SeqRecord};
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -213,6 +213,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         abi::EV_PRIV => {
             let e: abi::Priv = read(bytes, kind)?;
             (e.hdr, EventBody::Privileged(priv_op(&e)?))
+        }
+        abi::EV_SEQ => {
+            let e: abi::Seq = read(bytes, kind)?;
+            let record = SeqRecord {
+                gram: e.gram,
+                nsys: e.nsys,
+                known_sum: e.known_sum,
+                unknown: e.unknown,
+                flags: e.flags,
+                wid: e.wid,
+            };
+            (e.hdr, EventBody::Sequence(record))
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };

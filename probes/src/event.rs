@@ -98,6 +98,31 @@ pub enum EventBody {
     Listen { local: SocketAddr },
     /// A privileged or kernel-surface operation was attempted.
     Privileged(PrivOp),
+    /// A syscall 6-gram of a workload with sequences on (see `probes/bpf/sequence.h`).
+    Sequence(SeqRecord),
+}
+
+/// A syscall-sequence record: the 6-gram that ended at a syscall and the thread's running sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRecord {
+    /// Key of the 6-gram (`habit_models::sequence::gram`).
+    pub gram: u64,
+    /// Grams of the thread since exec (in detection: since scoring began), this one included.
+    pub nsys: u64,
+    /// Detection: the sum of the values of the grams the kernel valued, in micro-nats.
+    pub known_sum: u64,
+    /// Detection: grams so far that the workload never made while learning.
+    pub unknown: u32,
+    /// `abi::SEQ_REC_*` flags: why the record was sent.
+    pub flags: u32,
+    /// The workload id user space gave the thread's cgroup slot.
+    pub wid: u32,
+}
+
+impl SeqRecord {
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
 }
 
 /// Transport protocol of a socket event.
@@ -211,12 +236,13 @@ impl EventBody {
             EventBody::Bind { .. } => "bind",
             EventBody::Listen { .. } => "listen",
             EventBody::Privileged(op) => op.syscall_name(),
+            EventBody::Sequence(_) => "habitd_sequence",
         }
     }
 
     /// Every [`EventBody::kind_label`], indexed by [`EventBody::kind_index`]: lets metrics
     /// resolve one counter per kind once, instead of a labelled lookup per event.
-    pub const KIND_LABELS: [&'static str; 10] = [
+    pub const KIND_LABELS: [&'static str; 11] = [
         "exec",
         "fork",
         "exit",
@@ -227,6 +253,7 @@ impl EventBody {
         "bind",
         "listen",
         "privileged",
+        "sequence",
     ];
 
     /// The position of this event's kind in [`EventBody::KIND_LABELS`].
@@ -242,6 +269,7 @@ impl EventBody {
             EventBody::Bind { .. } => 7,
             EventBody::Listen { .. } => 8,
             EventBody::Privileged(_) => 9,
+            EventBody::Sequence(_) => 10,
         }
     }
 

@@ -92,6 +92,7 @@ pub struct Probes {
     _ebpf: Ebpf,
     ring: Option<RingBuf<MapData>>,
     pub counters: KernelCounters,
+    pub sequences: SequenceMaps,
     epoch: Array<MapData, u64>,
     listeners: HashMap<MapData, abi::ListenerKey, abi::Hdr>,
     capabilities: Capabilities,
@@ -115,12 +116,14 @@ impl Probes {
     /// Loads the object into the running kernel and attaches every program.
     pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
         let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
+        let attach_ns = monotonic_ns();
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             // Task storage (the per-task counter-slot cache) has no aya wrapper; the kernel side
             // is all that uses it.
             .allow_unsupported_maps()
             .override_global("habit_self_tgid", &config.self_tgid, true)
+            .override_global("habit_attach_ns", &attach_ns, true)
             .map_max_entries("habit_events", config.ring_buffer_bytes)
             .load(PROBES_OBJECT)
             .map_err(ProbeError::Load)?;
@@ -160,10 +163,12 @@ impl Probes {
             "habit_listeners",
             HashMap::try_from(take_map(&mut ebpf, "habit_listeners")?),
         )?;
+        let sequences = SequenceMaps::new(&mut ebpf)?;
         Ok(Probes {
             _ebpf: ebpf,
             ring: Some(ring),
             counters,
+            sequences,
             epoch,
             listeners,
             capabilities,
@@ -219,6 +224,28 @@ impl Probes {
                 }),
             })
     }
+}
+
+impl Probes {
+    /// Forgets a cgroup that no longer exists: its slot's sequence mode is switched off before
+    /// the slot goes back to the free queue (a new cgroup must not inherit it).
+    pub fn release_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
+        if let Some(slot) = self.counters.slot_of(cgroup_id) {
+            self.sequences.set_slot(slot, abi::SeqSlot::default())?;
+        }
+        self.counters.release_cgroup(cgroup_id)
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `task_struct::start_time`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn attach(
@@ -390,13 +417,23 @@ impl KernelCounters {
         }
     }
 
+    /// The counter slot of a cgroup, if it has one.
+    pub fn slot_of(&self, cgroup_id: u64) -> Option<u32> {
+        self.slots.get(&cgroup_id, 0).ok()
+    }
+
+    /// Every (cgroup id, slot) pair the kernel has assigned.
+    pub fn slots(&self) -> Vec<(u64, u32)> {
+        self.slots.iter().filter_map(Result::ok).collect()
+    }
+
     /// Cgroup ids that currently hold a counter slot.
     pub fn counted_cgroups(&self) -> Vec<u64> {
         self.slots.keys().filter_map(Result::ok).collect()
     }
 
     /// Returns the slot of a cgroup that no longer exists to the free queue (counts zeroed).
-    pub fn release_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
+    fn release_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
         let map_err = |name| move |source| ProbeError::MapOp { name, source };
         let slot = match self.slots.get(&cgroup_id, 0) {
             Ok(slot) => slot,
@@ -441,4 +478,96 @@ impl KernelCounters {
 /// Number of possible CPUs: the length of every per-CPU value.
 fn cpu_count() -> usize {
     nr_cpus().unwrap_or(1)
+}
+
+/// The syscall-sequence maps: per-slot modes and the (workload, 6-gram) table.
+pub struct SequenceMaps {
+    slots: Array<MapData, abi::SeqSlot>,
+    grams: HashMap<MapData, abi::GramKey, abi::GramVal>,
+}
+
+impl SequenceMaps {
+    fn new(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
+        Ok(Self {
+            slots: typed(
+                "habit_seq_slots",
+                Array::try_from(take_map(ebpf, "habit_seq_slots")?),
+            )?,
+            grams: typed(
+                "habit_grams",
+                HashMap::try_from(take_map(ebpf, "habit_grams")?),
+            )?,
+        })
+    }
+
+    /// Sets what the threads of a cgroup slot do with their 6-grams.
+    pub fn set_slot(&mut self, slot: u32, config: abi::SeqSlot) -> Result<(), ProbeError> {
+        self.slots
+            .set(slot, config, 0)
+            .map_err(|source| ProbeError::MapOp {
+                name: "habit_seq_slots",
+                source,
+            })
+    }
+
+    /// Every (workload id, 6-gram key, occurrences since the key was inserted) in the map.
+    pub fn all_counts(&self) -> Vec<(u32, u64, u64)> {
+        self.grams
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.wid, k.gram, v.count))
+            .collect()
+    }
+
+    /// Removes every 6-gram of a workload (it starts learning afresh, or is gone).
+    pub fn clear(&mut self, wid: u32) -> Result<usize, ProbeError> {
+        let keys: Vec<abi::GramKey> = self
+            .grams
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.wid == wid)
+            .collect();
+        for key in &keys {
+            match self.grams.remove(key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(aya::maps::MapError::SyscallError(ref s))
+                    if s.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(source) => {
+                    return Err(ProbeError::MapOp {
+                        name: "habit_grams",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(keys.len())
+    }
+
+    /// Gives 6-grams of a workload their value (micro-nats) for detection; `learned` false marks
+    /// a gram that was not learned (an unknown gram seen once, valued so that it need not cross
+    /// the ring buffer again). Stops at the first failure (a full map).
+    pub fn set_values(
+        &mut self,
+        wid: u32,
+        values: impl IntoIterator<Item = (u64, u32, bool)>,
+    ) -> Result<usize, ProbeError> {
+        let mut written = 0;
+        for (gram, value, learned) in values {
+            let key = abi::GramKey { wid, _pad: 0, gram };
+            let flags = abi::GRAM_VALUED | if learned { 0 } else { abi::GRAM_UNLEARNED };
+            let val = abi::GramVal {
+                count: 0,
+                value,
+                flags,
+            };
+            self.grams
+                .insert(key, val, 0)
+                .map_err(|source| ProbeError::MapOp {
+                    name: "habit_grams",
+                    source,
+                })?;
+            written += 1;
+        }
+        Ok(written)
+    }
 }

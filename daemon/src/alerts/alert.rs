@@ -237,7 +237,7 @@ pub fn clamp_score(score: f64) -> f64 {
 
 /// Appends ` (proc.name=sh proc.cmdline=… container.id=…)`, Falco's `%field` style, for the
 /// fields of [`OUTPUT_SENTENCE_FIELDS`] that are present. Nothing when none is.
-fn append_field_details(output: &mut String, fields: &Map<String, Value>) {
+pub(crate) fn append_field_details(output: &mut String, fields: &Map<String, Value>) {
     let mut first = true;
     for name in OUTPUT_SENTENCE_FIELDS {
         let Some(value) = fields.get(*name) else {

@@ -131,8 +131,8 @@ pub mod stide;
 
 pub use gram::{GramHistory, ORDER, decode, encode, gram_keys};
 pub use model::{
-    CALIBRATION_METHOD, FORMAT, ProcessState, SequenceCalibration, SequenceConfig, SequenceModel,
-    SequenceScorer,
+    CALIBRATION_METHOD, FORMAT, KERNEL_CHECKPOINT, KernelReport, MICRO_NATS, ProcessState,
+    SequenceCalibration, SequenceConfig, SequenceModel, SequenceScorer, ThreadScore,
 };
 pub use stide::Stide;
 

@@ -8,6 +8,9 @@ use super::gram::{self, ORDER, gram_keys};
 use super::lm::Tables;
 use super::{SequenceError, TraceScorer};
 
+/// The unit of the kernel's value sums: one micro-nat.
+pub const MICRO_NATS: f64 = 1e6;
+
 /// The format tag of a serialised [`SequenceModel`].
 pub const FORMAT: &str = "habitd-sequence/1";
 
@@ -227,32 +230,69 @@ impl SequenceModel {
             }
         }
         let mut model = Self::from_counts(config, all, traces.len() as u64, syscalls)?;
-        if folds >= 2 {
-            let mut held_out = Vec::with_capacity(traces.len());
-            for (f, fold) in per_fold.iter().enumerate() {
-                let mut rest = model.grams.clone();
-                for (key, &count) in fold {
-                    if let Some(total) = rest.get_mut(key) {
-                        *total = total.saturating_sub(count);
-                    }
-                }
-                rest.retain(|_, count| *count > 0);
-                let partial = Self::from_counts(model.config.clone(), rest, 0, 0)?;
-                held_out.extend(
-                    traces
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| i % folds == f)
-                        .map(|(_, trace)| partial.score_trace(trace.as_ref())),
-                );
-            }
-            model.calibration = Some(SequenceCalibration::from_scores(
-                CALIBRATION_METHOD,
-                folds,
-                held_out,
-            ));
-        }
+        model.cross_fit(traces, &per_fold)?;
         Ok(model)
+    }
+
+    /// Calibrates on normal traces that are part of what the model learned (the daemon's
+    /// sampled learning threads): the traces are split into `config.folds` folds, each fold is
+    /// scored by the model minus that fold's grams, as if it were a process seen in detection.
+    /// Fewer than two traces (or `folds < 2`) leave the model uncalibrated.
+    pub fn calibrate_on_traces<T: AsRef<[u32]>>(
+        &mut self,
+        traces: &[T],
+    ) -> Result<(), SequenceError> {
+        let folds = self.config.folds.min(traces.len());
+        if folds < 2 {
+            return Ok(());
+        }
+        let mut per_fold: Vec<BTreeMap<u64, u64>> = vec![BTreeMap::new(); folds];
+        for (i, trace) in traces.iter().enumerate() {
+            if let Some(fold) = per_fold.get_mut(i % folds) {
+                add_counts(fold, gram_keys(trace.as_ref()));
+            }
+        }
+        self.cross_fit(traces, &per_fold)
+    }
+
+    /// Scores trace `i` with the model minus the counts of fold `i % folds`, and keeps the
+    /// scores as the calibration.
+    fn cross_fit<T: AsRef<[u32]>>(
+        &mut self,
+        traces: &[T],
+        per_fold: &[BTreeMap<u64, u64>],
+    ) -> Result<(), SequenceError> {
+        let folds = per_fold.len();
+        if folds < 2 {
+            return Ok(());
+        }
+        let mut held_out = Vec::with_capacity(traces.len());
+        for (f, fold) in per_fold.iter().enumerate() {
+            let mut rest = self.grams.clone();
+            for (key, &count) in fold {
+                if let Some(total) = rest.get_mut(key) {
+                    *total = total.saturating_sub(count);
+                }
+            }
+            rest.retain(|_, count| *count > 0);
+            if rest.is_empty() {
+                continue;
+            }
+            let partial = Self::from_counts(self.config.clone(), rest, 0, 0)?;
+            held_out.extend(
+                traces
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % folds == f)
+                    .map(|(_, trace)| partial.score_trace(trace.as_ref())),
+            );
+        }
+        self.calibration = Some(SequenceCalibration::from_scores(
+            CALIBRATION_METHOD,
+            folds,
+            held_out,
+        ));
+        Ok(())
     }
 
     /// A model from 6-gram counts (key → how often it occurred), e.g. read from the kernel's
@@ -333,6 +373,14 @@ impl SequenceModel {
             Some(pb) => surprise - self.config.background_weight * -pb.ln(),
             None => surprise,
         }
+    }
+
+    /// The value the kernel adds for a known key: [`SequenceModel::value`] in micro-nats
+    /// (negative values, possible only with a background model, count as 0).
+    pub fn kernel_value(&self, key: u64) -> u32 {
+        (self.value(key).max(0.0) * MICRO_NATS)
+            .round()
+            .min(u32::MAX as f64) as u32
     }
 
     /// A streaming scorer over this model.
@@ -446,14 +494,43 @@ impl SequenceScorer<'_> {
     /// syscalls. Compare it with [`SequenceCalibration::threshold`].
     pub fn observe(&self, state: &mut ProcessState, key: u64) -> Option<f64> {
         let value = self.model.value(key);
-        state.grams = state.grams.saturating_add(1);
-        state.since_checkpoint += 1;
-        state.sum += value;
-        state.weight += 1.0;
         if !self.model.is_known(key) {
             state.unknown = state.unknown.saturating_add(1);
             state.note_example(key, value);
         }
+        self.add(state, 1, value)
+    }
+
+    /// Takes `grams` syscalls the kernel valued itself, whose values sum to `sum` (and of
+    /// which `unknown` were not learned): what a thread did between two kernel reports. The
+    /// grams are spread evenly over the checkpoints they cross. Returns the largest statistic
+    /// reported meanwhile.
+    pub fn observe_block(
+        &self,
+        state: &mut ProcessState,
+        grams: u64,
+        sum: f64,
+        unknown: u64,
+    ) -> Option<f64> {
+        state.unknown = state.unknown.saturating_add(unknown);
+        let mut best: Option<f64> = None;
+        let mut left = grams;
+        while left > 0 {
+            let room = self.model.config.checkpoint - state.since_checkpoint;
+            let take = left.min(room);
+            let reported = self.add(state, take, sum * take as f64 / grams as f64);
+            best = max_report(best, reported);
+            left -= take;
+        }
+        best
+    }
+
+    /// Adds `n` grams with values summing to `sum`, not crossing a checkpoint; reports at one.
+    fn add(&self, state: &mut ProcessState, n: u64, sum: f64) -> Option<f64> {
+        state.grams = state.grams.saturating_add(n);
+        state.since_checkpoint += n;
+        state.sum += sum;
+        state.weight += n as f64;
         if state.since_checkpoint < self.model.config.checkpoint {
             return None;
         }
@@ -478,15 +555,126 @@ impl SequenceScorer<'_> {
         state.report()
     }
 
-    /// The score of a whole trace: observe every syscall, finish, and take the process
-    /// score. 0 for an empty trace.
-    pub fn score_trace(&self, trace: &[u32]) -> f64 {
-        let mut state = ProcessState::new();
-        for key in gram_keys(trace) {
-            self.observe(&mut state, key);
+    /// Scores a thread from one kernel report (see [`KernelReport`]): the grams the kernel
+    /// valued since the previous report as a block, then the unknown gram it sent, then the
+    /// end. Returns the largest statistic reported.
+    pub fn on_report(&self, thread: &mut ThreadScore, report: &KernelReport) -> Option<f64> {
+        let sent = u64::from(report.unknown_gram);
+        let grams = report.nsys.saturating_sub(thread.nsys).saturating_sub(sent);
+        let sum = report.known_sum.saturating_sub(thread.known_sum) as f64 / MICRO_NATS;
+        let valued_unknown =
+            u64::from(report.unknown.saturating_sub(thread.unknown)).saturating_sub(sent);
+        let mut best = self.observe_block(&mut thread.state, grams, sum, valued_unknown);
+        if report.unknown_gram {
+            best = max_report(best, self.observe(&mut thread.state, report.gram));
         }
-        self.finish(&mut state);
-        state.score().unwrap_or(0.0)
+        thread.nsys = report.nsys;
+        thread.known_sum = report.known_sum;
+        thread.unknown = report.unknown;
+        if report.end {
+            best = max_report(best, self.finish(&mut thread.state));
+        }
+        best
+    }
+
+    /// The score of a whole trace, computed as the daemon computes it: the kernel's side is
+    /// simulated ([`SequenceScorer::kernel_reports`]) and its reports scored with
+    /// [`SequenceScorer::on_report`]. 0 for a trace without unknown grams (the kernel sends
+    /// nothing for it).
+    pub fn score_trace(&self, trace: &[u32]) -> f64 {
+        let mut thread = ThreadScore::default();
+        for report in self.kernel_reports(trace) {
+            self.on_report(&mut thread, &report);
+        }
+        thread.state.score().unwrap_or(0.0)
+    }
+
+    /// What the kernel sends for a thread in detection that makes the syscalls of `trace`
+    /// (probes/bpf/sequence.h, `seq_detect`): a report for every gram without a value, one
+    /// every [`KERNEL_CHECKPOINT`] grams once an unknown gram was seen, and one at the end if
+    /// there was any. An unknown gram is sent once: user space then gives the kernel its
+    /// value, so its later occurrences are summed in the kernel (counted as unknown).
+    pub fn kernel_reports(&self, trace: &[u32]) -> Vec<KernelReport> {
+        let mut reports = Vec::new();
+        let mut valued_unknown: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let (mut nsys, mut known_sum, mut unknown) = (0u64, 0u64, 0u32);
+        let mut last = 0;
+        for key in gram_keys(trace) {
+            nsys += 1;
+            last = key;
+            let mut unknown_gram = false;
+            if self.model.is_known(key) {
+                known_sum += u64::from(self.model.kernel_value(key));
+            } else {
+                unknown = unknown.saturating_add(1);
+                if valued_unknown.contains(&key) {
+                    known_sum += u64::from(self.model.kernel_value(key));
+                } else {
+                    valued_unknown.insert(key);
+                    unknown_gram = true;
+                }
+            }
+            let checkpoint = unknown > 0 && nsys % KERNEL_CHECKPOINT == 0;
+            if unknown_gram || checkpoint {
+                reports.push(KernelReport {
+                    gram: key,
+                    nsys,
+                    known_sum,
+                    unknown,
+                    unknown_gram,
+                    end: false,
+                });
+            }
+        }
+        if unknown > 0 {
+            reports.push(KernelReport {
+                gram: last,
+                nsys,
+                known_sum,
+                unknown,
+                unknown_gram: false,
+                end: true,
+            });
+        }
+        reports
+    }
+}
+
+/// Grams between the sums a scored thread reports (`HABIT_SEQ_CHECKPOINT` in the kernel).
+pub const KERNEL_CHECKPOINT: u64 = 256;
+
+/// One record the kernel sends about a thread in detection (`struct habit_seq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelReport {
+    /// The 6-gram that ended at this syscall.
+    pub gram: u64,
+    /// Grams of the thread since scoring began, this one included.
+    pub nsys: u64,
+    /// Sum of the values the kernel added, micro-nats.
+    pub known_sum: u64,
+    /// Grams so far that were not learned (sent, or valued after being sent once).
+    pub unknown: u32,
+    /// `gram` had no value: the kernel sent it for user space to value.
+    pub unknown_gram: bool,
+    /// The thread exited or executed a new program.
+    pub end: bool,
+}
+
+/// A thread being scored from kernel reports: the process state and the kernel's running
+/// sums at the previous report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadScore {
+    pub state: ProcessState,
+    nsys: u64,
+    known_sum: u64,
+    unknown: u32,
+}
+
+fn max_report(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
     }
 }
 
@@ -669,6 +857,64 @@ mod tests {
         assert!(calibration.exceedance(best_reordered) < 0.05);
     }
 
+    /// The process score from every gram observed one by one (no kernel in between).
+    fn stream_score(model: &SequenceModel, trace: &[u32]) -> f64 {
+        let scorer = model.scorer();
+        let mut state = ProcessState::new();
+        for key in gram_keys(trace) {
+            scorer.observe(&mut state, key);
+        }
+        scorer.finish(&mut state);
+        state.score().unwrap_or(0.0)
+    }
+
+    #[test]
+    fn kernel_reports_carry_sums_and_only_unknown_grams() {
+        let model = trained();
+        let scorer = model.scorer();
+        // A learned trace: the kernel sends nothing, the thread is not scored.
+        assert!(scorer.kernel_reports(&normal_trace(3)).is_empty());
+        assert_eq!(model.score_trace(&normal_trace(3)), 0.0);
+        let trace = reordered_trace(3);
+        let reports = scorer.kernel_reports(&trace);
+        let sent: Vec<u64> = reports
+            .iter()
+            .filter(|r| r.unknown_gram)
+            .map(|r| r.gram)
+            .collect();
+        // Each distinct unknown gram crosses once; its repeats are summed in the kernel.
+        let distinct: std::collections::BTreeSet<u64> =
+            gram_keys(&trace).filter(|&k| !model.is_known(k)).collect();
+        assert_eq!(sent.len(), distinct.len());
+        let last = reports.last().unwrap();
+        assert!(last.end);
+        assert_eq!(last.nsys, trace.len() as u64);
+        assert_eq!(
+            u64::from(last.unknown),
+            gram_keys(&trace).filter(|&k| !model.is_known(k)).count() as u64
+        );
+        // Checkpoint reports fall on multiples of the kernel's checkpoint.
+        assert!(
+            reports
+                .iter()
+                .filter(|r| !r.unknown_gram && !r.end)
+                .all(|r| r.nsys % KERNEL_CHECKPOINT == 0)
+        );
+        // The scores of both paths agree on the kernel's checkpoint size.
+        let config = SequenceConfig {
+            checkpoint: KERNEL_CHECKPOINT,
+            frame: 8 * KERNEL_CHECKPOINT,
+            warmup: 2 * KERNEL_CHECKPOINT,
+            folds: 0,
+            ..SequenceConfig::default()
+        };
+        let traces: Vec<Vec<u32>> = (0..20).map(normal_trace).collect();
+        let model = SequenceModel::train(&traces, config).unwrap();
+        let long: Vec<u32> = (0..8).flat_map(reordered_trace).collect();
+        let (a, b) = (model.score_trace(&long), stream_score(&model, &long));
+        assert!((a - b).abs() < 1e-3 * b, "{a} vs {b}");
+    }
+
     #[test]
     fn streaming_matches_batch_and_names_examples() {
         let model = trained();
@@ -689,7 +935,14 @@ mod tests {
         assert!(scorer.finish(&mut state).is_none());
         let max = reports.iter().copied().fold(f64::MIN, f64::max);
         assert_eq!(state.score(), Some(max));
-        assert_eq!(state.score(), Some(model.score_trace(&trace)));
+        assert_eq!(state.score(), Some(stream_score(&model, &trace)));
+        // The kernel-report path (what the daemon and evaluations run) agrees up to the
+        // micro-nat rounding and the spreading of the first known block over checkpoints.
+        let via_kernel = model.score_trace(&trace);
+        assert!(
+            (via_kernel - max).abs() < 0.01 * max,
+            "{via_kernel} vs {max}"
+        );
         assert_eq!(state.grams(), trace.len() as u64);
         assert!(state.unknown() > 0);
         let examples = state.examples();
@@ -824,7 +1077,7 @@ mod tests {
             ..small_config()
         };
         let model = SequenceModel::train(&traces, config).unwrap();
-        assert!(model.score_trace(&reordered_trace(1)) < model.score_trace(&normal_trace(1)));
+        assert!(stream_score(&model, &reordered_trace(1)) < stream_score(&model, &normal_trace(1)));
     }
 
     #[test]

@@ -35,6 +35,14 @@ struct {
 	__type(value, __u64);
 } habit_epoch SEC(".maps");
 
+/* Per-task state: counter slot cache and syscall history (struct habit_task). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct habit_task);
+} habit_task_state SEC(".maps");
+
 /* Per-CPU scratch for building records before we know they must be sent. */
 struct habit_scratch {
 	struct habit_file file;

@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 1
+#define HABIT_ABI_VERSION 2
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -38,6 +38,7 @@ enum habit_kind {
 	HABIT_EV_BIND = 8,
 	HABIT_EV_LISTEN = 9,
 	HABIT_EV_PRIV = 10,
+	HABIT_EV_SEQ = 11,
 };
 
 /* Reasons a record was lost; index into the per-CPU `drops` array. */
@@ -47,6 +48,7 @@ enum habit_drop {
 	HABIT_DROP_DEDUP_FULL = 2,   /* open de-duplication map update failed */
 	HABIT_DROP_LISTENERS_FULL = 3,
 	HABIT_DROP_TASK_STORAGE = 4, /* task storage could not be created */
+	HABIT_DROP_GRAMS_FULL = 5,   /* the 6-gram map is full: a new gram was not counted */
 	HABIT_DROP_MAX = 8,
 };
 
@@ -163,10 +165,81 @@ struct habit_listener_key {
 	__u16 _pad;
 };
 
-/* Per-task state kept in BPF task storage: the cached counter slot of the task's cgroup. */
+/*
+ * Syscall sequences (probes/bpf/sequence.h; the key is defined in models/src/sequence/gram.rs).
+ * Every thread keeps its last six syscalls as 10-bit lanes of one u64; the low 60 bits are the
+ * key of the 6-gram that ends with the current syscall.
+ */
+#define HABIT_SEQ_LANE_BITS 10
+#define HABIT_SEQ_KEY_MASK ((1ULL << 60) - 1)
+/* A thread in detection reports its sums every this many grams once it made an unknown one. */
+#define HABIT_SEQ_CHECKPOINT 256
+/* At most this many grams of a sampled thread are sent (calibration traces). */
+#define HABIT_SEQ_TRACE_MAX 16384
+
+/* What a cgroup slot's workload does with sequences (habit_seq_slot.mode). */
+enum habit_seq_mode {
+	HABIT_SEQ_OFF = 0,
+	HABIT_SEQ_LEARN = 1,  /* count 6-grams per workload, send each new one once */
+	HABIT_SEQ_DETECT = 2, /* sum the values of valued 6-grams, send the others */
+};
+
+/* Set by user space per cgroup slot. */
+struct habit_seq_slot {
+	__u32 mode;    /* enum habit_seq_mode */
+	__u32 wid;     /* workload id: the 6-gram map is keyed by it */
+	__s32 samples; /* learning: how many more new threads to send whole (calibration traces) */
+	__u32 _pad;
+};
+
+struct habit_gram_key {
+	__u32 wid;
+	__u32 _pad;
+	__u64 gram;
+};
+
+#define HABIT_GRAM_VALUED 1    /* `value` is set: detection sums it in the kernel */
+#define HABIT_GRAM_UNLEARNED 2 /* valued, but not learned (an unknown gram seen before) */
+
+struct habit_gram_val {
+	__u64 count; /* learning: occurrences since inserted */
+	__u32 value; /* detection: the gram's value in micro-nats */
+	__u32 flags; /* HABIT_GRAM_* */
+};
+
+/* Flags of a sequence record. */
+#define HABIT_SEQ_REC_NEW 1        /* learning: the workload's first occurrence of this gram */
+#define HABIT_SEQ_REC_TRACE 2      /* learning: a sampled thread's gram (every one is sent) */
+#define HABIT_SEQ_REC_UNKNOWN 4    /* detection: a gram without a value */
+#define HABIT_SEQ_REC_CHECKPOINT 8 /* detection: nsys reached a multiple of HABIT_SEQ_CHECKPOINT */
+#define HABIT_SEQ_REC_END 16       /* the thread exits or executes a new program */
+
+struct habit_seq {
+	struct habit_hdr hdr;
+	__u64 gram;      /* key of the 6-gram ending at this syscall (END: the last one) */
+	__u64 nsys;      /* grams of the thread since exec (detection: since scoring began) */
+	__u64 known_sum; /* detection: sum of the kernel-valued grams' values, micro-nats */
+	__u32 unknown;   /* detection: grams so far that the workload never made in learning */
+	__u32 flags;     /* HABIT_SEQ_REC_* */
+	__u32 wid;
+	__u32 _pad;
+};
+
+#define HABIT_TASK_INIT 1    /* the storage was initialised */
+#define HABIT_TASK_LATE 2    /* the thread ran before the probes: its first grams are partial */
+#define HABIT_TASK_SAMPLED 4 /* learning: every gram of this thread is sent */
+#define HABIT_TASK_SCORING 8 /* detection: nsys/known_sum/unknown count from scoring start */
+
+/* Per-task state kept in BPF task storage: the cached counter slot of the task's cgroup and
+ * the syscall history. */
 struct habit_task {
 	__u64 cgroup_id;
 	__u32 slot;
+	__u32 flags; /* HABIT_TASK_* */
+	__u64 history;
+	__u64 nsys;
+	__u64 known_sum;
+	__u32 unknown;
 	__u32 _pad;
 };
 

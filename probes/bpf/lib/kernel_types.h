@@ -146,6 +146,7 @@ struct task_struct {
 	struct files_struct *files;
 	struct fs_struct *fs;
 	kuid_t loginuid;
+	__u64 start_time; /* CLOCK_MONOTONIC ns */
 	char comm[16];
 };
 
