@@ -9,7 +9,12 @@
 //! - `empty`:    the empty `tp_btf/sys_enter` program `habit_bench_empty` (the floor: the cost of
 //!   having any BPF program on sys_enter);
 //! - `habitd`:   habitd's full probe set, with `self_tgid = 0` so that the benchmark's own
-//!   syscalls take the full path; its events are drained on another CPU;
+//!   syscalls take the full path, sequences off (the per-thread history still advances); its
+//!   events are drained on another CPU;
+//! - `seq-learn`: the full set with every cgroup's syscall sequences in learning (each 6-gram
+//!   counted in the (workload, gram) hash map);
+//! - `seq-detect`: the full set with every cgroup in detection (each 6-gram looked up and its
+//!   value summed in the thread's task storage; the loop's gram is known, so nothing is sent);
 //! - `naive`:    a per-(cgroup, syscall) hash-map counter (`probes/bpf/bench/naive_counter.bpf.c`,
 //!   compiled here with clang and the flags of `probes/bpf/clang-args`), the design habitd avoids.
 //!
@@ -44,7 +49,7 @@ use std::time::{Duration, Instant};
 use aya::maps::HashMap as BpfHashMap;
 use aya::programs::BtfTracePoint;
 use aya::{Btf, EbpfLoader};
-use habit_probes::{ProbeConfig, Probes};
+use habit_probes::{ProbeConfig, Probes, abi};
 use serde_json::{Value, json};
 
 const DEFAULT_ROUNDS: usize = 7;
@@ -70,14 +75,18 @@ enum Config {
     Baseline,
     Empty,
     Habitd,
+    SeqLearn,
+    SeqDetect,
     Naive,
 }
 
 impl Config {
-    const ALL: [Config; 4] = [
+    const ALL: [Config; 6] = [
         Config::Baseline,
         Config::Empty,
         Config::Habitd,
+        Config::SeqLearn,
+        Config::SeqDetect,
         Config::Naive,
     ];
 
@@ -86,6 +95,8 @@ impl Config {
             Config::Baseline => "baseline",
             Config::Empty => "empty",
             Config::Habitd => "habitd",
+            Config::SeqLearn => "seq-learn",
+            Config::SeqDetect => "seq-detect",
             Config::Naive => "naive",
         }
     }
@@ -95,6 +106,8 @@ impl Config {
             Config::Baseline => "(a) nothing attached",
             Config::Empty => "(b) empty tp_btf/sys_enter",
             Config::Habitd => "(c) habitd full probe set",
+            Config::SeqLearn => "(c1) habitd, sequences learning",
+            Config::SeqDetect => "(c2) habitd, sequences detecting",
             Config::Naive => "(d) naive (cgroup,syscall) hash",
         }
     }
@@ -315,7 +328,9 @@ fn attach(config: Config, cpu: usize, naive_object: Option<&Path>) -> Result<Hol
                 let held = match config {
                     Config::Baseline => Ok(HolderReport::default()),
                     Config::Empty => hold_empty(&ready_tx, stop_rx).await,
-                    Config::Habitd => hold_habitd(&ready_tx, stop_rx).await,
+                    Config::Habitd => hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF).await,
+                    Config::SeqLearn => hold_habitd(&ready_tx, stop_rx, abi::SEQ_LEARN).await,
+                    Config::SeqDetect => hold_habitd(&ready_tx, stop_rx, abi::SEQ_DETECT).await,
                     Config::Naive => match naive_object {
                         Some(path) => hold_naive(&path, &ready_tx, stop_rx).await,
                         None => Err("no naive object".to_string()),
@@ -364,7 +379,10 @@ async fn hold_empty(ready: &Ready, stop: Stop) -> Result<HolderReport, String> {
     Ok(HolderReport::default())
 }
 
-async fn hold_habitd(ready: &Ready, mut stop: Stop) -> Result<HolderReport, String> {
+/// The workload id the sequence configurations give every cgroup slot.
+const BENCH_WID: u32 = 1;
+
+async fn hold_habitd(ready: &Ready, mut stop: Stop, seq_mode: u32) -> Result<HolderReport, String> {
     let mut probes = Probes::load(&ProbeConfig {
         // Ignore nobody: the benchmark's own syscalls must take the full path.
         self_tgid: 0,
@@ -375,6 +393,29 @@ async fn hold_habitd(ready: &Ready, mut stop: Stop) -> Result<HolderReport, Stri
     let mut events = probes
         .take_events()
         .map_err(|e| format!("habitd's event stream: {e}"))?;
+    if seq_mode != abi::SEQ_OFF {
+        let slot = abi::SeqSlot {
+            mode: seq_mode,
+            wid: BENCH_WID,
+            samples: 0,
+            _pad: 0,
+        };
+        for i in 0..abi::MAX_CGROUP_SLOTS {
+            probes
+                .sequences
+                .set_slot(i, slot)
+                .map_err(|e| format!("setting sequence slot {i}: {e}"))?;
+        }
+        if seq_mode == abi::SEQ_DETECT {
+            // The loop's 6-gram (getppid six times) is known, as in a learned workload.
+            let getppid = libc::SYS_getppid as u32;
+            let key = habit_models::sequence::encode(&[getppid; 6]);
+            probes
+                .sequences
+                .set_values(BENCH_WID, [(key, 1000, true)])
+                .map_err(|e| format!("valuing the loop's gram: {e}"))?;
+        }
+    }
     // The slot allocation of the first syscalls is not what we measure: start from a clean read.
     let _ = probes.counters.read_syscalls();
     let mut report = HolderReport {

@@ -1,7 +1,7 @@
 //! End-to-end test of the syscall-sequence model: a real container learns with the kernel's
 //! 6-gram path on, becomes stable, and a program that uses only known binaries, files and
 //! syscalls but in another order raises a sequence alert, while the learned order raises none.
-//! The model survives a kill -9 (sled) and an export/import. Needs root, BTF and Docker.
+//! Both models (sequence and rate) survive a kill -9 (sled) and an export/import. Needs root, BTF and Docker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,8 +16,9 @@ use habit_models::sequence::SequenceModel;
 use serde_json::Value;
 
 /// Second-scale learning; the counters interval (which also moves the kernel's sequence modes
-/// and reads its counts) at 1 s.
-const FAST_LEARNING: &str = "[learning]\nmin = \"4s\"\nstable = \"4s\"\nmax = \"90s\"\n\
+/// and reads its counts, and is the rate model's interval) at 1 s; 12 s of learning give the
+/// rate model the 10 intervals it needs.
+const FAST_LEARNING: &str = "[learning]\nmin = \"12s\"\nstable = \"4s\"\nmax = \"90s\"\n\
     interval = \"250ms\"\nfalse_alarm_rate = 0.01\ncheckpoint = \"300ms\"\n\
     [probes]\ncounters_interval = \"1s\"\n";
 
@@ -80,13 +81,17 @@ fn baseline(d: &Daemon, key: &str) -> String {
     body
 }
 
-/// The sequence model of an exported baseline, parsed by the model's own loader.
-fn sequence_model(baseline: &str) -> (Value, SequenceModel) {
+/// The models of an exported baseline (sequence and rate, both required), and the sequence
+/// model parsed by its own loader.
+fn models(baseline: &str) -> (Value, SequenceModel) {
     let doc: Value = serde_json::from_str(baseline).unwrap();
-    let value = doc["models"]["sequence"].clone();
+    let models = doc["models"].clone();
+    assert!(!models["rate"].is_null(), "no rate model in {models}");
+    let value = models["sequence"].clone();
     assert!(!value.is_null(), "no sequence model in the baseline");
-    let model: SequenceModel = serde_json::from_value(value.clone()).unwrap();
-    (value, model)
+    let model: SequenceModel = serde_json::from_value(value).unwrap();
+    let _: habit_models::rate::RateModel = serde_json::from_value(models["rate"].clone()).unwrap();
+    (models, model)
 }
 
 /// Switches the workload to the reordered path and waits for a new sequence alert about it.
@@ -119,11 +124,10 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
 
     // Learned from kernel counts, calibrated on traced learning threads.
     let exported = baseline(&d, &key);
-    let (value, model) = sequence_model(&exported);
+    let (value, model) = models(&exported);
     assert!(model.known_len() > 6, "{value}");
     let calibration = model.calibration().expect("calibrated on learning traces");
     assert!(calibration.held_out >= 2, "{calibration:?}");
-    assert!(!exported.contains("\"rate\": null"));
 
     // The learned path keeps running in detection: no sequence alert, for it or anything else
     // in the container.
@@ -163,10 +167,10 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     // Through sled: a kill -9 and a restart keep the model, and it still detects.
     d.kill9();
     let d = Daemon::start_in(dir.path(), FAST_LEARNING);
-    let (after, _) = sequence_model(&baseline(&d, &key));
+    let (after, _) = models(&baseline(&d, &key));
     assert_eq!(
         after, value,
-        "the model read back from sled is the one exported"
+        "the models read back from sled are the ones exported"
     );
     expect_reordered_alert(&d, &key, ctl.path());
 
@@ -176,7 +180,7 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     let (status, body) =
         http_request(d.port, "PUT", &path, &[("Authorization", &auth)], &exported).unwrap();
     assert_eq!(status, 200, "{body}");
-    let (reimported, _) = sequence_model(&baseline(&d, &key));
+    let (reimported, _) = models(&baseline(&d, &key));
     assert_eq!(reimported, value);
     drop(c);
 }

@@ -5,13 +5,26 @@
 //!
 //! # Division of work with the kernel
 //!
-//! Per-syscall work stays in BPF: every thread keeps the last six syscall numbers packed in
-//! one `u64`, and that packed value *is* the 6-gram key ([`gram`] defines it exactly, with
-//! test vectors and the measurements behind it). In learning the kernel counts keys; in
-//! detection it looks each key up in a map of the workload's known keys, which can carry each
-//! key's [`SequenceModel::value`] (it depends on the key alone), and only unknown keys cross
-//! the ring buffer, where [`SequenceScorer::observe`] values them by backing off to shorter
-//! contexts. Keys decode back to syscalls ([`decode`]), so an alert can show the sequence.
+//! Per-syscall work stays in BPF (`probes/bpf/sequence.h`): every thread keeps the last six
+//! syscall numbers packed in one `u64`, and that packed value *is* the 6-gram key ([`gram`]
+//! defines it exactly, with test vectors and the measurements behind it).
+//!
+//! * **Learning**: the kernel counts each (workload, key) in a hash map and sends a key the
+//!   first time the workload makes it; user space reads the counts every counters interval.
+//!   A few threads that start during learning are sent whole (calibration traces).
+//! * **Detection**: user space writes every known key's [`SequenceModel::value`] (it depends
+//!   on the key alone) into that map. The kernel adds the value of each valued key to the
+//!   thread's running sum and sends only keys without a value; user space values such a key
+//!   by backing off to shorter contexts, scores it, and writes its value back (flagged as not
+//!   learned), so a key crosses the ring buffer once per workload. A thread that made an
+//!   unknown key also reports its sums every [`KERNEL_CHECKPOINT`] grams and when it ends.
+//!   From those reports [`SequenceScorer::on_report`] computes exactly the statistic below;
+//!   [`SequenceScorer::kernel_reports`] simulates the kernel's side, and
+//!   [`SequenceScorer::score_trace`] (what `habitctl eval` and calibration use) goes through
+//!   both, so the offline figures are those of the daemon's code. A thread that never makes
+//!   an unknown key sends nothing and is not scored (score 0).
+//!
+//! Keys decode back to syscalls ([`decode`]), so an alert can show the sequence.
 //!
 //! # The model
 //!
@@ -33,7 +46,9 @@
 //!   reported at every checkpoint after a `warmup` of 1024 grams, and at process exit; the
 //!   process score is the largest report. [`SequenceScorer::score_trace`] computes the same
 //!   thing for a whole trace (offline evaluation uses it: no second implementation).
-//! * **Calibration.** [`SequenceModel::train`] splits the learning traces into 5 folds,
+//! * **Calibration.** [`SequenceModel::train`] (and in the daemon
+//!   [`SequenceModel::calibrate_on_traces`], over the sampled learning threads) splits the
+//!   traces into 5 folds,
 //!   scores each fold with a model learned from the others, and keeps the scores:
 //!   [`SequenceCalibration::threshold`] is their `1 − rate` quantile (a false-alarm rate per
 //!   process), [`SequenceCalibration::exceedance`] a p-value for an alert's anomaly score.
@@ -53,7 +68,7 @@
 //!
 //! | model (same run)                                   | ROC AUC | DR @1 % | DR @5 % |
 //! |----------------------------------------------------|---------|---------|---------|
-//! | **habitd** (this module, defaults)                 | 0.840   | 0.134   | 0.295   |
+//! | **habitd** (this module, defaults)                 | 0.843   | 0.134   | 0.295   |
 //! | STIDE, n = 6 ([`Stide`])                           | 0.827   | 0.040   | 0.218   |
 //!
 //! Variants tried before choosing (a prototype of the same computations, except the rows
@@ -86,7 +101,8 @@
 //! | *product* `--background-order 4 --background-weight 0.8`        | 0.854 | 0.161 | 0.294 |
 //! | same, made monotone (`s₆ − 0.8·min(s₃, s₆)`)                    | 0.842 | 0.091 | 0.243 |
 //! | KN n = 6, whole-trace mean instead of decayed frames            | 0.842 | 0.138 | 0.298 |
-//! | **chosen**: KN n = 6, decayed frames (*product*, defaults)      | 0.840 | 0.134 | 0.295 |
+//! | KN n = 6, decayed frames, every trace scored                    | 0.840 | 0.134 | 0.295 |
+//! | **chosen**: same, as the kernel path computes it: traces without an unknown gram score 0 (*product*, defaults) | 0.843 | 0.134 | 0.295 |
 //!
 //! What this says:
 //!
