@@ -113,11 +113,9 @@ impl Fusion {
         time: SystemTime,
     ) -> Alert {
         let score = 1.0 - f.exceedance;
-        let item = f
-            .examples
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "syscall order".to_string());
+        let item = f.examples.first().cloned().unwrap_or_else(|| {
+            "syscall order (its unknown 6-grams were first sent by another thread)".to_string()
+        });
         let mut output = format!(
             "Unusual syscall sequence in {} (baseline stable, score {:.2}): thread {} of process \
              {}, mean surprise {:.2} nats/syscall over its last {} syscalls (threshold {:.2}), \

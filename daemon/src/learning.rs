@@ -182,13 +182,37 @@ impl SequenceLearning {
         MAX_SEQUENCE_TRACES.saturating_sub(self.traces.len() + self.open.len())
     }
 
+    /// One gram of a sampled thread's trace (`nsys` counts from 1 at the thread's start). A
+    /// gap (a lost record) discards the trace; `end` closes it.
+    fn trace_gram(&mut self, tid: u32, nsys: u64, gram: u64, end: bool) {
+        if end {
+            if let Some(trace) = self.open.remove(&tid)
+                && !trace.is_empty()
+                && self.traces.len() < MAX_SEQUENCE_TRACES
+            {
+                self.traces.push(trace);
+            }
+            return;
+        }
+        if nsys == 1 && self.room() == 0 && !self.open.contains_key(&tid) {
+            return;
+        }
+        let trace = self.open.entry(tid).or_default();
+        if nsys != trace.len() as u64 + 1 {
+            self.open.remove(&tid);
+            return;
+        }
+        if let Some(nr) = sequence::gram::lane_nr(gram) {
+            trace.push(nr);
+        }
+    }
+
     /// Learns the model: counts (plus a carried model's), calibrated on the traces.
     fn fit(
         &mut self,
         carried: Option<&SequenceModel>,
     ) -> Result<SequenceModel, sequence::SequenceError> {
         let mut grams = std::mem::take(&mut self.grams);
-        let mut traces_seen = 0;
         if let Some(previous) = carried {
             for (key, count) in previous.known_grams() {
                 *grams.entry(key).or_insert(0) += count;
@@ -196,10 +220,13 @@ impl SequenceLearning {
         }
         let mut traces = std::mem::take(&mut self.traces);
         traces.extend(self.open.drain().map(|(_, t)| t).filter(|t| !t.is_empty()));
-        traces_seen += traces.len() as u64;
         let syscalls = grams.values().sum();
-        let mut model =
-            SequenceModel::from_counts(SequenceConfig::default(), grams, traces_seen, syscalls)?;
+        let mut model = SequenceModel::from_counts(
+            SequenceConfig::default(),
+            grams,
+            traces.len() as u64,
+            syscalls,
+        )?;
         model.calibrate_on_traces(&traces)?;
         Ok(model)
     }
@@ -419,32 +446,10 @@ impl Engine {
         }
     }
 
-    /// One gram of a sampled thread's trace (`nsys` counts from 1 at the thread's start). A
-    /// gap (a lost record) discards the trace; `end` closes it.
+    /// One gram of a sampled thread's trace (see [`SequenceLearning::trace_gram`]).
     pub fn trace_gram(&mut self, key: &WorkloadKey, tid: u32, nsys: u64, gram: u64, end: bool) {
-        let Some(entry) = self.learning_entry(key) else {
-            return;
-        };
-        let learning = &mut entry.sequence;
-        if end {
-            if let Some(trace) = learning.open.remove(&tid)
-                && !trace.is_empty()
-                && learning.traces.len() < MAX_SEQUENCE_TRACES
-            {
-                learning.traces.push(trace);
-            }
-            return;
-        }
-        if nsys == 1 && learning.room() == 0 && !learning.open.contains_key(&tid) {
-            return;
-        }
-        let trace = learning.open.entry(tid).or_default();
-        if nsys != trace.len() as u64 + 1 {
-            learning.open.remove(&tid);
-            return;
-        }
-        if let Some(nr) = sequence::gram::lane_nr(gram) {
-            trace.push(nr);
+        if let Some(entry) = self.learning_entry(key) {
+            entry.sequence.trace_gram(tid, nsys, gram, end);
         }
     }
 
@@ -1017,4 +1022,54 @@ fn model_of<M: serde::de::DeserializeOwned>(baseline: &Baseline, name: &str) -> 
             )
         })
         .ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use habit_models::sequence::gram_keys;
+
+    /// Feeds a trace as the kernel sends a sampled thread: one record per gram, then the end.
+    fn send(learning: &mut SequenceLearning, tid: u32, trace: &[u32]) {
+        for (i, key) in gram_keys(trace).enumerate() {
+            learning.trace_gram(tid, i as u64 + 1, key, false);
+        }
+        learning.trace_gram(tid, trace.len() as u64, 0, true);
+    }
+
+    #[test]
+    fn traces_are_rebuilt_from_grams_and_gaps_discard_them() {
+        let mut learning = SequenceLearning::default();
+        send(&mut learning, 7, &[0, 1, 2, 3]);
+        assert_eq!(learning.traces, vec![vec![0, 1, 2, 3]]);
+        // A lost record: the trace is dropped, not learned with a hole.
+        let keys: Vec<u64> = gram_keys(&[5, 6, 7]).collect();
+        learning.trace_gram(8, 1, keys[0], false);
+        learning.trace_gram(8, 3, keys[2], false);
+        learning.trace_gram(8, 3, 0, true);
+        assert_eq!(learning.traces.len(), 1);
+        assert!(learning.open.is_empty());
+    }
+
+    #[test]
+    fn fit_uses_counts_traces_and_a_carried_model() {
+        let path: Vec<u32> = (0..40).map(|i| [0, 1, 2, 3][i % 4]).collect();
+        let mut learning = SequenceLearning::default();
+        for tid in 0..6 {
+            send(&mut learning, tid, &path);
+        }
+        learning.grams = gram_keys(&path).fold(Default::default(), |mut m, k| {
+            *m.entry(k).or_insert(0) += 6;
+            m
+        });
+        let first = learning.fit(None).unwrap();
+        let calibration = first.calibration().unwrap();
+        assert_eq!(calibration.held_out, 6);
+        // Extending a baseline: the carried model's grams count too.
+        let mut more = SequenceLearning::default();
+        more.grams.insert(gram_keys(&[9]).next().unwrap(), 1);
+        let extended = more.fit(Some(&first)).unwrap();
+        assert_eq!(extended.known_len(), first.known_len() + 1);
+    }
 }
