@@ -94,7 +94,11 @@ pub async fn run(config: Config) -> Result<()> {
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
     let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64());
-    let sequences = SequenceTracker::new(config.probes.sequences, config.learning.false_alarm_rate);
+    let sequences = SequenceTracker::new(
+        config.probes.sequences,
+        config.learning.false_alarm_rate,
+        metrics.clone(),
+    );
     let mut pipeline = Pipeline::new(
         resolver.clone(),
         metrics.clone(),

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub rule_hits: IntCounterVec,
     /// Rule hits the baseline explained, by rule.
     pub alerts_suppressed: IntCounterVec,
+    /// Statistics of scored threads (mean surprise per syscall, nats) as they are reported.
+    pub sequence_statistic: Histogram,
+    /// 6-grams whose value a workload in detection has in the kernel map, by workload.
+    pub sequence_kernel_grams: IntGaugeVec,
 }
 
 impl Metrics {
@@ -139,6 +143,22 @@ impl Metrics {
             ),
             &["rule"],
         )?;
+        let sequence_statistic = Histogram::with_opts(
+            HistogramOpts::new(
+                "habitd_sequence_thread_statistic",
+                "Scored threads' mean syscall surprise over their recent syscalls (nats)",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0]),
+        )?;
+        let sequence_kernel_grams = IntGaugeVec::new(
+            Opts::new(
+                "habitd_sequence_kernel_grams",
+                "Syscall 6-grams valued in the kernel map for a workload in detection",
+            ),
+            &["workload"],
+        )?;
+        registry.register(Box::new(sequence_statistic.clone()))?;
+        registry.register(Box::new(sequence_kernel_grams.clone()))?;
         registry.register(Box::new(rule_hits.clone()))?;
         registry.register(Box::new(alerts_suppressed.clone()))?;
         registry.register(Box::new(workloads_by_state.clone()))?;
@@ -176,6 +196,8 @@ impl Metrics {
             alerts,
             rule_hits,
             alerts_suppressed,
+            sequence_statistic,
+            sequence_kernel_grams,
         })
     }
 

@@ -17,6 +17,7 @@ use habit_probes::{ProbeError, abi, syscall_names};
 use habit_profiles::workload::WorkloadKey;
 
 use crate::learning::{Engine, SequenceMode};
+use crate::metrics::Metrics;
 
 /// Most threads scored at once; beyond, the table is cleared (a bound on memory, logged).
 const MAX_THREADS: usize = 65_536;
@@ -67,6 +68,7 @@ struct Thread {
 
 pub struct SequenceTracker {
     enabled: bool,
+    metrics: Arc<Metrics>,
     false_alarm_rate: f64,
     wids: HashMap<WorkloadKey, u32>,
     followed: HashMap<u32, Followed>,
@@ -81,9 +83,10 @@ pub struct SequenceTracker {
 
 impl SequenceTracker {
     /// `enabled` false leaves every slot off (the kernel only keeps the history).
-    pub fn new(enabled: bool, false_alarm_rate: f64) -> Self {
+    pub fn new(enabled: bool, false_alarm_rate: f64, metrics: Arc<Metrics>) -> Self {
         Self {
             enabled,
+            metrics,
             false_alarm_rate,
             wids: HashMap::new(),
             followed: HashMap::new(),
@@ -178,6 +181,10 @@ impl SequenceTracker {
                         .known_grams()
                         .map(|(gram, _)| (gram, model.kernel_value(gram), true));
                     let written = maps.set_values(wid, values)?;
+                    self.metrics
+                        .sequence_kernel_grams
+                        .with_label_values(&[key.as_str()])
+                        .set(written as i64);
                     tracing::info!(
                         message = "Sequence model loaded into the kernel.",
                         workload = %key,
@@ -282,6 +289,9 @@ impl SequenceTracker {
         if report.unknown_gram {
             self.pending
                 .push((record.wid, record.gram, model.kernel_value(record.gram)));
+        }
+        if let Some(statistic) = statistic {
+            self.metrics.sequence_statistic.observe(statistic);
         }
         let calibration = model.calibration()?;
         let threshold = calibration
