@@ -66,6 +66,16 @@ struct Thread {
     alerted: bool,
 }
 
+impl Thread {
+    fn new(wid: u32) -> Self {
+        Self {
+            wid,
+            score: ThreadScore::default(),
+            alerted: false,
+        }
+    }
+}
+
 pub struct SequenceTracker {
     enabled: bool,
     metrics: Arc<Metrics>,
@@ -162,7 +172,7 @@ impl SequenceTracker {
                 if !followed.learning {
                     // Fresh learning: nothing of an earlier model or learning may count.
                     maps.clear(wid)?;
-                    self.previous.retain(|(w, _), _| *w != wid);
+                    forget_counts(&mut self.previous, wid);
                     followed.loaded = None;
                     followed.learning = true;
                 }
@@ -176,7 +186,7 @@ impl SequenceTracker {
                     .is_some_and(|m| Arc::ptr_eq(m, &model))
                 {
                     maps.clear(wid)?;
-                    self.previous.retain(|(w, _), _| *w != wid);
+                    forget_counts(&mut self.previous, wid);
                     let values = model
                         .known_grams()
                         .map(|(gram, _)| (gram, model.kernel_value(gram), true));
@@ -263,18 +273,13 @@ impl SequenceTracker {
             tracing::warn!(message = "Too many scored threads; their sequence state restarts.");
             self.threads.clear();
         }
-        let thread = self.threads.entry(tid).or_insert_with(|| Thread {
-            wid: record.wid,
-            score: ThreadScore::default(),
-            alerted: false,
-        });
+        let thread = self
+            .threads
+            .entry(tid)
+            .or_insert_with(|| Thread::new(record.wid));
         if thread.wid != record.wid {
             // The thread id was reused by another workload's thread.
-            *thread = Thread {
-                wid: record.wid,
-                score: ThreadScore::default(),
-                alerted: false,
-            };
+            *thread = Thread::new(record.wid);
         }
         let report = habit_models::sequence::KernelReport {
             gram: record.gram,
@@ -341,6 +346,11 @@ impl SequenceTracker {
             }
         }
     }
+}
+
+/// Forgets the kernel counts read for a workload (its map entries were removed).
+fn forget_counts(previous: &mut HashMap<(u32, u64), u64>, wid: u32) {
+    previous.retain(|(w, _), _| *w != wid);
 }
 
 /// A 6-gram key as syscall names, oldest first: `openat → read → close`.
