@@ -57,6 +57,26 @@ struct Followed {
     /// The model whose values are in the kernel map (detection).
     loaded: Option<Arc<SequenceModel>>,
     learning: bool,
+    /// The kernel map may hold grams of this workload (a fresh id holds none: no map walk).
+    used: bool,
+}
+
+impl Followed {
+    /// Removes the workload's grams from the kernel map and forgets their counts, before it
+    /// starts learning afresh or a new model is loaded.
+    fn reset(
+        &mut self,
+        wid: u32,
+        maps: &mut SequenceMaps,
+        previous: &mut HashMap<(u32, u64), u64>,
+    ) -> Result<(), ProbeError> {
+        if self.used {
+            maps.clear(wid)?;
+            previous.retain(|(w, _), _| *w != wid);
+        }
+        self.used = true;
+        Ok(())
+    }
 }
 
 /// A thread being scored.
@@ -119,6 +139,7 @@ impl SequenceTracker {
                 key: key.clone(),
                 loaded: None,
                 learning: false,
+                used: false,
             },
         );
         wid
@@ -171,8 +192,7 @@ impl SequenceTracker {
             SequenceMode::Learn { samples } => {
                 if !followed.learning {
                     // Fresh learning: nothing of an earlier model or learning may count.
-                    maps.clear(wid)?;
-                    forget_counts(&mut self.previous, wid);
+                    followed.reset(wid, maps, &mut self.previous)?;
                     followed.loaded = None;
                     followed.learning = true;
                 }
@@ -185,8 +205,7 @@ impl SequenceTracker {
                     .as_ref()
                     .is_some_and(|m| Arc::ptr_eq(m, &model))
                 {
-                    maps.clear(wid)?;
-                    forget_counts(&mut self.previous, wid);
+                    followed.reset(wid, maps, &mut self.previous)?;
                     let values = model
                         .known_grams()
                         .map(|(gram, _)| (gram, model.kernel_value(gram), true));
@@ -346,11 +365,6 @@ impl SequenceTracker {
             }
         }
     }
-}
-
-/// Forgets the kernel counts read for a workload (its map entries were removed).
-fn forget_counts(previous: &mut HashMap<(u32, u64), u64>, wid: u32) {
-    previous.retain(|(w, _), _| *w != wid);
 }
 
 /// A 6-gram key as syscall names, oldest first: `openat → read → close`.
