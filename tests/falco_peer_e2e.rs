@@ -19,11 +19,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, import_rootfs, static_busybox, tail};
+use common::{Container, Daemon, import_rootfs, static_busybox, tail};
 use serde_json::Value;
 
 /// Rules with a test in this file: (rule name, test function).
@@ -309,32 +309,15 @@ fn peer_image() -> &'static str {
 }
 
 /// A container of the test image, removed on drop.
-struct Ctr {
-    id: String,
-}
+struct Ctr(Container);
 
 impl Ctr {
     /// `docker run -d --rm FLAGS IMAGE CMD`, then waits until habitd attributes the container
     /// to its image (events of a container not described yet are not matched against rules).
     fn start(d: &Daemon, flags: &[&str], cmd: &[&str]) -> Ctr {
-        let image = peer_image();
-        let out = {
+        let c = {
             let _one = DOCKER_RUN.lock().unwrap_or_else(|p| p.into_inner());
-            Command::new("docker")
-                .args(["run", "-d", "--rm"])
-                .args(flags)
-                .arg(image)
-                .args(cmd)
-                .output()
-                .unwrap()
-        };
-        assert!(
-            out.status.success(),
-            "docker run {flags:?} {image} {cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let c = Ctr {
-            id: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            Ctr(Container::run_with(flags, peer_image(), cmd))
         };
         // An exec after the container is known to Docker carries the container id to habitd.
         c.exec(&["true"]);
@@ -348,7 +331,7 @@ impl Ctr {
     }
 
     fn id12(&self) -> &str {
-        &self.id[..12]
+        &self.0.id[..12]
     }
 
     /// Whether an event's or alert's output fields are about this container.
@@ -356,19 +339,8 @@ impl Ctr {
         f["container.id"] == self.id12()
     }
 
-    fn docker_exec(&self, opts: &[&str], args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("exec")
-            .args(opts)
-            .arg(&self.id)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
     fn exec(&self, args: &[&str]) -> Output {
-        self.docker_exec(&[], args)
+        self.0.exec(args)
     }
 
     /// Runs `args` and asserts that they succeeded.
@@ -385,22 +357,12 @@ impl Ctr {
 
     /// Starts `args` in the background (`docker exec -d`).
     fn spawn(&self, args: &[&str]) {
-        let out = self.docker_exec(&["-d"], args);
+        let out = self.0.exec_with(&["-d"], args);
         assert!(
             out.status.success(),
             "docker exec -d {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-impl Drop for Ctr {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -493,7 +455,7 @@ fn terminal_shell_in_container() {
     let d = start_daemon();
     let c = Ctr::start(&d, &[], IDLE);
     // `docker exec -t`, like `kubectl exec -t`: a shell with a terminal as the entry point.
-    let out = c.docker_exec(&["-t"], &["sh", "-c", "exit 0"]);
+    let out = c.0.exec_with(&["-t"], &["sh", "-c", "exit 0"]);
     assert!(out.status.success(), "{out:?}");
     let a = expect_rule(
         &d,

@@ -464,8 +464,15 @@ impl Container {
     }
 
     pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        self.exec_with(&[], args)
+    }
+
+    /// `docker exec OPTS ID ARGS` (e.g. `-d` to start it in the background).
+    pub fn exec_with(&self, opts: &[&str], args: &[&str]) -> std::process::Output {
         Command::new("docker")
-            .args(["exec", &self.id])
+            .arg("exec")
+            .args(opts)
+            .arg(&self.id)
             .args(args)
             .output()
             .unwrap()
