@@ -1,7 +1,8 @@
 //! `#[repr(C)]` mirrors of `probes/bpf/lib/events.h`, field for field.
 //!
 //! The test `abi_layout` (tests/abi_layout.rs) compiles a C program against the header and
-//! compares every size and offset with these definitions, so the two sides cannot drift.
+//! compares every size and offset, and the constants of [`constant_table`], with these
+//! definitions, so the two sides cannot drift.
 
 pub const ABI_VERSION: u32 = 2;
 
@@ -163,6 +164,10 @@ pub struct ListenerKey {
 pub const SEQ_OFF: u32 = 0;
 pub const SEQ_LEARN: u32 = 1;
 pub const SEQ_DETECT: u32 = 2;
+/// Bits per syscall in a thread's history (`HABIT_SEQ_LANE_BITS`).
+pub const SEQ_LANE_BITS: u32 = 10;
+/// The 6-gram key: the low six lanes of the history (`HABIT_SEQ_KEY_MASK`).
+pub const SEQ_KEY_MASK: u64 = (1 << 60) - 1;
 /// Grams between the sums a scored thread reports (`HABIT_SEQ_CHECKPOINT`).
 pub const SEQ_CHECKPOINT: u64 = 256;
 /// Longest calibration trace, in grams (`HABIT_SEQ_TRACE_MAX`).
@@ -224,6 +229,40 @@ unsafe impl aya::Pod for ListenerKey {}
 unsafe impl aya::Pod for SeqSlot {}
 unsafe impl aya::Pod for GramKey {}
 unsafe impl aya::Pod for GramVal {}
+
+/// (C macro or enumerator, Rust value) for every constant both sides use: compared with the C
+/// header by the `abi_layout` test.
+pub fn constant_table() -> Vec<(&'static str, u64)> {
+    vec![
+        ("HABIT_ABI_VERSION", ABI_VERSION.into()),
+        ("HABIT_COMM_LEN", COMM_LEN as u64),
+        ("HABIT_PATH_LEN", PATH_LEN as u64),
+        ("HABIT_ARGS_LEN", ARGS_LEN as u64),
+        ("HABIT_CGNAME_LEN", CGNAME_LEN as u64),
+        ("HABIT_COMPONENTS_LEN", COMPONENTS_LEN as u64),
+        ("HABIT_PRIV_ARG_LEN", PRIV_ARG_LEN as u64),
+        ("HABIT_MAX_SYSCALLS", MAX_SYSCALLS.into()),
+        ("HABIT_MAX_CGROUP_SLOTS", MAX_CGROUP_SLOTS.into()),
+        ("HABIT_EV_PRIV", EV_PRIV.into()),
+        ("HABIT_EV_SEQ", EV_SEQ.into()),
+        ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 1) as u64),
+        ("HABIT_DROP_MAX", DROP_MAX.into()),
+        ("HABIT_SEQ_OFF", SEQ_OFF.into()),
+        ("HABIT_SEQ_LEARN", SEQ_LEARN.into()),
+        ("HABIT_SEQ_DETECT", SEQ_DETECT.into()),
+        ("HABIT_SEQ_LANE_BITS", SEQ_LANE_BITS.into()),
+        ("HABIT_SEQ_KEY_MASK", SEQ_KEY_MASK),
+        ("HABIT_SEQ_CHECKPOINT", SEQ_CHECKPOINT),
+        ("HABIT_SEQ_TRACE_MAX", SEQ_TRACE_MAX),
+        ("HABIT_GRAM_VALUED", GRAM_VALUED.into()),
+        ("HABIT_GRAM_UNLEARNED", GRAM_UNLEARNED.into()),
+        ("HABIT_SEQ_REC_NEW", SEQ_REC_NEW.into()),
+        ("HABIT_SEQ_REC_TRACE", SEQ_REC_TRACE.into()),
+        ("HABIT_SEQ_REC_UNKNOWN", SEQ_REC_UNKNOWN.into()),
+        ("HABIT_SEQ_REC_CHECKPOINT", SEQ_REC_CHECKPOINT.into()),
+        ("HABIT_SEQ_REC_END", SEQ_REC_END.into()),
+    ]
+}
 
 /// One row of [`layout_table`]: (C struct name without `struct`, size, [(field, offset)]).
 pub type StructLayout = (&'static str, usize, Vec<(&'static str, usize)>);
