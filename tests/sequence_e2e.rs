@@ -164,6 +164,36 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
             > 0.0
     );
 
+    // Only unknown grams (once each) and the sums of scored threads (every 256 grams and at
+    // the end) cross the ring buffer, not the reordered path's 2400 syscalls per run.
+    let runs_of_b = |d: &Daemon| {
+        d.events()
+            .iter()
+            .filter(|e| {
+                let f = &e["output_fields"];
+                f["evt.type"] == "execve"
+                    && f["proc.exepath"] == "/bin/seqpaths"
+                    && f["proc.args"] == "b"
+            })
+            .count()
+    };
+    let records = |d: &Daemon| d.metric("habitd_events_total{type=\"sequence\"}");
+    let (runs_before, records_before) = (runs_of_b(&d), records(&d));
+    std::fs::write(ctl.path().join("b"), "").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(ctl.path().join("b")).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let runs = runs_of_b(&d) - runs_before;
+    let sent = records(&d) - records_before;
+    eprintln!("{sent} sequence records for {runs} runs of the reordered path");
+    assert!(runs >= 3, "only {runs} runs of the reordered path");
+    // Per run: 9 checkpoints + 1 end, plus a few from the shell's fork child and the first
+    // run's unknown grams (13 per run measured), against 2400 syscalls per run.
+    assert!(
+        sent <= (runs * 16 + 40) as f64,
+        "{sent} sequence records for {runs} runs of 2400 syscalls"
+    );
+
     // Through sled: a kill -9 and a restart keep the model, and it still detects.
     d.kill9();
     let d = Daemon::start_in(dir.path(), FAST_LEARNING);
