@@ -353,6 +353,7 @@ async fn sync_sequences(probes: &mut Probes, resolver: &WorkloadResolver, pipeli
         let workload = resolver.resolve(cgroup_id, None).await;
         slots.push((
             slot,
+            cgroup_id,
             (!workload.is_unresolved()).then(|| workload.key.clone()),
         ));
     }
@@ -371,7 +372,7 @@ fn release_dead_cgroups(probes: &mut Probes, resolver: &WorkloadResolver) {
         tracing::debug!(message = "cgroup index refresh failed.", %e);
         return;
     }
-    for cgroup_id in probes.counters.counted_cgroups() {
+    for (cgroup_id, _) in probes.counters.slots() {
         if index.lookup(cgroup_id).is_none() {
             tracing::debug!(
                 message = "Releasing the counter slot of a removed cgroup.",

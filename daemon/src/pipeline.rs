@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use habit_models::rules::Rule;
+use habit_probes::event::SeqRecord;
 use habit_probes::{Event, EventBody};
 use habit_profiles::observation::Observation;
 use habit_profiles::store::WorkloadState;
@@ -139,7 +140,50 @@ impl Pipeline {
         }
     }
 
+    /// Whether the event comes from the container runtime's own work (runc init in a
+    /// container's cgroup before it executes the entrypoint): never the workload's habits.
+    fn is_runtime_work(&self, ev: &Event) -> bool {
+        let h = &ev.header;
+        self.procs
+            .get(h.tgid)
+            .is_some_and(|p| is_runtime(&p.exe, &p.comm))
+            || is_runtime("", &h.comm)
+    }
+
+    /// A syscall-sequence record: it names its workload (the id the kernel was given), so it
+    /// is attributed only when it raises an alert. Records can be one per syscall of a traced
+    /// thread: nothing here allocates unless it alerts.
+    async fn handle_sequence(&mut self, ev: &Event, record: &SeqRecord, alerts: &mut Vec<Alert>) {
+        self.metrics.count_event(&ev.body);
+        if self.is_runtime_work(ev) {
+            return;
+        }
+        let h = &ev.header;
+        let Some(finding) = self
+            .sequences
+            .on_record(record, h.pid, h.tgid, &mut self.engine)
+        else {
+            return;
+        };
+        let workload = self.resolver.resolve(h.cgroup_id, None).await;
+        let time = self.clock.wall(h.ts_boot_ns);
+        let attributed = Attributed {
+            event: ev,
+            workload: &workload,
+            process: self.procs.get(h.tgid).map(|p| &**p),
+            path: None,
+            time,
+        };
+        alerts.push(
+            self.fusion
+                .sequence_alert(&finding, attributed.fields(), time),
+        );
+    }
+
     async fn handle(&mut self, ev: &Event, alerts: &mut Vec<Alert>) {
+        if let EventBody::Sequence(record) = &ev.body {
+            return self.handle_sequence(ev, record, alerts).await;
+        }
         let h = &ev.header;
         let hint = match &ev.body {
             EventBody::Exec { cgroup_v1_name, .. } => Some(cgroup_v1_name.as_str()),
@@ -163,25 +207,7 @@ impl Pipeline {
         // Provisional workloads (a cgroup or container not described yet) are neither learned
         // nor scored: their events may belong to any image. Nor is the container runtime's
         // own work inside a container's cgroup.
-        let runtime = attributed
-            .process
-            .is_some_and(|p| is_runtime(&p.exe, &p.comm))
-            || is_runtime("", &h.comm);
-        if let EventBody::Sequence(record) = &ev.body {
-            // The runtime's threads in a container (runc init before it executes the
-            // entrypoint) are not the workload's habits.
-            if !runtime
-                && let Some(finding) =
-                    self.sequences
-                        .on_record(record, h.pid, h.tgid, &mut self.engine)
-            {
-                alerts.push(
-                    self.fusion
-                        .sequence_alert(&finding, attributed.fields(), time),
-                );
-            }
-            return;
-        }
+        let runtime = self.is_runtime_work(ev);
         if !workload.is_unresolved() && !runtime {
             let container = workload.container_id.as_deref();
             let written = match (&ev.body, container, path.as_deref()) {

@@ -102,8 +102,9 @@ pub struct SequenceTracker {
     false_alarm_rate: f64,
     wids: HashMap<WorkloadKey, u32>,
     followed: HashMap<u32, Followed>,
-    /// What each cgroup slot was last set to.
-    slots: HashMap<u32, abi::SeqSlot>,
+    /// What each cgroup slot was last set to, and for which cgroup (a released slot is
+    /// switched off by the kernel side and may come back for another cgroup).
+    slots: HashMap<u32, (u64, abi::SeqSlot)>,
     /// The kernel counts of learning grams at the previous read, to learn deltas.
     previous: HashMap<(u32, u64), u64>,
     threads: HashMap<u32, Thread>,
@@ -147,29 +148,27 @@ impl SequenceTracker {
 
     /// Each counters interval: learns the kernel's gram counts, loads the models of workloads
     /// that entered detection, and sets every cgroup slot's mode. `slots` are the kernel's
-    /// (slot, workload) pairs (`None`: not attributed yet, left off).
+    /// (slot, cgroup id, workload) triples (`None`: not attributed yet, left off).
     pub fn sync(
         &mut self,
         maps: &mut SequenceMaps,
-        slots: &[(u32, Option<WorkloadKey>)],
+        slots: &[(u32, u64, Option<WorkloadKey>)],
         engine: &mut Engine,
     ) -> Result<(), ProbeError> {
         if !self.enabled {
             return Ok(());
         }
         self.learn_counts(maps, engine);
-        let mut modes: HashMap<u32, abi::SeqSlot> = HashMap::new();
-        for (slot, key) in slots {
+        for (slot, cgroup_id, key) in slots {
             let config = match key {
                 Some(key) => self.slot_config(maps, key, engine)?,
                 None => abi::SeqSlot::default(),
             };
-            modes.insert(*slot, config);
-        }
-        for (slot, config) in modes {
-            if self.slots.get(&slot) != Some(&config) || config.samples > 0 {
-                maps.set_slot(slot, config)?;
-                self.slots.insert(slot, config);
+            // A learning slot is rewritten every time: the kernel spends its samples.
+            let set = (*cgroup_id, config);
+            if self.slots.get(slot) != Some(&set) || config.samples > 0 {
+                maps.set_slot(*slot, config)?;
+                self.slots.insert(*slot, set);
             }
         }
         Ok(())
@@ -274,20 +273,19 @@ impl SequenceTracker {
         engine: &mut Engine,
     ) -> Option<SequenceFinding> {
         let followed = self.followed.get(&record.wid)?;
-        let key = followed.key.clone();
         if record.has(abi::SEQ_REC_TRACE) {
-            engine.trace_gram(&key, tid, record.nsys, record.gram, false);
+            engine.trace_gram(&followed.key, tid, record.nsys, record.gram, false);
         }
         if record.has(abi::SEQ_REC_END)
             || (record.has(abi::SEQ_REC_TRACE) && record.nsys >= abi::SEQ_TRACE_MAX)
         {
-            engine.trace_gram(&key, tid, record.nsys, record.gram, true);
+            engine.trace_gram(&followed.key, tid, record.nsys, record.gram, true);
         }
         let scoring = abi::SEQ_REC_UNKNOWN | abi::SEQ_REC_CHECKPOINT | abi::SEQ_REC_END;
         if record.flags & scoring == 0 {
             return None;
         }
-        let model = followed.loaded.clone()?;
+        let model = followed.loaded.as_deref()?;
         if self.threads.len() >= MAX_THREADS && !self.threads.contains_key(&tid) {
             tracing::warn!(message = "Too many scored threads; their sequence state restarts.");
             self.threads.clear();
@@ -326,7 +324,7 @@ impl SequenceTracker {
                 thread.alerted = true;
                 let state = &thread.score.state;
                 Some(SequenceFinding {
-                    workload: key,
+                    workload: followed.key.clone(),
                     tid,
                     tgid,
                     statistic,
@@ -379,6 +377,18 @@ pub fn gram_names(key: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel (`abi`, itself checked against events.h) and the model agree on the key and
+    /// on when a scored thread reports.
+    #[test]
+    fn kernel_and_model_share_one_contract() {
+        assert_eq!(abi::SEQ_LANE_BITS, gram::LANE_BITS);
+        assert_eq!(abi::SEQ_KEY_MASK, gram::KEY_MASK);
+        assert_eq!(
+            abi::SEQ_CHECKPOINT,
+            habit_models::sequence::KERNEL_CHECKPOINT
+        );
+    }
 
     #[test]
     fn grams_read_as_syscall_names() {

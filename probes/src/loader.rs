@@ -427,11 +427,6 @@ impl KernelCounters {
         self.slots.iter().filter_map(Result::ok).collect()
     }
 
-    /// Cgroup ids that currently hold a counter slot.
-    pub fn counted_cgroups(&self) -> Vec<u64> {
-        self.slots.keys().filter_map(Result::ok).collect()
-    }
-
     /// Returns the slot of a cgroup that no longer exists to the free queue (counts zeroed).
     fn release_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
         let map_err = |name| move |source| ProbeError::MapOp { name, source };
