@@ -1,24 +1,33 @@
 //! habitd, the daemon: probes -> workload attribution -> (learning, scoring) -> alerts, metrics.
 //!
-//! The binary (`main.rs`) only parses flags; everything here is a library so that tests drive
-//! the same code.
+//! The binary (`main.rs`) parses flags into a [`Config`] and calls [`run`]. Modules are private
+//! so that the compiler reports code nobody calls; each folder is one job:
+//!
+//! - `config`: every setting, its default and its validation;
+//! - `app`: the running process (start-up, the event loop, shutdown);
+//! - `attribution`: cgroup id -> workload (cgroup index, container runtimes);
+//! - `process`: the process table, `/proc` seeding, existing listeners;
+//! - `pipeline`: per event: attribute -> rules -> learn or score -> fuse;
+//! - `falco`: the one Falco view of an event (fields for rules, JSON for output);
+//! - `rules`: built-in and operator rules, fusion of rule hits with baselines;
+//! - `learning`: per-workload lifecycle, observation, held items, operator commands, views;
+//! - `sequences`, `rates`: the syscall-sequence and rate models' daemon side;
+//! - `alerts`: the alert record, aggregation of repeats, sinks;
+//! - `http`: `/healthz`, `/metrics` and the `/api/v1` routes; `metrics`: the Prometheus registry.
 
-pub mod alerting;
-pub mod alerts;
-pub mod api;
-pub mod config;
-pub mod daemon;
-pub mod default_rules;
-pub mod fusion;
-pub mod http;
-pub mod learning;
-pub mod listeners;
-pub mod metrics;
-pub mod observe;
-pub mod output;
-pub mod pipeline;
-pub mod proctable;
-pub mod rates;
-pub mod resolve;
-pub mod rule_fields;
-pub mod sequence;
+mod alerts;
+mod app;
+mod attribution;
+mod config;
+mod falco;
+mod http;
+mod learning;
+mod metrics;
+mod pipeline;
+mod process;
+mod rates;
+mod rules;
+mod sequences;
+
+pub use app::run;
+pub use config::{Config, DEFAULT_CONFIG};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use habitd::config::{Config, DEFAULT_CONFIG};
+use habitd::{Config, DEFAULT_CONFIG};
 
 /// habitd learns how every workload on this node normally behaves and flags what breaks the
 /// habit. It watches processes, files, network use and syscalls with eBPF, attributes every
@@ -126,7 +126,7 @@ fn main() -> Result<()> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(habitd::daemon::run(config))
+            runtime.block_on(habitd::run(config))
         }
     }
 }

@@ -11,9 +11,8 @@ use prometheus::{
 /// Every metric habitd exports.
 pub struct Metrics {
     registry: Registry,
-    /// Attributed events by type (`exec`, `open`, `connect`, …).
-    pub events: IntCounterVec,
-    /// The `events` counter of each kind, resolved once (indexed by `EventBody::kind_index`):
+    /// Attributed events by type (`habitd_events_total{kind}`: `exec`, `open`, `connect`, …),
+    /// each kind's counter of each kind, resolved once (indexed by `EventBody::kind_index`):
     /// the per-event path increments an atomic, without a labelled lookup.
     events_by_kind: Vec<prometheus::IntCounter>,
     /// Records the kernel side could not deliver, by reason and CPU (cumulative, read from BPF).
@@ -181,7 +180,6 @@ impl Metrics {
         Ok(Self {
             registry,
             events_by_kind,
-            events,
             kernel_drops,
             decode_errors,
             syscalls,

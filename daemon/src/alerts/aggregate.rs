@@ -200,11 +200,13 @@ impl Aggregator {
     }
 
     /// Distinct alerts whose window is open.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// No window is open.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

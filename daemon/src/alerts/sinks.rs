@@ -66,6 +66,7 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     /// The URL as configured.
+    #[cfg(test)]
     pub fn url(&self) -> &str {
         &self.url
     }

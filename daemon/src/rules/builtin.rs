@@ -14,10 +14,10 @@ use habit_models::rules::{LoadReport, RuleLoader, RuleSet};
 pub const DEFAULT_RULES_NAME: &str = "habitd_rules.yaml";
 
 /// The tags fusion reads (defined with the fusion they steer).
-pub use crate::fusion::{ALWAYS_TAG, NEVER_LEARN_TAG};
+pub use crate::rules::fusion::{ALWAYS_TAG, NEVER_LEARN_TAG};
 
 /// The text of the default rules file.
-pub const DEFAULT_RULES: &str = include_str!("../rules/habitd_rules.yaml");
+pub const DEFAULT_RULES: &str = include_str!("../../rules/habitd_rules.yaml");
 
 /// Loads the default rules alone.
 pub fn default_rules() -> (RuleSet, LoadReport) {

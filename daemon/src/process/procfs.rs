@@ -5,8 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::ResolveError;
-use super::cgroup::{cgroup_id_in, find_unified_mount};
+use crate::attribution::ResolveError;
+use crate::attribution::cgroup::{cgroup_id_in, find_unified_mount};
 
 /// `PF_KTHREAD` in the `flags` field of `/proc/<pid>/stat`: the task is a kernel thread.
 const PF_KTHREAD: u64 = 0x0020_0000;

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
-use crate::alerts::aggregate::Aggregator;
-use crate::alerts::alert::Alert;
-use crate::alerts::sinks::{AlertSinks, SinkSpec};
+use super::aggregate::Aggregator;
+use super::alert::Alert;
+use super::sinks::{AlertSinks, SinkSpec};
 use crate::config::Config;
 use crate::metrics::Metrics;
 

@@ -1,4 +1,4 @@
-//! The HTTP listener: `/healthz`, `/metrics` and the `/api/v1` routes ([`crate::api`]).
+//! The HTTP listener: `/healthz`, `/metrics` and the `/api/v1` routes ([`crate::http::api`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-use crate::api::{self, Api};
+pub mod api;
+
+use self::api::Api;
 use crate::metrics::Metrics;
 
 /// What the HTTP handlers read.

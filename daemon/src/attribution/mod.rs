@@ -16,7 +16,6 @@
 
 pub mod cgroup;
 pub mod docker;
-pub mod procfs;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -28,13 +27,8 @@ use std::time::{Duration, Instant};
 use habit_profiles::workload::{WorkloadError, WorkloadKey};
 use tokio::sync::OnceCell;
 
-pub use cgroup::{
-    CgroupIndex, IndexLimits, cgroup_id_of_pid, container_id_from_path, find_unified_mount,
-    systemd_unit_from_path,
-};
-pub use docker::DockerRuntime;
-pub use procfs::{ProcSnapshot, scan_host_processes, scan_processes};
-pub use runtime::{ContainerInfo, ContainerRuntime, InspectFuture};
+pub use cgroup::{CgroupIndex, container_id_from_path, systemd_unit_from_path};
+pub use runtime::{ContainerInfo, ContainerRuntime};
 
 /// Why attribution (or one of its sources: cgroupfs, procfs, a container runtime) failed.
 #[derive(Debug, thiserror::Error)]
@@ -374,7 +368,8 @@ impl WorkloadResolver {
         lock(&self.cgroups).len()
     }
 
-    /// How many containers are cached, resolved or not (for metrics and tests).
+    /// How many containers are cached, resolved or not (for tests).
+    #[cfg(test)]
     pub fn cached_containers(&self) -> usize {
         lock(&self.containers).len()
     }
@@ -541,6 +536,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::cgroup::{IndexLimits, find_unified_mount};
+    use super::docker::DockerRuntime;
+    use super::runtime::InspectFuture;
     use std::collections::BTreeMap;
     use std::fs;
     use std::os::unix::fs::MetadataExt;

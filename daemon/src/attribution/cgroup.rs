@@ -127,6 +127,7 @@ pub fn systemd_unit_from_path(path: &str) -> Option<String> {
 /// The cgroup id of a process: the inode of its unified-hierarchy directory, as
 /// `bpf_get_current_cgroup_id()` reports it for that process's events. `Ok(None)` if the
 /// process is in no v2 cgroup (pure v1 host).
+#[cfg(test)]
 pub fn cgroup_id_of_pid(unified_root: &Path, pid: u32) -> Result<Option<u64>, ResolveError> {
     cgroup_id_in(Path::new("/proc"), unified_root, pid)
 }
@@ -217,6 +218,7 @@ impl CgroupIndex {
     }
 
     /// Where the indexed hierarchy is mounted.
+    #[cfg(test)]
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -227,11 +229,13 @@ impl CgroupIndex {
     }
 
     /// How many cgroups are indexed.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         lock(&self.state).by_id.len()
     }
 
     /// Whether nothing is indexed (never walked, or an empty hierarchy).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -278,6 +282,7 @@ impl CgroupIndex {
     }
 
     /// The cgroup id of a process in this hierarchy (see [`cgroup_id_of_pid`]).
+    #[cfg(test)]
     pub fn cgroup_id_of_pid(&self, pid: u32) -> Result<Option<u64>, ResolveError> {
         cgroup_id_of_pid(&self.root, pid)
     }

@@ -10,7 +10,7 @@ use std::fs;
 
 use habit_probes::abi::{COMM_LEN, EV_LISTEN, Hdr, ListenerKey};
 
-use crate::resolve::ProcSnapshot;
+use crate::process::procfs::ProcSnapshot;
 
 /// `st` of a listening socket in /proc/net/tcp.
 const TCP_LISTEN: &str = "0A";
@@ -126,7 +126,7 @@ mod tests {
     fn finds_our_own_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let me = crate::resolve::procfs::scan_host_processes()
+        let me = crate::process::procfs::scan_host_processes()
             .unwrap()
             .into_iter()
             .filter(|p| p.tgid == std::process::id())

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use habit_models::rules::{EventFields, Field, FieldArg, Value};
 use habit_probes::{EventBody, PrivOp};
 
-use crate::output::{Attributed, cmdline};
-use crate::proctable::{ProcInfo, ProcTable};
+use crate::falco::output::{Attributed, cmdline};
+use crate::process::table::{ProcInfo, ProcTable};
 
 /// How many ancestors `proc.aname` and friends look at (Falco's rules use up to 7).
 const MAX_ANCESTORS: usize = 8;

@@ -6,7 +6,7 @@
 //! a connection pool would only add state.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use habit_profiles::workload::ImageRef;
@@ -54,17 +54,6 @@ impl DockerRuntime {
             socket,
             timeout: DEFAULT_TIMEOUT,
         }
-    }
-
-    /// Sets the per-request timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The socket this client talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// Describes a container; `Ok(None)` if Docker does not know it.

@@ -8,8 +8,8 @@ use habit_probes::{Event, EventBody, PrivOp};
 use serde_json::{Map, Value, json};
 
 use crate::alerts::alert::rfc3339;
-use crate::proctable::ProcInfo;
-use crate::resolve::Workload;
+use crate::attribution::Workload;
+use crate::process::table::ProcInfo;
 
 /// Converts kernel boot-time stamps (`CLOCK_BOOTTIME`) to wall-clock time.
 #[derive(Debug, Clone, Copy)]
@@ -181,7 +181,7 @@ impl Attributed<'_> {
             }
             EventBody::Privileged(op) => priv_fields(f, op),
             EventBody::Sequence(r) => {
-                let names = crate::sequence::gram_names(r.gram);
+                let names = crate::sequences::gram_names(r.gram);
                 f.insert("habitd.sequence.gram".into(), json!(names));
                 f.insert("habitd.sequence.flags".into(), json!(r.flags));
             }

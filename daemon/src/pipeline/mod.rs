@@ -1,11 +1,14 @@
 //! The event pipeline: decoded kernel events -> process context and workload attribution ->
-//! consumers (the event printer now; learning and scoring later) and metrics.
+//! rules, learning or scoring, fusion -> alerts; the event printer and metrics on the side.
+//! Per event in this file; the periodic read of the kernel's counters in [`counters`].
 //!
 //! It runs on one task and owns its state, so no locks are taken per event; the resolver is
 //! shared and only awaits the container runtime on a cache miss.
 
+mod counters;
+pub mod observe;
+
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use std::collections::HashSet;
@@ -17,17 +20,18 @@ use habit_profiles::observation::Observation;
 use habit_profiles::store::WorkloadState;
 
 use crate::alerts::alert::Alert;
-use crate::fusion::{Fusion, NEVER_LEARN_TAG};
+use crate::attribution::WorkloadResolver;
+use crate::falco::fields::RuleEvent;
+use crate::falco::output::{Attributed, Clock};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
 use crate::metrics::Metrics;
-use crate::observe::{is_runtime, observations};
-use crate::output::{Attributed, Clock};
-use crate::proctable::{ProcInfo, ProcTable};
+use crate::pipeline::observe::{is_runtime, observations};
+use crate::process::paths::absolute_path;
+use crate::process::procfs::ProcSnapshot;
+use crate::process::table::{ProcInfo, ProcTable};
 use crate::rates::RateTracker;
-use crate::resolve::WorkloadResolver;
-use crate::resolve::procfs::ProcSnapshot;
-use crate::rule_fields::RuleEvent;
-use crate::sequence::SequenceTracker;
+use crate::rules::fusion::{Fusion, NEVER_LEARN_TAG};
+use crate::sequences::SequenceTracker;
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
@@ -65,13 +69,13 @@ pub struct Pipeline {
     /// Where `--print-events` writes; `None` when disabled.
     printer: Option<Box<dyn Write + Send>>,
     /// Learning and scoring.
-    pub engine: Engine,
+    engine: Engine,
     /// Static rules and their fusion with the baselines.
-    pub fusion: Fusion,
+    fusion: Fusion,
     /// This counters interval's features of each workload, for the rate model.
-    pub rates: RateTracker,
+    rates: RateTracker,
     /// Syscall sequences: kernel modes, learning data and per-thread scores.
-    pub sequences: SequenceTracker,
+    sequences: SequenceTracker,
     written: WrittenFiles,
     /// Reused buffers: no allocation per event for them.
     observations: Vec<Observation>,
@@ -122,10 +126,6 @@ impl Pipeline {
                 },
             );
         }
-    }
-
-    pub fn processes(&self) -> &ProcTable {
-        &self.procs
     }
 
     /// Handles a batch of events in order; the alerts they raise are appended to `alerts`.
@@ -274,106 +274,5 @@ impl Pipeline {
         if !matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, "");
         }
-    }
-}
-
-/// The path of an exec/open/chmod event made absolute: relative paths are resolved against the
-/// process's working directory or the directory fd, read from /proc while it still exists.
-fn absolute_path(ev: &Event) -> Option<String> {
-    const AT_FDCWD: i32 = -100;
-    let (path, dirfd, base_dir) = match &ev.body {
-        EventBody::Exec { filename, .. } => (filename.as_str(), AT_FDCWD, ""),
-        EventBody::Open {
-            path,
-            dirfd,
-            base_dir,
-            ..
-        }
-        | EventBody::Chmod {
-            path,
-            dirfd,
-            base_dir,
-            ..
-        } => (path.as_str(), *dirfd, base_dir.as_str()),
-        _ => return None,
-    };
-    let tgid = ev.header.tgid;
-    if let EventBody::Exec { exe_path, .. } = &ev.body
-        && (is_self_exe(path) || !path.starts_with('/'))
-        && !exe_path.is_empty()
-    {
-        // busybox and friends re-exec themselves through /proc/self/exe (or an fd): the
-        // kernel's dentry path names the real binary.
-        return Some(exe_path.clone());
-    }
-    if path.starts_with('/') {
-        return Some(path.to_string());
-    }
-    // Relative: the kernel sent the base directory; /proc is a racy fallback (the process
-    // may be gone by now).
-    let dir = if !base_dir.is_empty() {
-        std::path::PathBuf::from(base_dir)
-    } else if dirfd == AT_FDCWD {
-        std::fs::read_link(format!("/proc/{tgid}/cwd")).ok()?
-    } else {
-        std::fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
-    };
-    let joined = if path.is_empty() {
-        dir
-    } else {
-        dir.join(Path::new(path))
-    };
-    Some(normalize(&joined.to_string_lossy()))
-}
-
-/// `/proc/self/exe`, `/proc/<pid>/exe`, `/dev/fd/<n>` or `/proc/<self|pid>/fd/<n>`: an exec
-/// that names no real path (self re-exec, fexecve of a memfd or an open file).
-fn is_self_exe(path: &str) -> bool {
-    if path.starts_with("/dev/fd/") {
-        return true;
-    }
-    let Some(rest) = path.strip_prefix("/proc/") else {
-        return false;
-    };
-    let Some((who, what)) = rest.split_once('/') else {
-        return false;
-    };
-    let who_ok = who == "self" || (!who.is_empty() && who.bytes().all(|b| b.is_ascii_digit()));
-    who_ok && (what == "exe" || what.starts_with("fd/"))
-}
-
-/// Removes `.` and `..` components lexically (the kernel already resolved them on open).
-fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn recognises_self_exec_paths() {
-        assert!(super::is_self_exe("/proc/self/exe"));
-        assert!(super::is_self_exe("/proc/42/exe"));
-        assert!(super::is_self_exe("/dev/fd/3"));
-        assert!(super::is_self_exe("/proc/self/fd/3"));
-        assert!(super::is_self_exe("/proc/12/fd/4"));
-        assert!(!super::is_self_exe("/proc/x/exe"));
-        assert!(!super::is_self_exe("/bin/sh"));
-    }
-
-    #[test]
-    fn normalizes_paths() {
-        assert_eq!(super::normalize("/a/./b/../c"), "/a/c");
-        assert_eq!(super::normalize("/../x"), "/x");
-        assert_eq!(super::normalize("/"), "/");
     }
 }

@@ -14,23 +14,20 @@ use std::time::SystemTime;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::alerting::Alerting;
-use crate::alerts::alert::Alert;
-use crate::api::Api;
+use crate::alerts::Alerting;
+use crate::attribution::cgroup::CgroupIndex;
+use crate::attribution::docker::DockerRuntime;
+use crate::attribution::{ContainerRuntime, WorkloadResolver};
 use crate::config::Config;
-use crate::fusion::Fusion;
+use crate::http::api::Api;
 use crate::http::{self, AppState};
-use crate::learning::unix_ms;
 use crate::learning::{Engine, LearningConfig};
-use crate::listeners;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::process::{listeners, procfs};
 use crate::rates::RateTracker;
-use crate::resolve::cgroup::CgroupIndex;
-use crate::resolve::docker::DockerRuntime;
-use crate::resolve::{ContainerRuntime, WorkloadResolver, procfs};
-use crate::sequence::SequenceTracker;
-use habit_probes::syscall_names;
+use crate::rules::fusion::Fusion;
+use crate::sequences::SequenceTracker;
 
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
@@ -84,7 +81,7 @@ pub async fn run(config: Config) -> Result<()> {
     let views = engine.views();
     let mut alerting = Alerting::start(&config, &metrics)?;
     let fusion = Fusion::new(
-        load_rules(&config),
+        crate::rules::load_rules(&config),
         config.alerts_include_suppressed,
         hostname(),
         metrics.clone(),
@@ -178,7 +175,7 @@ pub async fn run(config: Config) -> Result<()> {
             }) => {
                 r?;
                 pipeline.handle_batch(&batch, &mut alerts).await;
-                pipeline.sequences.flush(&mut probes.sequences);
+                pipeline.flush_sequences(&mut probes);
                 alerting.raise(&mut alerts);
             }
             _ = interval_tick.tick() => {
@@ -188,15 +185,15 @@ pub async fn run(config: Config) -> Result<()> {
                 }
             }
             _ = counters_tick.tick() => {
-                read_kernel_counters(&mut probes, &resolver, &metrics, &mut pipeline, config.probes.counters_interval, &mut alerts).await;
+                pipeline.read_kernel_counters(&mut probes, config.probes.counters_interval, &mut alerts).await;
                 alerting.raise(&mut alerts);
             }
             _ = second_tick.tick() => {
                 let now = SystemTime::now();
-                pipeline.engine.tick(now);
+                pipeline.tick(now);
                 alerting.tick(now);
             }
-            Some(command) = commands.recv() => pipeline.engine.command(command),
+            Some(command) = commands.recv() => pipeline.command(command),
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
         }
@@ -206,28 +203,10 @@ pub async fn run(config: Config) -> Result<()> {
     drop(events);
     drop(probes);
     tracing::info!("Probes detached.");
-    pipeline.engine.shutdown();
+    pipeline.shutdown();
     alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
-}
-
-/// The built-in rules (unless disabled) and the configured rules files. Problems are logged
-/// with file, line and rule; what loads is used.
-fn load_rules(config: &Config) -> habit_models::rules::RuleSet {
-    let mut loader = habit_models::rules::RuleLoader::new();
-    if config.builtin_rules {
-        crate::default_rules::add_default_rules(&mut loader);
-    }
-    for path in &config.rules {
-        loader.add_file(path);
-    }
-    let (rules, report) = loader.finish();
-    for problem in report.problems() {
-        tracing::warn!(message = "Rules problem.", %problem);
-    }
-    tracing::info!(message = "Rules loaded.", summary = %report.summary());
-    rules
 }
 
 /// Opens the baseline store, creating its directory (0700: baselines describe workloads).
@@ -260,128 +239,4 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Reads the in-kernel counters: syscall counts go to learning/scoring and metrics, drops to
-/// metrics; the slots of removed cgroups are released.
-async fn read_kernel_counters(
-    probes: &mut Probes,
-    resolver: &WorkloadResolver,
-    metrics: &Metrics,
-    pipeline: &mut Pipeline,
-    interval: Duration,
-    alerts: &mut Vec<Alert>,
-) {
-    let now = SystemTime::now();
-    match probes.counters.read_syscalls() {
-        Ok(deltas) => {
-            let mut findings = Vec::new();
-            for d in deltas {
-                let workload = resolver.resolve(d.cgroup_id, None).await;
-                if workload.is_unresolved() {
-                    // Keep the counts until the runtime has described the container.
-                    probes.counters.defer(&d);
-                    continue;
-                }
-                let total: u64 = d.counts.iter().map(|(_, c)| c).sum();
-                metrics
-                    .syscalls
-                    .with_label_values(&[workload.key.as_str()])
-                    .inc_by(total);
-                let named: Vec<(String, u64)> = d
-                    .counts
-                    .iter()
-                    .map(|&(nr, c)| {
-                        let name = syscall_names::name(nr)
-                            .map_or_else(|| format!("sys_{nr}"), str::to_string);
-                        (name, c)
-                    })
-                    .collect();
-                pipeline
-                    .rates
-                    .on_syscalls(&workload.key, d.cgroup_id, &named);
-                pipeline.engine.observe_syscalls(
-                    &workload.key,
-                    workload.container_id.as_deref(),
-                    &named,
-                    interval,
-                    unix_ms(now),
-                    &mut findings,
-                );
-                for finding in findings.drain(..).filter(|f| f.alert) {
-                    let mut fields = serde_json::Map::new();
-                    fields.insert("habitd.workload".into(), workload.key.as_str().into());
-                    fields.insert("cgroup.id".into(), d.cgroup_id.into());
-                    alerts.push(pipeline.fusion.novelty_alert(&finding, fields, now));
-                }
-            }
-        }
-        Err(e) => tracing::warn!(message = "Cannot read syscall counters.", %e),
-    }
-    // The interval is over: learn its rates, or score them.
-    for (key, features) in pipeline.rates.take() {
-        if let Some(score) = pipeline
-            .engine
-            .observe_interval(&key, features, unix_ms(now))
-        {
-            alerts.push(pipeline.fusion.rate_alert(key.as_str(), &score, now));
-        }
-    }
-    match probes.counters.read_drops() {
-        Ok(drops) => {
-            for (reason, cpu, total) in drops {
-                let counter = metrics
-                    .kernel_drops
-                    .with_label_values(&[reason, &cpu.to_string()]);
-                Metrics::mirror(&counter, total);
-            }
-        }
-        Err(e) => tracing::warn!(message = "Cannot read drop counters.", %e),
-    }
-    release_dead_cgroups(probes, resolver);
-    sync_sequences(probes, resolver, pipeline).await;
-    metrics
-        .workloads_cached
-        .set(resolver.cached_cgroups() as i64);
-}
-
-/// Tells the kernel, per cgroup slot, whether its workload's syscall sequences are learned,
-/// scored or ignored, and learns what the kernel counted.
-async fn sync_sequences(probes: &mut Probes, resolver: &WorkloadResolver, pipeline: &mut Pipeline) {
-    let mut slots = Vec::new();
-    for (cgroup_id, slot) in probes.counters.slots() {
-        let workload = resolver.resolve(cgroup_id, None).await;
-        slots.push((
-            slot,
-            cgroup_id,
-            (!workload.is_unresolved()).then(|| workload.key.clone()),
-        ));
-    }
-    if let Err(e) = pipeline
-        .sequences
-        .sync(&mut probes.sequences, &slots, &mut pipeline.engine)
-    {
-        tracing::warn!(message = "Cannot update the kernel's sequence maps.", %e);
-    }
-}
-
-/// Frees the counter slots (and resolver entries) of cgroups that were removed.
-fn release_dead_cgroups(probes: &mut Probes, resolver: &WorkloadResolver) {
-    let index = resolver.index();
-    if let Err(e) = index.refresh() {
-        tracing::debug!(message = "cgroup index refresh failed.", %e);
-        return;
-    }
-    for (cgroup_id, _) in probes.counters.slots() {
-        if index.lookup(cgroup_id).is_none() {
-            tracing::debug!(
-                message = "Releasing the counter slot of a removed cgroup.",
-                cgroup_id
-            );
-            if let Err(e) = probes.release_cgroup(cgroup_id) {
-                tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
-            }
-            resolver.forget(cgroup_id);
-        }
-    }
 }

@@ -21,10 +21,10 @@ use habit_profiles::store::WorkloadState;
 use serde_json::{Map, Value};
 
 use crate::alerts::alert::Alert;
+use crate::falco::fields::RuleEvent;
 use crate::learning::Finding;
 use crate::metrics::Metrics;
-use crate::rule_fields::RuleEvent;
-use crate::sequence::SequenceFinding;
+use crate::sequences::SequenceFinding;
 
 /// Rules that a baseline never silences.
 pub const ALWAYS_TAG: &str = "habitd.always";

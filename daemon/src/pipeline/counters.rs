@@ -1,0 +1,171 @@
+//! The counters tick of the pipeline: what the kernel counted since the last read (syscalls
+//! per cgroup, drops per reason and CPU, syscall 6-grams) goes to learning, scoring and
+//! metrics; the interval's rates are learned or scored; the slots of removed cgroups are
+//! released. It runs on the pipeline's task, like the per-event path.
+
+use std::time::{Duration, SystemTime};
+
+use habit_probes::{Probes, syscall_names};
+
+use super::Pipeline;
+use crate::alerts::alert::Alert;
+use crate::learning::unix_ms;
+use crate::metrics::Metrics;
+
+impl Pipeline {
+    /// Reads the in-kernel counters: syscall counts go to learning/scoring and metrics, drops
+    /// to metrics; the slots of removed cgroups are released.
+    pub async fn read_kernel_counters(
+        &mut self,
+        probes: &mut Probes,
+        interval: Duration,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let now = SystemTime::now();
+        self.read_syscalls(probes, interval, now, alerts).await;
+        // The interval is over: learn its rates, or score them.
+        for (key, features) in self.rates.take() {
+            if let Some(score) = self.engine.observe_interval(&key, features, unix_ms(now)) {
+                alerts.push(self.fusion.rate_alert(key.as_str(), &score, now));
+            }
+        }
+        self.read_drops(probes);
+        self.release_dead_cgroups(probes);
+        self.sync_sequences(probes).await;
+        self.metrics
+            .workloads_cached
+            .set(self.resolver.cached_cgroups() as i64);
+    }
+
+    /// Syscall counts per cgroup since the last read: learned or scored per workload.
+    async fn read_syscalls(
+        &mut self,
+        probes: &mut Probes,
+        interval: Duration,
+        now: SystemTime,
+        alerts: &mut Vec<Alert>,
+    ) {
+        let deltas = match probes.counters.read_syscalls() {
+            Ok(deltas) => deltas,
+            Err(e) => {
+                tracing::warn!(message = "Cannot read syscall counters.", %e);
+                return;
+            }
+        };
+        let mut findings = Vec::new();
+        for d in deltas {
+            let workload = self.resolver.resolve(d.cgroup_id, None).await;
+            if workload.is_unresolved() {
+                // Keep the counts until the runtime has described the container.
+                probes.counters.defer(&d);
+                continue;
+            }
+            let total: u64 = d.counts.iter().map(|(_, c)| c).sum();
+            self.metrics
+                .syscalls
+                .with_label_values(&[workload.key.as_str()])
+                .inc_by(total);
+            let named: Vec<(String, u64)> = d
+                .counts
+                .iter()
+                .map(|&(nr, c)| {
+                    let name =
+                        syscall_names::name(nr).map_or_else(|| format!("sys_{nr}"), str::to_string);
+                    (name, c)
+                })
+                .collect();
+            self.rates.on_syscalls(&workload.key, d.cgroup_id, &named);
+            self.engine.observe_syscalls(
+                &workload.key,
+                workload.container_id.as_deref(),
+                &named,
+                interval,
+                unix_ms(now),
+                &mut findings,
+            );
+            for finding in findings.drain(..).filter(|f| f.alert) {
+                let mut fields = serde_json::Map::new();
+                fields.insert("habitd.workload".into(), workload.key.as_str().into());
+                fields.insert("cgroup.id".into(), d.cgroup_id.into());
+                alerts.push(self.fusion.novelty_alert(&finding, fields, now));
+            }
+        }
+    }
+
+    /// The kernel's loss counters (per reason and CPU), mirrored into metrics.
+    fn read_drops(&self, probes: &Probes) {
+        match probes.counters.read_drops() {
+            Ok(drops) => {
+                for (reason, cpu, total) in drops {
+                    let counter = self
+                        .metrics
+                        .kernel_drops
+                        .with_label_values(&[reason, &cpu.to_string()]);
+                    Metrics::mirror(&counter, total);
+                }
+            }
+            Err(e) => tracing::warn!(message = "Cannot read drop counters.", %e),
+        }
+    }
+
+    /// Tells the kernel, per cgroup slot, whether its workload's syscall sequences are
+    /// learned, scored or ignored, and learns what the kernel counted.
+    async fn sync_sequences(&mut self, probes: &mut Probes) {
+        let mut slots = Vec::new();
+        for (cgroup_id, slot) in probes.counters.slots() {
+            let workload = self.resolver.resolve(cgroup_id, None).await;
+            slots.push((
+                slot,
+                cgroup_id,
+                (!workload.is_unresolved()).then(|| workload.key.clone()),
+            ));
+        }
+        if let Err(e) = self
+            .sequences
+            .sync(&mut probes.sequences, &slots, &mut self.engine)
+        {
+            tracing::warn!(message = "Cannot update the kernel's sequence maps.", %e);
+        }
+    }
+
+    /// Frees the counter slots (and resolver entries) of cgroups that were removed.
+    fn release_dead_cgroups(&self, probes: &mut Probes) {
+        let index = self.resolver.index();
+        if let Err(e) = index.refresh() {
+            tracing::debug!(message = "cgroup index refresh failed.", %e);
+            return;
+        }
+        for (cgroup_id, _) in probes.counters.slots() {
+            if index.lookup(cgroup_id).is_none() {
+                tracing::debug!(
+                    message = "Releasing the counter slot of a removed cgroup.",
+                    cgroup_id
+                );
+                if let Err(e) = probes.release_cgroup(cgroup_id) {
+                    tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
+                }
+                self.resolver.forget(cgroup_id);
+            }
+        }
+    }
+
+    /// Sends the sequence values decided during the last batch to the kernel.
+    pub fn flush_sequences(&mut self, probes: &mut Probes) {
+        self.sequences.flush(&mut probes.sequences);
+    }
+
+    /// The once-a-second tick of learning (convergence, checkpoints).
+    pub fn tick(&mut self, now: SystemTime) {
+        self.engine.tick(now);
+    }
+
+    /// An operator command from the API.
+    pub fn command(&mut self, command: crate::learning::Command) {
+        self.engine.command(command);
+    }
+
+    /// Saves learning progress before exit.
+    pub fn shutdown(&mut self) {
+        self.engine.shutdown();
+    }
+}
