@@ -1,12 +1,13 @@
 //! The sled store of workloads, in-progress profiles and baselines.
 //!
-//! Three trees, each wrapped in a newtype with typed accessors (so no caller handles bytes):
+//! Four trees, each wrapped in a newtype with typed accessors (so no caller handles bytes):
 //!
 //! | tree | key | value |
 //! |---|---|---|
 //! | `workloads` | workload key | [`WorkloadRecord`] (state, learning progress, counters) |
 //! | `profiles` | workload key | [`Profile`] being learned |
 //! | `baselines` | workload key | [`Baseline`], as its compact file JSON |
+//! | `held` | workload key | [`HeldItems`]: rule-flagged items kept out of learning |
 //!
 //! Values are JSON (serde_json), not bincode: a baseline is stored exactly as its portable file
 //! (export is a copy, and a damaged value can be read by a person), every record is
@@ -517,7 +518,7 @@ impl ProfileStore {
         })
     }
 
-    /// Runs `f` as one transaction over the three trees.
+    /// Runs `f` as one transaction over the workloads, profiles and baselines trees.
     fn transact<A>(
         &self,
         key: &WorkloadKey,
