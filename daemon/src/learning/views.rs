@@ -1,0 +1,139 @@
+//! What the engine shows: the [`WorkloadView`] of each workload (served by
+//! `GET /api/v1/workloads`), published as one snapshot behind a lock with the per-workload
+//! metrics.
+//!
+//! Apart from the lifecycle because the API reads from another task: it sees only the
+//! published snapshot, never the engine's state.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use habit_profiles::observation::Dimension;
+use habit_profiles::profile::UnixMillis;
+use habit_profiles::store::{ForcedMode, WorkloadState};
+use habit_profiles::workload::WorkloadKey;
+use serde::Serialize;
+
+use super::{Engine, Entry, Phase, unix_ms};
+
+/// A workload as the API and `habitctl workloads` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadView {
+    pub key: WorkloadKey,
+    pub state: WorkloadState,
+    pub partial: bool,
+    pub mode_forced: Option<ForcedMode>,
+    pub learning: LearningView,
+    pub items: u64,
+    pub profile_sizes: BTreeMap<&'static str, usize>,
+    pub alerts: u64,
+    pub unstable_reason: Option<String>,
+    pub baseline_created: Option<UnixMillis>,
+    /// Items a rule flagged during learning, waiting to prove habitual or for an operator.
+    pub held: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LearningView {
+    pub started_at: UnixMillis,
+    pub elapsed_secs: f64,
+    pub last_new_item_at: Option<UnixMillis>,
+    pub secs_since_new_item: Option<f64>,
+    /// 0..1: how far the workload is towards stability (1 once stable).
+    pub progress: f64,
+}
+
+/// The published snapshot of every workload, for the API.
+pub type Views = Arc<RwLock<Vec<WorkloadView>>>;
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+impl Engine {
+    /// The snapshot the API reads.
+    pub fn views(&self) -> Views {
+        self.views.clone()
+    }
+
+    pub(super) fn view_of(&self, key: &WorkloadKey, now: SystemTime) -> Option<WorkloadView> {
+        self.workloads.get(key).map(|e| self.view(e, unix_ms(now)))
+    }
+
+    fn view(&self, entry: &Entry, now: UnixMillis) -> WorkloadView {
+        let r = &entry.record;
+        let elapsed = now.saturating_sub(r.learning_started_at);
+        let since_new = r.last_new_item_at.map(|t| now.saturating_sub(t));
+        let sizes = Dimension::ALL
+            .iter()
+            .map(|&d| {
+                let n = match &entry.phase {
+                    Phase::Learning { profile, .. } => profile.items_in(d),
+                    Phase::Detecting { baseline, .. } => baseline.items(d).count(),
+                };
+                (d.name(), n)
+            })
+            .collect();
+        let progress = match entry.phase {
+            Phase::Detecting { .. } => 1.0,
+            Phase::Learning { .. } => {
+                let min = self.config.min.as_millis().max(1) as f64;
+                let stable = self.config.stable.as_millis().max(1) as f64;
+                let quiet = since_new.unwrap_or(elapsed) as f64;
+                (elapsed as f64 / min).min(quiet / stable).clamp(0.0, 0.99)
+            }
+        };
+        WorkloadView {
+            key: r.key.clone(),
+            state: r.state,
+            partial: r.partial,
+            mode_forced: r.mode_forced,
+            learning: LearningView {
+                started_at: r.learning_started_at,
+                elapsed_secs: secs(elapsed),
+                last_new_item_at: r.last_new_item_at,
+                secs_since_new_item: since_new.map(secs),
+                progress,
+            },
+            items: r.items,
+            profile_sizes: sizes,
+            alerts: r.alerts,
+            unstable_reason: r.unstable_reason.map(|u| u.to_string()),
+            baseline_created: r.baseline_created,
+            held: entry.held.len(),
+        }
+    }
+
+    /// Publishes the views for the API and the per-workload metrics.
+    pub(super) fn publish(&self, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let mut views: Vec<WorkloadView> = self
+            .workloads
+            .values()
+            .map(|e| self.view(e, now_ms))
+            .collect();
+        views.sort_by(|a, b| a.key.cmp(&b.key));
+        let m = &self.metrics;
+        m.workloads_by_state.reset();
+        for v in &views {
+            m.workloads_by_state
+                .with_label_values(&[v.state.name()])
+                .inc();
+            let key = v.key.as_str();
+            m.learning_progress
+                .with_label_values(&[key])
+                .set(v.learning.progress);
+            m.profile_items
+                .with_label_values(&[key])
+                .set(v.items as i64);
+            if let Some(s) = v.learning.secs_since_new_item {
+                m.seconds_since_new_item.with_label_values(&[key]).set(s);
+            }
+        }
+        match self.views.write() {
+            Ok(mut guard) => *guard = views,
+            Err(poisoned) => *poisoned.into_inner() = views,
+        }
+    }
+}
