@@ -30,4 +30,4 @@ mod rules;
 mod sequences;
 
 pub use app::run;
-pub use config::{Config, DEFAULT_CONFIG};
+pub use config::{Config, Flags, default_toml};

@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use habit_probes::capabilities::Capabilities;
 use habit_probes::{ProbeConfig, Probes};
-use habit_profiles::held::HabitCriterion;
 use habit_profiles::store::ProfileStore;
 use std::time::SystemTime;
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,7 +20,7 @@ use crate::attribution::{ContainerRuntime, WorkloadResolver};
 use crate::config::Config;
 use crate::http::api::Api;
 use crate::http::{self, AppState};
-use crate::learning::{Engine, LearningConfig};
+use crate::learning::Engine;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::process::{listeners, procfs};
@@ -63,19 +62,8 @@ pub async fn run(config: Config) -> Result<()> {
     let store = Arc::new(open_store(&config.data_dir)?);
     let engine = Engine::open(
         store.clone(),
-        LearningConfig {
-            min: config.learning.min,
-            stable: config.learning.stable,
-            max: config.learning.max,
-            interval: config.learning.interval,
-            false_alarm_rate: config.learning.false_alarm_rate,
-            checkpoint_every: config.learning.checkpoint,
-            habit: HabitCriterion {
-                min_intervals: config.learning.habit_min_intervals,
-                min_containers: config.learning.habit_min_containers,
-            },
-            node: hostname(),
-        },
+        config.learning.clone(),
+        hostname(),
         metrics.clone(),
     )?;
     let views = engine.views();

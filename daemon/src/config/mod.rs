@@ -1,96 +1,151 @@
-//! Configuration: an embedded default TOML, an optional `--config` file, then flags.
+//! Configuration: every setting of habitd is declared once, below, with its doc comment and
+//! default value. The defaults are overlaid by an optional `--config` TOML file, which is
+//! overlaid by the `habitd run` flags ([`Flags`], each an optional value of one key).
 //!
-//! Every flag has a key of the same name, so a deployment can be described entirely in a file.
+//! From these declarations come the `habitd default-config` file (the defaults with the doc
+//! comments, [`default_toml`]) and the help text of each flag; tests check that every flag
+//! names a key and that the default file loads back to the defaults.
+
+mod declare;
+mod flags;
+mod render;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use habit_profiles::held::HabitCriterion;
 
-/// The default configuration shipped in the binary (`habitd default-config` prints it).
-pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+use declare::settings;
+pub use flags::Flags;
+pub use render::default_toml;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub data_dir: PathBuf,
-    pub listen: SocketAddr,
-    pub rules: Vec<PathBuf>,
-    pub builtin_rules: bool,
-    pub alerts: Vec<String>,
-    pub alerts_include_suppressed: bool,
-    pub print_events: bool,
-    pub api_token_file: PathBuf,
-    pub log: String,
-    pub learning: Learning,
-    pub probes: ProbeSettings,
-    pub runtime: Runtime,
+settings! {
+    /// Every setting of habitd (the top level of the TOML file).
+    pub struct Config {
+        /// Where baselines and learning progress are stored (sled).
+        pub data_dir: PathBuf = "/var/lib/habitd".into(),
+        /// Address of the HTTP API and Prometheus /metrics.
+        pub listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9477)),
+        /// Falco-format rules files to load in addition to the built-in ones.
+        pub rules: Vec<PathBuf> = Vec::new(),
+        /// Load habitd's own default rules (shell in a container, sensitive reads, escapes,
+        /// miners, …).
+        pub builtin_rules: bool = true,
+        /// Alert sinks: "stdout", "file:/path/alerts.jsonl", "http://host:port/path".
+        pub alerts: Vec<String> = vec!["stdout".into()],
+        /// Also send rule hits that the baseline explains (marked habitd.suppressed=true).
+        pub alerts_include_suppressed: bool = false,
+        /// Write every attributed event as a JSON line to stdout (to watch what habitd sees).
+        pub print_events: bool = false,
+        /// File holding the bearer token required by state-changing API calls ("" = none
+        /// configured: state-changing calls are refused).
+        pub api_token_file: PathBuf = PathBuf::new(),
+        /// Log filter (tracing EnvFilter syntax, e.g. info, debug, habitd=debug); RUST_LOG
+        /// takes precedence.
+        pub log: String = "info".into(),
+        /// When a workload's learning ends, how rarity is counted and detection calibrated.
+        pub learning: Learning = Learning::default(),
+        /// The eBPF probes.
+        pub probes: ProbeSettings = ProbeSettings::default(),
+        /// Container runtimes, asked which image a container runs.
+        pub runtime: Runtime = Runtime::default(),
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Learning {
-    #[serde(with = "humantime_serde_compat")]
-    pub min: Duration,
-    #[serde(with = "humantime_serde_compat")]
-    pub stable: Duration,
-    #[serde(with = "humantime_serde_compat")]
-    pub max: Duration,
-    #[serde(with = "humantime_serde_compat")]
-    pub interval: Duration,
-    pub false_alarm_rate: f64,
-    #[serde(with = "humantime_serde_compat")]
-    pub checkpoint: Duration,
-    pub habit_min_intervals: u32,
-    pub habit_min_containers: u32,
+settings! {
+    /// The `[learning]` table (what it is for: the doc of [`Config::learning`]).
+    pub struct Learning {
+        /// A new workload learns for at least this long.
+        #[serde(with = "declare::duration")]
+        pub min: Duration = Duration::from_secs(10 * 60),
+        /// After `min`, a workload that has produced nothing new for this long is stable.
+        #[serde(with = "declare::duration")]
+        pub stable: Duration = Duration::from_secs(30 * 60),
+        /// Learning ends at the latest after this long; the baseline is then marked partial.
+        #[serde(with = "declare::duration")]
+        pub max: Duration = Duration::from_secs(24 * 3600),
+        /// The learning interval: rarity is counted in intervals (an item seen in many
+        /// intervals is habitual, one seen in one interval is rare), and each distinct file a
+        /// workload opens is reported by the kernel once per interval.
+        #[serde(with = "declare::duration")]
+        pub interval: Duration = Duration::from_secs(60),
+        /// Calibration target: the rate of novelty alerts from normal behaviour, per interval
+        /// and dimension, that an anomaly score threshold corresponds to (see
+        /// habitd.anomaly_score); for the syscall-sequence model, per thread.
+        pub false_alarm_rate: f64 = 0.01,
+        /// How often learning progress is saved (what a crash can lose at most).
+        #[serde(with = "declare::duration")]
+        pub checkpoint: Duration = Duration::from_secs(2),
+        /// Never learn an attack: something a static rule flags during learning is held, and
+        /// learned only once it proves habitual: seen in this many distinct learning
+        /// intervals, or in `habit_min_containers` containers of the image.
+        pub habit_min_intervals: u32 = HabitCriterion::default().min_intervals,
+        /// A held item seen in this many containers of the image is learned (see
+        /// `habit_min_intervals`). Rules tagged habitd.never_learn are never learned by
+        /// themselves; `habitctl baseline held KEY` lists what is held, for an operator to
+        /// decide.
+        pub habit_min_containers: u32 = HabitCriterion::default().min_containers,
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeSettings {
-    pub ring_buffer_bytes: u32,
-    #[serde(with = "humantime_serde_compat")]
-    pub counters_interval: Duration,
-    pub sequences: bool,
+settings! {
+    /// The `[probes]` table.
+    pub struct ProbeSettings {
+        /// Kernel ring buffer for events, bytes (a power of two, at least 4096).
+        pub ring_buffer_bytes: u32 = 8 << 20,
+        /// How often the in-kernel syscall counters are read (and the sequence maps updated).
+        #[serde(with = "declare::duration")]
+        pub counters_interval: Duration = Duration::from_secs(10),
+        /// Learn and score the order of syscalls (per-thread 6-grams in the kernel): learning
+        /// counts them, detection sends only 6-grams the workload never made. false = history
+        /// only.
+        pub sequences: bool = true,
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Runtime {
-    pub docker_socket: PathBuf,
+settings! {
+    /// The `[runtime]` table.
+    pub struct Runtime {
+        /// Docker Engine API socket used to resolve container ids to images.
+        pub docker_socket: PathBuf = "/var/run/docker.sock".into(),
+    }
 }
 
-/// Durations written as "10m", "30s", "24h" (humantime).
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+impl Learning {
+    /// When an item a rule flagged during learning is habitual enough to be learned.
+    pub fn habit(&self) -> HabitCriterion {
+        HabitCriterion {
+            min_intervals: self.habit_min_intervals,
+            min_containers: self.habit_min_containers,
+        }
     }
 }
 
 impl Config {
-    /// The embedded defaults overlaid with `file` (if any). Keys missing from the file keep
-    /// their default; unknown keys are an error naming the key, file, line and column.
-    pub fn load(file: Option<&Path>) -> Result<Config> {
-        let mut merged: toml::Table =
-            toml::from_str(DEFAULT_CONFIG).context("the embedded default config is invalid")?;
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let user: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-            overlay(&mut merged, user);
+    /// The defaults overlaid with `file` (if any), then with `overrides` (the flags, in the
+    /// file's shape). Keys missing from the file keep their default; an unknown key or a bad
+    /// value is an error naming the file, line, column and key.
+    pub fn load(file: Option<&Path>, overrides: toml::Table) -> Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if !overrides.is_empty() {
+            let mut table = toml::Table::try_from(&config)?;
+            overlay(&mut table, overrides);
+            config = table.try_into().context("invalid flag value")?;
         }
-        let config: Config = merged.try_into().with_context(|| match file {
-            Some(p) => format!("invalid configuration in {}", p.display()),
-            None => "invalid default configuration".to_string(),
+        config.validate().with_context(|| match file {
+            Some(p) => format!("invalid configuration (defaults < {} < flags)", p.display()),
+            None => "invalid configuration (defaults < flags)".to_string(),
         })?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -126,11 +181,11 @@ impl Config {
     }
 }
 
-/// Deep-merges `user` into `base`: tables merge key by key, other values replace.
-fn overlay(base: &mut toml::Table, user: toml::Table) {
-    for (key, value) in user {
+/// Deep-merges `top` into `base`: tables merge key by key, other values replace.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(u)) => overlay(b, u),
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
             (_, v) => {
                 base.insert(key, v);
             }
@@ -143,9 +198,17 @@ fn overlay(base: &mut toml::Table, user: toml::Table) {
 mod tests {
     use super::*;
 
+    fn load_file(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(Some(&p), toml::Table::new())
+    }
+
     #[test]
-    fn embedded_default_loads() {
-        let c = Config::load(None).unwrap();
+    fn defaults_load_and_are_valid() {
+        let c = Config::load(None, toml::Table::new()).unwrap();
+        assert_eq!(c, Config::default());
         assert_eq!(c.listen.port(), 9477);
         assert_eq!(c.learning.min, Duration::from_secs(600));
         assert_eq!(c.alerts, vec!["stdout"]);
@@ -153,31 +216,77 @@ mod tests {
 
     #[test]
     fn file_overrides_some_keys_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "listen = \"127.0.0.1:1\"\n[learning]\nmin = \"5s\"\n").unwrap();
-        let c = Config::load(Some(&p)).unwrap();
+        let c = load_file("listen = \"127.0.0.1:1\"\n[learning]\nmin = \"5s\"\n").unwrap();
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.learning.min, Duration::from_secs(5));
         assert_eq!(c.learning.max, Duration::from_secs(24 * 3600));
+        assert_eq!(c.probes, ProbeSettings::default());
     }
 
     #[test]
-    fn unknown_key_is_named_in_the_error() {
+    fn overrides_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[learning]\nminn = \"5s\"\n").unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+        std::fs::write(
+            &p,
+            "log = \"debug\"\n[learning]\nmin = \"5s\"\nmax = \"1h\"\n",
+        )
+        .unwrap();
+        let overrides = toml::from_str("[learning]\nmin = \"7s\"\n").unwrap();
+        let c = Config::load(Some(&p), overrides).unwrap();
+        assert_eq!(c.learning.min, Duration::from_secs(7));
+        assert_eq!(c.learning.max, Duration::from_secs(3600));
+        assert_eq!(c.log, "debug");
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error_with_file_and_line() {
+        let err = format!(
+            "{:#}",
+            load_file("log = \"info\"\n[learning]\nminn = \"5s\"\n").unwrap_err()
+        );
         assert!(err.contains("minn"), "{err}");
         assert!(err.contains("c.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
-    fn bad_duration_is_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[learning]\nmin = \"ten minutes\"\n").unwrap();
-        let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+    fn bad_duration_is_reported_with_its_key_and_line() {
+        let err = format!(
+            "{:#}",
+            load_file("[learning]\nmin = \"ten minutes\"\n").unwrap_err()
+        );
         assert!(err.contains("min"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("ten minutes"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_its_key() {
+        let err = format!(
+            "{:#}",
+            load_file("[probes]\nsequences = \"yes\"\n").unwrap_err()
+        );
+        assert!(err.contains("sequences"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = format!("{:#}", load_file("[learning]\nmin = \"2d\"\n").unwrap_err());
+        assert!(
+            err.contains("learning.min") && err.contains("c.toml"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            load_file("[probes]\nring_buffer_bytes = 5000\n").unwrap_err()
+        );
+        assert!(err.contains("probes.ring_buffer_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_learning_section_gives_the_habit_criterion() {
+        assert_eq!(Learning::default().habit(), HabitCriterion::default());
     }
 }

@@ -117,7 +117,7 @@ impl Engine {
         approve: bool,
     ) -> anyhow::Result<()> {
         let now = unix_ms(SystemTime::now());
-        let node = self.config.node.clone();
+        let node = self.node.clone();
         let entry = self
             .workloads
             .get_mut(key)

@@ -35,11 +35,11 @@ impl Engine {
             return;
         }
         self.ensure(key, now);
-        let provenance = Provenance::new(self.config.node.clone(), container_id);
+        let provenance = Provenance::new(self.node.clone(), container_id);
         let interval = now / self.profile_config.interval_ms.max(1);
         let never_learn = flags.iter().any(|f| f.never_learn);
-        let criterion = self.config.habit;
-        let node = self.config.node.clone();
+        let criterion = self.config.habit();
+        let node = self.node.clone();
         let Some(entry) = self.workloads.get_mut(key) else {
             return;
         };

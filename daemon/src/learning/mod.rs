@@ -18,17 +18,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use habit_models::novelty::Scratch;
 use habit_models::rate::{FeatureVector, RateModel};
 use habit_models::sequence::SequenceModel;
 use habit_profiles::baseline::Baseline;
-use habit_profiles::held::{HabitCriterion, HeldItems};
+use habit_profiles::held::HeldItems;
 use habit_profiles::profile::{Profile, ProfileConfig, UnixMillis};
 use habit_profiles::store::{ProfileStore, WorkloadRecord, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
 
+use crate::config::Learning;
 use crate::metrics::Metrics;
 
 mod checkpoint;
@@ -46,27 +47,6 @@ pub use self::views::Views;
 
 use self::score::detecting;
 use self::sequence::SequenceLearning;
-
-/// When learning ends, and how detection is calibrated.
-#[derive(Debug, Clone)]
-pub struct LearningConfig {
-    /// Learn at least this long.
-    pub min: Duration,
-    /// Stable once nothing new was learned for this long (after `min`).
-    pub stable: Duration,
-    /// Stop learning after this long even if not converged (the baseline is `partial`).
-    pub max: Duration,
-    /// Learning interval: the unit of rarity and calibration (and of kernel de-duplication).
-    pub interval: Duration,
-    /// Target false-alarm rate per interval and dimension of the calibration.
-    pub false_alarm_rate: f64,
-    /// How often learning progress is written to sled (bounds what `kill -9` loses).
-    pub checkpoint_every: Duration,
-    /// When an item a rule flagged during learning is habitual enough to be learned.
-    pub habit: HabitCriterion,
-    /// This node's name, recorded as provenance.
-    pub node: String,
-}
 
 enum Phase {
     /// Building a profile. `carried` is a baseline being extended (`mode learn` on a stable
@@ -117,7 +97,9 @@ impl Entry {
 /// Every workload's learning or detection state.
 pub struct Engine {
     store: Arc<ProfileStore>,
-    config: LearningConfig,
+    config: Learning,
+    /// This node's name, recorded as provenance.
+    node: String,
     profile_config: ProfileConfig,
     workloads: HashMap<WorkloadKey, Entry>,
     scratch: Scratch,
@@ -137,7 +119,8 @@ impl Engine {
     /// their profile, stable ones detect at once.
     pub fn open(
         store: Arc<ProfileStore>,
-        config: LearningConfig,
+        config: Learning,
+        node: String,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Engine> {
         let profile_config = ProfileConfig {
@@ -147,6 +130,7 @@ impl Engine {
         let mut engine = Engine {
             store,
             config,
+            node,
             profile_config,
             workloads: HashMap::new(),
             scratch: Scratch::default(),
@@ -178,7 +162,7 @@ impl Engine {
     fn new_profile(&self, key: &WorkloadKey, started_at: UnixMillis) -> Box<Profile> {
         Box::new(Profile::new(
             key.clone(),
-            self.config.node.clone(),
+            self.node.clone(),
             started_at,
             self.profile_config,
         ))
@@ -254,7 +238,7 @@ impl Engine {
         }
         let due = now
             .duration_since(self.last_checkpoint)
-            .is_ok_and(|d| d >= self.config.checkpoint_every);
+            .is_ok_and(|d| d >= self.config.checkpoint);
         if due {
             self.checkpoint(now_ms);
             self.last_checkpoint = now;

@@ -89,7 +89,7 @@ impl Engine {
             return;
         }
         self.ensure(key, now);
-        let provenance = Provenance::new(self.config.node.clone(), container_id);
+        let provenance = Provenance::new(self.node.clone(), container_id);
         let Engine {
             workloads,
             scratch,
@@ -147,7 +147,7 @@ impl Engine {
         findings: &mut Vec<Finding>,
     ) {
         self.ensure(key, now);
-        let provenance = Provenance::new(self.config.node.clone(), container_id);
+        let provenance = Provenance::new(self.node.clone(), container_id);
         let Some(entry) = self.workloads.get_mut(key) else {
             return;
         };
