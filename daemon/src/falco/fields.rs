@@ -1,17 +1,136 @@
-//! Falco fields of an attributed event, for the rules engine ([`EventFields`]).
+//! The one Falco view of an attributed event: [`RuleEvent`]'s [`EventFields`] implementation
+//! maps an event to Falco's field names and values, and it alone decides them. Rule matching
+//! reads it field by field (cheap: values borrow from the event where they can); alert
+//! `output_fields` and `--print-events` render the same answers, field by field, from the list
+//! [`SUPPLIED_FIELDS`] (see [`crate::falco::output`]), so that what a rule saw is what an alert
+//! says.
 //!
 //! Values are borrowed from the event, the process table and the workload where possible;
 //! the process ancestry (`proc.aname[N]`, `proc.pname`, …) comes from the user-space process
 //! table, which exec/fork/exit events keep current.
+//!
+//! Values whose meaning Falco fixes and where habitd once disagreed with itself:
+//! - `proc.name`: the process table's name: the kernel's comm, or the busybox applet's name when
+//!   the program ran through an alias (see [`crate::process::table::process_name`]);
+//! - `proc.exe`: argv\[0\], as the process was invoked; `proc.exepath`: the executable's full path;
+//! - `proc.cmdline`: `proc.name` followed by the arguments (argv\[1..\]);
+//! - `fd.name` of a connection: `client_ip:port->server_ip:port`; a `connect` does not tell
+//!   habitd its local end, so it is `->server_ip:port`; a bound or listening socket is its
+//!   `ip:port`; a file is its absolute path.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
-use habit_models::rules::{EventFields, Field, FieldArg, Value};
+use habit_models::rules::{EventFields, Field, FieldArg, FieldRef, Value};
 use habit_probes::{EventBody, PrivOp};
 
-use crate::falco::output::{Attributed, cmdline};
+use crate::falco::output::Attributed;
 use crate::process::table::{ProcInfo, ProcTable};
+
+/// Every field habitd supplies, in Falco's spelling and in the order `output_fields` lists
+/// them: rules may read these (and the indexed forms of `proc.aname`, `proc.aexepath`,
+/// `proc.acmdline`, and `container.label[KEY]`), and alerts and printed events carry each of
+/// them that the event has. A field not listed is never answered by [`RuleEvent`].
+pub const SUPPLIED_FIELDS: &[&str] = &[
+    "evt.type",
+    "evt.dir",
+    "evt.source",
+    "evt.rawtime",
+    "syscall.type",
+    "evt.arg.flags",
+    "evt.arg.mode",
+    "evt.arg.name",
+    "evt.arg.filename",
+    "evt.arg.path",
+    "evt.arg.status",
+    "evt.arg.child_pid",
+    "evt.arg.pid",
+    "evt.arg.request",
+    "evt.arg.domain",
+    "evt.arg.type",
+    "evt.arg.proto",
+    "evt.arg.dir",
+    "evt.arg.uid",
+    "evt.arg.ruid",
+    "evt.arg.euid",
+    "evt.arg.suid",
+    "evt.arg.gid",
+    "evt.arg.rgid",
+    "evt.arg.egid",
+    "evt.arg.sgid",
+    "evt.arg.nstype",
+    "evt.arg.cmd",
+    "evt.arg.fd",
+    "evt.is_open_read",
+    "evt.is_open_write",
+    "evt.is_open_create",
+    "proc.pid",
+    "proc.ppid",
+    "thread.tid",
+    "proc.name",
+    "proc.exe",
+    "proc.exepath",
+    "proc.cmdline",
+    "proc.args",
+    "proc.pname",
+    "proc.pexe",
+    "proc.pexepath",
+    "proc.pcmdline",
+    "proc.aname",
+    "proc.aexepath",
+    "proc.acmdline",
+    "proc.is_exe_upper_layer",
+    "proc.is_exe_from_memfd",
+    "proc.tty",
+    "thread.cap_effective",
+    "user.uid",
+    "user.name",
+    "group.gid",
+    "fd.name",
+    "fd.directory",
+    "fd.filename",
+    "fd.type",
+    "fd.typechar",
+    "fd.sockfamily",
+    "fd.l4proto",
+    "fd.sip",
+    "fd.snet",
+    "fd.sport",
+    "fd.cip",
+    "fd.cnet",
+    "fd.cport",
+    "fd.rip",
+    "fd.rnet",
+    "fd.rport",
+    "fd.lip",
+    "fd.lnet",
+    "fd.lport",
+    "container.id",
+    "container.full_id",
+    "container.name",
+    "container.image",
+    "container.image.repository",
+    "container.image.tag",
+    "container.image.digest",
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "k8s.pod.uid",
+];
+
+/// [`SUPPLIED_FIELDS`] resolved once: (Falco spelling, field and argument).
+pub fn supplied() -> &'static [(&'static str, FieldRef)] {
+    static SUPPLIED: OnceLock<Vec<(&'static str, FieldRef)>> = OnceLock::new();
+    SUPPLIED.get_or_init(|| {
+        SUPPLIED_FIELDS
+            .iter()
+            .filter_map(|name| FieldRef::parse(name).ok().map(|f| (*name, f)))
+            .collect()
+    })
+}
+
+/// The container label Kubernetes puts the pod's uid in.
+const K8S_POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// How many ancestors `proc.aname` and friends look at (Falco's rules use up to 7).
 const MAX_ANCESTORS: usize = 8;
@@ -34,6 +153,29 @@ fn owned(v: String) -> Option<Value<'static>> {
 
 fn num(v: impl Into<i64>) -> Option<Value<'static>> {
     Some(Value::Num(v.into()))
+}
+
+/// Text that is absent when empty (an executable path the process table does not know).
+fn nonempty(v: &str) -> Option<Value<'_>> {
+    (!v.is_empty()).then_some(Value::Str(Cow::Borrowed(v)))
+}
+
+/// Falco's `proc.exe`: argv[0] as the process was invoked, else the executable's path.
+fn invoked_as(p: &ProcInfo) -> Option<Value<'_>> {
+    match p.args.first() {
+        Some(a0) => s(a0),
+        None => nonempty(&p.exe),
+    }
+}
+
+/// Falco's `proc.cmdline`: the process name followed by its arguments (argv[1..]).
+pub fn cmdline(name: &str, args: &[String]) -> String {
+    let mut s = String::from(name);
+    for a in args.iter().skip(1) {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s
 }
 
 /// Falco's name of a ptrace request.
@@ -145,10 +287,12 @@ impl<'a> RuleEvent<'a> {
         let chain = self.ancestors();
         match arg {
             Some(FieldArg::Index(i)) => chain.get(*i as usize).and_then(|p| value(p)),
-            // Without an index: every ancestor, parent first.
-            _ => Some(Value::List(
-                chain.iter().skip(1).filter_map(|p| value(p)).collect(),
-            )),
+            // Without an index: every ancestor, parent first (none: the field is absent).
+            _ => {
+                let values: Vec<Value<'a>> =
+                    chain.iter().skip(1).filter_map(|p| value(p)).collect();
+                (!values.is_empty()).then_some(Value::List(values))
+            }
         }
     }
 
@@ -202,12 +346,19 @@ impl<'a> RuleEvent<'a> {
                 }
                 (PrivOp::Ptrace { target_pid, .. }, "pid") => num(*target_pid),
                 (PrivOp::PacketSocket { .. }, "domain") => s("AF_PACKET"),
+                (PrivOp::PacketSocket { sock_type, .. }, "type") => num(*sock_type as i64),
+                (PrivOp::PacketSocket { protocol, .. }, "proto") => num(*protocol as i64),
                 (PrivOp::Mount { target, .. }, "dir") => s(target),
                 (PrivOp::Mount { flags, .. }, "flags") => num(*flags as i64),
                 (PrivOp::Umount { target }, "name") => s(target),
                 (PrivOp::MemfdCreate { name }, "name") => s(name),
                 (PrivOp::SetUid { euid, .. }, "uid" | "euid") => num(*euid),
+                (PrivOp::SetUid { ruid, .. }, "ruid") => num(*ruid),
+                (PrivOp::SetUid { suid, .. }, "suid") => num(*suid),
                 (PrivOp::SetGid { egid, .. }, "gid" | "egid") => num(*egid),
+                (PrivOp::SetGid { rgid, .. }, "rgid") => num(*rgid),
+                (PrivOp::SetGid { sgid, .. }, "sgid") => num(*sgid),
+                (PrivOp::FinitModule { fd }, "fd") => num(*fd),
                 (PrivOp::Unshare { flags }, "flags") => num(*flags as i64),
                 (PrivOp::Setns { nstype }, "nstype") => num(*nstype as i64),
                 (PrivOp::Bpf { cmd }, "cmd") => num(*cmd as i64),
@@ -253,31 +404,26 @@ impl EventFields for RuleEvent<'_> {
             Field::ThreadTid => num(h.pid),
             Field::ProcPpid => num(h.ppid),
             Field::ProcName => self.process().map_or_else(|| s(&h.comm), |p| s(&p.comm)),
-            Field::ProcExe => self
-                .process()
-                .and_then(|p| p.args.first().map(|a0| s(a0)).unwrap_or_else(|| s(&p.exe))),
-            Field::ProcExepath => match self.body() {
-                EventBody::Exec { .. } => a.path.and_then(s),
-                _ => self.process().and_then(|p| s(&p.exe)),
+            Field::ProcExe => self.process().and_then(invoked_as),
+            Field::ProcExepath => match (self.body(), a.path) {
+                (EventBody::Exec { .. }, Some(path)) => s(path),
+                _ => self.process().and_then(|p| nonempty(&p.exe)),
             },
             Field::ProcCmdline => self
                 .process()
-                .and_then(|p| owned(cmdline(&h.comm, &p.args))),
+                .and_then(|p| owned(cmdline(&p.comm, &p.args))),
             Field::ProcArgs => self
                 .process()
                 .and_then(|p| owned(p.args.get(1..).unwrap_or_default().join(" "))),
             Field::ProcPname => self.procs.get(h.ppid).and_then(|p| s(&p.comm)),
-            Field::ProcPexe => self
-                .procs
-                .get(h.ppid)
-                .and_then(|p| p.args.first().map(|a0| s(a0)).unwrap_or_else(|| s(&p.exe))),
-            Field::ProcPexepath => self.procs.get(h.ppid).and_then(|p| s(&p.exe)),
+            Field::ProcPexe => self.procs.get(h.ppid).and_then(|p| invoked_as(p)),
+            Field::ProcPexepath => self.procs.get(h.ppid).and_then(|p| nonempty(&p.exe)),
             Field::ProcPcmdline => self
                 .procs
                 .get(h.ppid)
                 .and_then(|p| owned(cmdline(&p.comm, &p.args))),
             Field::ProcAname => self.ancestor_values(arg, |p| s(&p.comm)),
-            Field::ProcAexepath => self.ancestor_values(arg, |p| s(&p.exe)),
+            Field::ProcAexepath => self.ancestor_values(arg, |p| nonempty(&p.exe)),
             Field::ProcAcmdline => self.ancestor_values(arg, |p| owned(cmdline(&p.comm, &p.args))),
             Field::ProcIsExeUpperLayer => match self.body() {
                 EventBody::Exec { .. } => Some(Value::Bool(self.exe_written_by_container)),
@@ -302,20 +448,22 @@ impl EventFields for RuleEvent<'_> {
             },
             Field::FdName => match self.body() {
                 EventBody::Open { .. } | EventBody::Chmod { .. } => self.path().and_then(s),
-                _ => {
-                    let (client, server) = self.client_server();
-                    match (client, server) {
-                        (Some(c), Some(sv)) => owned(format!(
-                            "{}:{}->{}:{}",
-                            c.ip(),
-                            c.port(),
-                            sv.ip(),
-                            sv.port()
-                        )),
-                        (None, Some(sv)) => owned(format!("{}:{}", sv.ip(), sv.port())),
-                        _ => None,
-                    }
+                // A connection: client->server, the client of a connect unknown.
+                EventBody::Connect { remote, .. } => {
+                    owned(format!("->{}:{}", remote.ip(), remote.port()))
                 }
+                EventBody::Accept { local, remote } => owned(format!(
+                    "{}:{}->{}:{}",
+                    remote.ip(),
+                    remote.port(),
+                    local.ip(),
+                    local.port()
+                )),
+                // A socket not connected: its own address.
+                EventBody::Bind { local, .. } | EventBody::Listen { local } => {
+                    owned(format!("{}:{}", local.ip(), local.port()))
+                }
+                _ => None,
             },
             Field::FdDirectory => self.path().map(|p| match p.rfind('/') {
                 Some(0) => Value::Str(Cow::Borrowed("/")),
@@ -375,6 +523,9 @@ impl EventFields for RuleEvent<'_> {
             },
             Field::K8sNsName => container.and_then(|c| c.k8s_namespace.as_deref().and_then(s)),
             Field::K8sPodName => container.and_then(|c| c.k8s_pod.as_deref().and_then(s)),
+            Field::K8sPodUid => {
+                container.and_then(|c| c.labels.get(K8S_POD_UID_LABEL).and_then(|v| s(v)))
+            }
             _ => None,
         }
     }

@@ -174,9 +174,14 @@ impl Pipeline {
             path: None,
             time,
         };
+        let view = RuleEvent {
+            attributed: &attributed,
+            procs: &self.procs,
+            exe_written_by_container: false,
+        };
         alerts.push(
             self.fusion
-                .sequence_alert(&finding, attributed.fields(), time),
+                .sequence_alert(&finding, view.output_fields(), time),
         );
     }
 
@@ -208,9 +213,10 @@ impl Pipeline {
         // nor scored: their events may belong to any image. Nor is the container runtime's
         // own work inside a container's cgroup.
         let runtime = self.is_runtime_work(ev);
+        let mut written = false;
         if !workload.is_unresolved() && !runtime {
             let container = workload.container_id.as_deref();
-            let written = match (&ev.body, container, path.as_deref()) {
+            written = match (&ev.body, container, path.as_deref()) {
                 (EventBody::Exec { .. }, Some(c), Some(p)) => self.written.contains(c, p),
                 (EventBody::Open { flags, .. }, Some(c), Some(p)) if flags & 3 != 0 => {
                     self.written.note(c, p);
@@ -266,8 +272,14 @@ impl Pipeline {
             );
         }
 
+        // The one Falco view, as the rules read it (printed only with --print-events).
+        let view = RuleEvent {
+            attributed: &attributed,
+            procs: &self.procs,
+            exe_written_by_container: written,
+        };
         if let Some(out) = self.printer.as_mut()
-            && let Err(e) = writeln!(out, "{}", attributed.to_json_line())
+            && let Err(e) = writeln!(out, "{}", view.to_json_line())
         {
             tracing::warn!(message = "Failed to print event.", %e);
         }

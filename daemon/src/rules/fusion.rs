@@ -26,10 +26,8 @@ use crate::learning::Finding;
 use crate::metrics::Metrics;
 use crate::sequences::SequenceFinding;
 
-/// Rules that a baseline never silences.
-pub const ALWAYS_TAG: &str = "habitd.always";
-/// Rules whose hits are never learned by themselves.
-pub const NEVER_LEARN_TAG: &str = "habitd.never_learn";
+/// The tags that steer fusion (defined with the built-in rules that carry them).
+pub use habit_models::rules::{ALWAYS_TAG, NEVER_LEARN_TAG};
 
 pub struct Fusion {
     pub rules: RuleSet,
@@ -171,7 +169,7 @@ impl Fusion {
         if hits.is_empty() {
             // Alone, novelty alerts only at its dimension's calibrated threshold.
             if findings.iter().any(|f| f.alert) {
-                let fields = event.attributed.fields();
+                let fields = event.output_fields();
                 for f in findings.iter().filter(|f| f.alert) {
                     out.push(self.novelty_alert(f, fields.clone(), time));
                 }
@@ -180,6 +178,8 @@ impl Fusion {
         }
         let stable = state == WorkloadState::Stable;
         let explained = stable && observed && findings.is_empty();
+        // The one view of the event, rendered once for all its alerts.
+        let mut view = None;
         for rule in hits {
             self.metrics
                 .rule_hits
@@ -206,13 +206,11 @@ impl Fusion {
             } else {
                 rule.priority()
             };
-            let mut fields = event.attributed.fields();
-            for f in rule.output_fields(event) {
-                fields.insert(
-                    f.name.to_string(),
-                    f.value.map_or(Value::Null, Value::String),
-                );
-            }
+            let fields = rule_output_fields(
+                rule,
+                event,
+                view.get_or_insert_with(|| event.output_fields()),
+            );
             let mut alert = Alert::new(
                 time,
                 rule.name(),
@@ -237,6 +235,23 @@ impl Fusion {
     }
 }
 
+/// A rule alert's `output_fields`: the event's one view, plus each field the rule's output
+/// names that the view does not list (`proc.aname[2]`, or `null` for a field the event lacks),
+/// read the same way. Nothing the view has is rendered twice, so nothing can disagree.
+fn rule_output_fields(
+    rule: &Rule,
+    event: &RuleEvent<'_>,
+    view: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut fields = view.clone();
+    for (name, field) in rule.output().fields() {
+        if !fields.contains_key(name) {
+            fields.insert(name.to_owned(), event.field_json(field));
+        }
+    }
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +261,59 @@ mod tests {
         assert_eq!(escalate(Priority::Warning), Priority::Error);
         assert_eq!(escalate(Priority::Notice), Priority::Warning);
         assert_eq!(escalate(Priority::Emergency), Priority::Emergency);
+    }
+
+    /// A rule alert's `output_fields` are the event's one view (no field of it rendered
+    /// another way), plus the fields the rule's output names that the view does not list,
+    /// read through the same mapping.
+    #[test]
+    fn a_rule_alerts_output_fields_are_the_one_view() {
+        use crate::falco::fixture::{Fixture, kind};
+        let (rules, report) = RuleSet::load_str(
+            "test.yaml",
+            "- rule: Any event of nc\n  desc: d\n  condition: proc.name = nc\n  \
+             output: nc %proc.name exe=%proc.exe path=%proc.exepath conn=%fd.name \
+             pid=%proc.pid gp=%proc.aname[2] app=%container.label[app] \
+             client=%fd.cip mode=%evt.arg.mode\n  priority: WARNING\n",
+        );
+        // (It warns that the condition takes every event type: that is the point here.)
+        assert_eq!(report.errors().count(), 0, "{report}");
+        assert_eq!(report.rules_loaded(), 1, "{report}");
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let fusion = Fusion::new(rules, true, "node".into(), metrics);
+        let fx = Fixture::new();
+        fx.each(|ev, view| {
+            let k = kind(&ev.body);
+            let mut hits = Vec::new();
+            fusion.rules.matching_rules(view, &mut hits);
+            assert_eq!(hits.len(), 1, "{k}");
+            let mut alerts = Vec::new();
+            let state = WorkloadState::Learning;
+            fusion.decide(&hits, view, &[], false, state, "w", &mut alerts);
+            assert_eq!(alerts.len(), 1, "{k}");
+            let fields = &alerts[0].output_fields;
+            let one = view.output_fields();
+            for (key, value) in &one {
+                assert_eq!(fields.get(key), Some(value), "{k}: {key}");
+            }
+            for (name, field) in hits[0].output().fields() {
+                assert_eq!(
+                    fields.get(name),
+                    Some(&view.field_json(field)),
+                    "{k}: {name}"
+                );
+            }
+            let extra = fields.keys().filter(|key| !one.contains_key(*key));
+            for key in extra {
+                assert!(
+                    hits[0].output().fields().any(|(name, _)| name == key),
+                    "{k}: {key} is neither the view's nor the rule's"
+                );
+            }
+            assert_eq!(fields["proc.exe"], "nc", "{k}");
+            assert_eq!(fields["proc.aname[2]"], "httpd", "{k}");
+            assert_eq!(fields["container.label.app"], "web", "{k}");
+            assert_eq!(fields["fd.cip"].is_null(), k != "accept", "{k}");
+        });
     }
 }
