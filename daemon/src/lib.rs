@@ -23,6 +23,7 @@ mod falco;
 mod http;
 mod learning;
 mod metrics;
+mod notify;
 mod pipeline;
 mod process;
 mod rates;

@@ -3,10 +3,31 @@
 //! Names follow Prometheus conventions: `habitd_` prefix, `_total` for counters, base units.
 //! Labels stay low-cardinality (event type, drop reason, CPU), never a path or a pid.
 
+use habit_profiles::observation::AlertDimension;
+use habit_profiles::store::WorkloadState;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+/// The `dimension` label values of `habitd_alerts_total`: the alert format's dimensions, and
+/// `rule` for rule hits without novelty.
+pub const ALERT_DIMENSIONS: [&str; 7] = [
+    AlertDimension::Exec.name(),
+    AlertDimension::File.name(),
+    AlertDimension::Network.name(),
+    AlertDimension::Syscall.name(),
+    AlertDimension::Sequence.name(),
+    AlertDimension::Rate.name(),
+    "rule",
+];
+
+/// The `state` label values of `habitd_workloads`.
+const WORKLOAD_STATES: [WorkloadState; 3] = [
+    WorkloadState::Learning,
+    WorkloadState::Stable,
+    WorkloadState::Unstable,
+];
 
 /// Every metric habitd exports.
 pub struct Metrics {
@@ -173,6 +194,13 @@ impl Metrics {
         registry.register(Box::new(syscalls.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(workloads_cached.clone()))?;
+        // Counters whose label values are known up front exist at zero from start-up, so that
+        // dashboards and `absent()` alerts work before the first alert.
+        for dimension in ALERT_DIMENSIONS {
+            for priority in habit_models::priority::Priority::ALL {
+                alerts.with_label_values(&[dimension, priority.falco_name()]);
+            }
+        }
         let events_by_kind = habit_probes::EventBody::KIND_LABELS
             .iter()
             .map(|kind| events.with_label_values(&[*kind]))
@@ -197,6 +225,22 @@ impl Metrics {
             sequence_statistic,
             sequence_kernel_grams,
         })
+    }
+
+    /// Creates the per-rule counters (hits, suppressions) of every loaded rule at zero.
+    pub fn init_rules<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            self.rule_hits.with_label_values(&[name]);
+            self.alerts_suppressed.with_label_values(&[name]);
+        }
+    }
+
+    /// Clears the per-state workload counts, leaving every state at zero (not absent).
+    pub fn reset_workload_states(&self) {
+        self.workloads_by_state.reset();
+        for state in WORKLOAD_STATES {
+            self.workloads_by_state.with_label_values(&[state.name()]);
+        }
     }
 
     /// Counts one attributed event.
@@ -227,5 +271,48 @@ impl Metrics {
             tracing::warn!(message = "Failed to encode metrics.", %e);
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_with_known_labels_exist_at_zero_from_start_up() {
+        let m = Metrics::new().unwrap();
+        m.reset_workload_states();
+        m.init_rules(["Terminal shell in container"]);
+        let text = m.render();
+        for line in [
+            "habitd_alerts_total{dimension=\"exec\",priority=\"Warning\"} 0",
+            "habitd_alerts_total{dimension=\"rule\",priority=\"Critical\"} 0",
+            "habitd_alerts_total{dimension=\"sequence\",priority=\"Emergency\"} 0",
+            "habitd_workloads{state=\"learning\"} 0",
+            "habitd_workloads{state=\"stable\"} 0",
+            "habitd_workloads{state=\"unstable\"} 0",
+            "habitd_rule_hits_total{rule=\"Terminal shell in container\"} 0",
+            "habitd_alerts_suppressed_total{rule=\"Terminal shell in container\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let alerts = text
+            .lines()
+            .filter(|l| l.starts_with("habitd_alerts_total{"))
+            .count();
+        assert_eq!(alerts, ALERT_DIMENSIONS.len() * 8);
+    }
+
+    #[test]
+    fn a_reset_keeps_every_workload_state() {
+        let m = Metrics::new().unwrap();
+        m.workloads_by_state.with_label_values(&["stable"]).set(3);
+        m.reset_workload_states();
+        assert_eq!(m.workloads_by_state.with_label_values(&["stable"]).get(), 0);
+        assert!(
+            m.render()
+                .contains("habitd_workloads{state=\"unstable\"} 0")
+        );
     }
 }

@@ -135,6 +135,9 @@ pub async fn run(config: Config) -> Result<()> {
     })
     .await?;
     tracing::info!(message = "Listening.", addr = %config.listen);
+    if let Err(e) = crate::notify::ready() {
+        tracing::warn!(message = "Cannot notify systemd of readiness.", %e);
+    }
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -115,7 +115,7 @@ impl Engine {
             .collect();
         views.sort_by(|a, b| a.key.cmp(&b.key));
         let m = &self.metrics;
-        m.workloads_by_state.reset();
+        m.reset_workload_states();
         for v in &views {
             m.workloads_by_state
                 .with_label_values(&[v.state.name()])

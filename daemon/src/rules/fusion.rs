@@ -49,6 +49,7 @@ impl Fusion {
         hostname: String,
         metrics: Arc<Metrics>,
     ) -> Self {
+        metrics.init_rules(rules.rules().iter().map(|r| r.name()));
         Self {
             rules,
             include_suppressed,
