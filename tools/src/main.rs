@@ -88,7 +88,7 @@ enum Command {
         /// The workload key (see `habitctl workloads`).
         key: String,
         /// The mode to force.
-        #[arg(value_enum)]
+        #[arg(value_parser = client::mode_parser())]
         mode: Mode,
     },
 
@@ -260,10 +260,10 @@ fn set_mode(client: &Client, key: &str, mode: Mode) -> Result<()> {
     let answer = client
         .set_mode(&key, mode)
         .with_context(|| format!("cannot set the mode of {shown} to {}", mode.as_str()))?;
-    let state = serde_json::from_value::<client::Workload>(answer)
+    let state = serde_json::from_value::<client::WorkloadView>(answer)
         .ok()
         .map(|w| {
-            let mut state = table::printable(&w.state);
+            let mut state = w.state.name().to_owned();
             if w.partial {
                 state.push_str(", baseline partial");
             }
@@ -293,7 +293,7 @@ fn held(
             anyhow::bail!("expected DIMENSION ITEM");
         };
         client
-            .decide_held(&key, approve, dimension, item)
+            .decide_held(&key, approve, dimension.parse()?, item)
             .with_context(|| format!("cannot decide on a held item of {shown}"))?;
         let verb = if approve {
             "approved (learned)"
