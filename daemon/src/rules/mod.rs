@@ -21,86 +21,23 @@ pub fn load_rules(config: &Config) -> habit_models::rules::RuleSet {
 
 #[cfg(test)]
 mod tests {
-    /// The fields the daemon supplies (`crate::falco::fields`); `evt.arg.*` by name.
-    // TODO(issue 9): take this list from `crate::falco` once it exposes the supplied fields.
-    const SUPPLIED_FIELDS: &[&str] = &[
-        "evt.type",
-        "evt.dir",
-        "evt.arg.flags",
-        "evt.arg.mode",
-        "evt.arg.request",
-        "evt.arg.domain",
-        "evt.arg.name",
-        "evt.arg.dir",
-        "evt.is_open_write",
-        "evt.is_open_read",
-        "proc.name",
-        "proc.exe",
-        "proc.exepath",
-        "proc.cmdline",
-        "proc.args",
-        "proc.pid",
-        "proc.ppid",
-        "proc.pname",
-        "proc.pexe",
-        "proc.pexepath",
-        "proc.pcmdline",
-        "proc.aname",
-        "proc.is_exe_upper_layer",
-        "proc.is_exe_from_memfd",
-        "user.uid",
-        "user.name",
-        "fd.name",
-        "fd.directory",
-        "fd.filename",
-        "fd.typechar",
-        "fd.sip",
-        "fd.sport",
-        "fd.cip",
-        "fd.cport",
-        "fd.rip",
-        "fd.rport",
-        "fd.lip",
-        "fd.lport",
-        "fd.l4proto",
-        "container.id",
-        "container.name",
-        "container.image.repository",
-        "container.image.tag",
-        "k8s.ns.name",
-        "k8s.pod.name",
-    ];
+    use std::collections::BTreeSet;
 
-    /// The event types the daemon emits.
-    const SUPPLIED_EVENT_TYPES: &[&str] = &[
-        "execve",
-        "openat",
-        "connect",
-        "accept",
-        "bind",
-        "listen",
-        "chmod",
-        "fchmod",
-        "fchmodat",
-        "setuid",
-        "setgid",
-        "capset",
-        "ptrace",
-        "mount",
-        "umount",
-        "unshare",
-        "setns",
-        "init_module",
-        "finit_module",
-        "memfd_create",
-        "bpf",
-        "socket",
-        "clone",
-        "procexit",
-    ];
+    use crate::falco::fields::SUPPLIED_FIELDS;
+    use crate::falco::fixture::Fixture;
+
+    /// The event types the daemon emits: those of the fixture's one event of every kind.
+    fn supplied_event_types() -> BTreeSet<&'static str> {
+        let mut types = BTreeSet::new();
+        Fixture::new().each(|event, _| {
+            types.insert(event.body.evt_type());
+        });
+        types
+    }
 
     #[test]
     fn rules_use_only_fields_and_event_types_the_daemon_supplies() {
+        let supplied_event_types = supplied_event_types();
         let (set, report) = habit_models::rules::default_rules();
         assert!(report.problems().is_empty(), "{report}");
         for rule in set.rules() {
@@ -125,7 +62,7 @@ mod tests {
             assert!(
                 types
                     .iter()
-                    .any(|t| SUPPLIED_EVENT_TYPES.contains(&t.as_ref())),
+                    .any(|t| supplied_event_types.contains(t.as_ref())),
                 "rule '{}' takes {types:?}, none of which habitd emits",
                 rule.name()
             );
