@@ -2,12 +2,18 @@
 //!
 //! Names follow Prometheus conventions: `habitd_` prefix, `_total` for counters, base units.
 //! Labels stay low-cardinality (event type, drop reason, CPU), never a path or a pid.
+//!
+//! A bounded structure that reaches its limit says so through [`LimitReached`]: the counter
+//! `habitd_limit_reached_total{limit}` rises and a warning is logged, at most once a minute
+//! ([`RateLimitedLog`]) with the count since the last one (principle 4: never silent loss).
+
+use std::time::{Duration, Instant};
 
 use habit_profiles::observation::AlertDimension;
 use habit_profiles::store::WorkloadState;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The `dimension` label values of `habitd_alerts_total`: the alert format's dimensions, and
@@ -68,6 +74,8 @@ pub struct Metrics {
     pub sequence_statistic: Histogram,
     /// 6-grams whose value a workload in detection has in the kernel map, by workload.
     pub sequence_kernel_grams: IntGaugeVec,
+    /// Times a bounded structure was full, by [`Limit`]; every label exists from start-up.
+    pub limit_reached: IntCounterVec,
 }
 
 impl Metrics {
@@ -177,6 +185,18 @@ impl Metrics {
             ),
             &["workload"],
         )?;
+        let limit_reached = IntCounterVec::new(
+            Opts::new(
+                "habitd_limit_reached_total",
+                "Times a bounded structure was full and something was refused, forgotten or \
+                 ended early, by limit",
+            ),
+            &["limit"],
+        )?;
+        for limit in Limit::ALL {
+            limit_reached.with_label_values(&[limit.label()]);
+        }
+        registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
         registry.register(Box::new(sequence_kernel_grams.clone()))?;
         registry.register(Box::new(rule_hits.clone()))?;
@@ -224,6 +244,7 @@ impl Metrics {
             alerts_suppressed,
             sequence_statistic,
             sequence_kernel_grams,
+            limit_reached,
         })
     }
 
@@ -274,6 +295,161 @@ impl Metrics {
     }
 }
 
+/// A limit of a bounded structure: the `limit` label of `habitd_limit_reached_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The process table is full: a new process is not tracked (its events lack `proc.*`).
+    ProcTable,
+    /// The set of files written by containers is full: it is forgotten wholesale.
+    WrittenFiles,
+    /// The rate tracker's workloads of one interval are full: a new workload's events and
+    /// syscalls of the interval are not counted.
+    RateWorkloads,
+    /// The alert aggregator's open windows are full: the oldest is ended early.
+    AlertAggregator,
+}
+
+impl Limit {
+    /// Every limit, so that each label is exported (at zero) from start-up.
+    pub const ALL: [Limit; 4] = [
+        Limit::ProcTable,
+        Limit::WrittenFiles,
+        Limit::RateWorkloads,
+        Limit::AlertAggregator,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::ProcTable => "proc_table",
+            Limit::WrittenFiles => "written_files",
+            Limit::RateWorkloads => "rate_workloads",
+            Limit::AlertAggregator => "alert_aggregator",
+        }
+    }
+
+    /// What reaching it costs, for the log line.
+    fn consequence(self) -> &'static str {
+        match self {
+            Limit::ProcTable => "process table full: new processes are not tracked",
+            Limit::WrittenFiles => {
+                "written-files set full: forgotten, so a dropped binary may not be recognised"
+            }
+            Limit::RateWorkloads => {
+                "rate tracker full: workloads past the limit are not counted this interval"
+            }
+            Limit::AlertAggregator => {
+                "alert aggregator full: the oldest repeat windows are ended early"
+            }
+        }
+    }
+}
+
+/// How often a reached limit is logged at most.
+pub const LIMIT_LOG_PERIOD: Duration = Duration::from_secs(60);
+
+/// A log line that is due at most once per period, carrying how many occurrences it stands for.
+///
+/// The first occurrence is due at once; later ones within the period are only counted, and the
+/// first occurrence after the period is due with the count since the last line (itself
+/// included). Time is the caller's, so that tests drive it.
+#[derive(Debug)]
+pub struct RateLimitedLog {
+    period: Duration,
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl RateLimitedLog {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Counts `n` occurrences at `now`; returns the count to log when a line is due.
+    pub fn due(&mut self, now: Instant, n: u64) -> Option<u64> {
+        self.pending = self.pending.saturating_add(n);
+        if self
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < self.period)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+/// One bounded structure's limit: each time it is reached, the metric rises and a warning is
+/// logged (at most once per [`LIMIT_LOG_PERIOD`]).
+#[derive(Debug)]
+pub struct LimitReached {
+    limit: Limit,
+    /// The structure's bound, for the log line.
+    bound: usize,
+    counter: IntCounter,
+    log: RateLimitedLog,
+    /// Warnings logged.
+    #[cfg(test)]
+    lines: u64,
+}
+
+impl LimitReached {
+    /// The limit `limit` of size `bound`, counted in `metrics`.
+    pub fn new(limit: Limit, bound: usize, metrics: &Metrics) -> Self {
+        Self {
+            limit,
+            bound,
+            counter: metrics.limit_reached.with_label_values(&[limit.label()]),
+            log: RateLimitedLog::new(LIMIT_LOG_PERIOD),
+            #[cfg(test)]
+            lines: 0,
+        }
+    }
+
+    /// The limit was reached `n` times (just now).
+    pub fn reached(&mut self, n: u64) {
+        self.reached_at(Instant::now(), n);
+    }
+
+    /// [`LimitReached::reached`] at `now`.
+    pub fn reached_at(&mut self, now: Instant, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.counter.inc_by(n);
+        if let Some(count) = self.log.due(now, n) {
+            #[cfg(test)]
+            {
+                self.lines += 1;
+            }
+            tracing::warn!(
+                message = "Limit reached.",
+                limit = self.limit.label(),
+                bound = self.bound,
+                count_since_last_warning = count,
+                total = self.counter.get(),
+                what = self.limit.consequence(),
+            );
+        }
+    }
+
+    /// How many times it was reached (the metric's value).
+    #[cfg(test)]
+    pub fn count(&self) -> u64 {
+        self.counter.get()
+    }
+
+    /// How many warnings were logged.
+    #[cfg(test)]
+    pub fn lines(&self) -> u64 {
+        self.lines
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -313,6 +489,59 @@ mod tests {
         assert!(
             m.render()
                 .contains("habitd_workloads{state=\"unstable\"} 0")
+        );
+    }
+
+    #[test]
+    fn every_limit_is_exported_at_zero_from_start_up() {
+        let metrics = Metrics::new().unwrap();
+        let text = metrics.render();
+        for limit in Limit::ALL {
+            let line = format!(
+                "habitd_limit_reached_total{{limit=\"{}\"}} 0",
+                limit.label()
+            );
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_rate_limited_log_is_due_once_per_period_with_the_count_since() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut log = RateLimitedLog::new(Duration::from_secs(60));
+        assert_eq!(
+            log.due(at(0), 1),
+            Some(1),
+            "the first occurrence is logged at once"
+        );
+        assert_eq!(log.due(at(1), 1), None);
+        assert_eq!(log.due(at(59), 3), None);
+        assert_eq!(
+            log.due(at(60), 1),
+            Some(5),
+            "one line for the period, with its count"
+        );
+        assert_eq!(log.due(at(61), 2), None);
+        assert_eq!(log.due(at(500), 1), Some(3));
+    }
+
+    #[test]
+    fn a_reached_limit_raises_the_metric_and_warns_once_per_period() {
+        let metrics = Metrics::new().unwrap();
+        let mut limit = LimitReached::new(Limit::WrittenFiles, 10, &metrics);
+        let t0 = Instant::now();
+        limit.reached_at(t0, 1);
+        limit.reached_at(t0 + Duration::from_secs(30), 2);
+        limit.reached_at(t0 + Duration::from_secs(30), 0);
+        assert_eq!(limit.count(), 3);
+        assert_eq!(limit.lines(), 1);
+        limit.reached_at(t0 + LIMIT_LOG_PERIOD, 1);
+        assert_eq!(limit.lines(), 2);
+        assert!(
+            metrics
+                .render()
+                .contains("habitd_limit_reached_total{limit=\"written_files\"} 4")
         );
     }
 }

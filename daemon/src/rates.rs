@@ -13,6 +13,10 @@
 //!   missed ticks then fire in a burst. Rates are counts over the measured length of the
 //!   interval, not the nominal one; an interval shorter than half the nominal length (a burst
 //!   tick) is not ended but merged into the next one.
+//!
+//! Bounded: past [`MAX_WORKLOADS`] workloads in one interval, a new workload's events and
+//! syscalls are not counted; each one refused counts in
+//! `habitd_limit_reached_total{limit="rate_workloads"}` and a warning reports it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -20,6 +24,8 @@ use std::time::Instant;
 use habit_models::rate::{EventKind, FeatureVector, IntervalFeatures};
 use habit_probes::EventBody;
 use habit_profiles::workload::WorkloadKey;
+
+use crate::metrics::{Limit, LimitReached, Metrics};
 
 /// Most workloads tracked in one interval (bounded like everything else).
 const MAX_WORKLOADS: usize = 4096;
@@ -32,6 +38,10 @@ const MAX_SEEN: usize = 65_536;
 pub struct RateTracker {
     interval_secs: f64,
     current: HashMap<WorkloadKey, IntervalFeatures>,
+    /// Most workloads in `current`.
+    max_workloads: usize,
+    /// Counts (and warns about) what was refused because `current` was full.
+    full: LimitReached,
     /// Workloads whose partial first interval is behind them.
     seen: HashSet<WorkloadKey>,
     /// cgroups whose first (start-up) interval is behind them.
@@ -42,7 +52,12 @@ pub struct RateTracker {
 }
 
 impl RateTracker {
-    pub fn new(interval_secs: f64) -> Self {
+    /// A tracker of intervals of `interval_secs` (nominal), reporting its limit in `metrics`.
+    pub fn new(interval_secs: f64, metrics: &Metrics) -> Self {
+        Self::with_limit(interval_secs, MAX_WORKLOADS, metrics)
+    }
+
+    fn with_limit(interval_secs: f64, max_workloads: usize, metrics: &Metrics) -> Self {
         let interval_secs = if interval_secs.is_finite() && interval_secs > 0.0 {
             interval_secs
         } else {
@@ -51,6 +66,8 @@ impl RateTracker {
         Self {
             interval_secs,
             current: HashMap::new(),
+            max_workloads,
+            full: LimitReached::new(Limit::RateWorkloads, max_workloads, metrics),
             seen: HashSet::new(),
             cgroups_seen: HashSet::new(),
             started: None,
@@ -59,7 +76,8 @@ impl RateTracker {
 
     fn features(&mut self, key: &WorkloadKey) -> Option<&mut IntervalFeatures> {
         if !self.current.contains_key(key) {
-            if self.current.len() >= MAX_WORKLOADS {
+            if self.current.len() >= self.max_workloads {
+                self.full.reached(1);
                 return None;
             }
             self.current
@@ -181,11 +199,32 @@ mod tests {
     }
 
     #[test]
+    fn workloads_past_the_limit_are_a_metric_and_one_warning() {
+        let metrics = Metrics::new().unwrap();
+        let mut tracker = RateTracker::with_limit(1.0, 2, &metrics);
+        let keys: Vec<WorkloadKey> = (0..4)
+            .map(|i| WorkloadKey::from_raw(format!("docker.io/library/app{i}:1")))
+            .collect();
+        for key in &keys {
+            syscalls(&mut tracker, key, 10);
+        }
+        syscalls(&mut tracker, &keys[0], 10); // a tracked workload is still counted
+        assert_eq!(tracker.current.len(), 2);
+        assert_eq!(tracker.full.count(), 2);
+        assert_eq!(tracker.full.lines(), 1, "one warning per period");
+        assert!(
+            metrics
+                .render()
+                .contains("habitd_limit_reached_total{limit=\"rate_workloads\"} 2")
+        );
+    }
+
+    #[test]
     fn a_new_cgroup_of_a_known_workload_does_not_count_its_start_up() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let key = WorkloadKey::from_raw("docker.io/library/nginx:1.25");
-        let mut tracker = RateTracker::new(1.0);
+        let mut tracker = RateTracker::new(1.0, &Metrics::new().unwrap());
         tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)]);
         assert!(tracker.take_at(at(0)).is_empty()); // the daemon's partial first interval
         tracker.on_syscalls(&key, 7, &[("read".to_string(), 100)]);
@@ -201,7 +240,7 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let old = WorkloadKey::host();
         let new = WorkloadKey::from_raw("docker.io/library/nginx:1.25");
-        let mut tracker = RateTracker::new(1.0);
+        let mut tracker = RateTracker::new(1.0, &Metrics::new().unwrap());
 
         // The daemon's first tick: a partial interval, dropped; `old` is known from then on.
         syscalls(&mut tracker, &old, 5000);

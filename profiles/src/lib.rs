@@ -1,4 +1,5 @@
 //! Workload identity and profiles.
+pub mod api;
 pub mod baseline;
 pub mod error;
 pub mod generalise;

@@ -9,15 +9,19 @@
 //!
 //! Workload keys contain `/` and `:`. A key travels in a URL as *one* path segment:
 //! [`encode_key_segment`] percent-encodes everything but unreserved characters, `:` and `@`.
+//!
+//! The bodies are the wire types of [`habit_profiles::api`], the very types habitd serves, so
+//! that client and daemon cannot drift apart.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use habit_profiles::profile::UnstableReason;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use habit_profiles::api::{ErrorBody, HeldAction, HeldDecision, ModeRequest};
+pub use habit_profiles::api::{Mode, WorkloadView};
+use habit_profiles::observation::Dimension;
 use habit_profiles::workload::{ImageRef, WorkloadKey};
-use serde::Deserialize;
 
 /// The API address habitd listens on unless told otherwise (`habitd run --listen`).
 pub const DEFAULT_API: &str = "http://127.0.0.1:9477";
@@ -33,26 +37,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest server message quoted when an error answer is not the API's JSON.
 const MAX_QUOTED_BODY: usize = 300;
 
-/// The mode an operator can force on a workload (`POST /api/v1/workloads/{key}/mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Go back to learning, adding to what was learned so far.
-    Learn,
-    /// Stop learning and score against the baseline now; if learning had not converged, the
-    /// baseline is frozen from what was learned so far and marked partial.
-    Detect,
-    /// Discard what was learned and learn from scratch.
-    Relearn,
+/// habitctl's `mode` argument: an API [`Mode`] by its name, each with its help.
+pub fn mode_parser() -> impl TypedValueParser<Value = Mode> {
+    let values = Mode::ALL.map(|mode| PossibleValue::new(mode.as_str()).help(mode_help(mode)));
+    PossibleValuesParser::new(values).try_map(|name| name.parse::<Mode>())
 }
 
-impl Mode {
-    /// The name the API expects.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Learn => "learn",
-            Mode::Detect => "detect",
-            Mode::Relearn => "relearn",
+/// What a mode does, for an operator.
+fn mode_help(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Learn => "Go back to learning, adding to what was learned so far",
+        Mode::Detect => {
+            "Stop learning and score against the baseline now; if learning had not converged, \
+             the baseline is frozen from what was learned so far and marked partial"
         }
+        Mode::Relearn => "Discard what was learned and learn from scratch",
     }
 }
 
@@ -172,75 +171,6 @@ impl Token {
     }
 }
 
-/// A workload as `GET /api/v1/workloads` lists it. Fields other than `key` default when
-/// missing, so that a daemon of another version still lists (`--json` shows everything).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Workload {
-    /// The workload key.
-    pub key: String,
-    /// `learning`, `stable` or `unstable`.
-    #[serde(default)]
-    pub state: String,
-    /// Whether its baseline was frozen before learning converged.
-    #[serde(default)]
-    pub partial: bool,
-    /// The mode an operator forced, if any (`learn` or `detect`).
-    #[serde(default)]
-    pub mode_forced: Option<String>,
-    /// Learning progress.
-    #[serde(default)]
-    pub learning: Option<Learning>,
-    /// Learned items over all dimensions.
-    #[serde(default)]
-    pub items: u64,
-    /// Learned items per dimension.
-    #[serde(default)]
-    pub profile_sizes: BTreeMap<String, u64>,
-    /// Alerts raised.
-    #[serde(default)]
-    pub alerts: u64,
-    /// Why the workload is unstable: a text, or the profiles crate's [`UnstableReason`].
-    #[serde(default)]
-    pub unstable_reason: Option<serde_json::Value>,
-    /// When its baseline was frozen (Unix ms).
-    #[serde(default)]
-    pub baseline_created: Option<u64>,
-}
-
-/// The `learning` object of a [`Workload`].
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Learning {
-    /// When learning started (Unix ms).
-    #[serde(default)]
-    pub started_at: Option<u64>,
-    /// Seconds spent learning.
-    #[serde(default)]
-    pub elapsed_secs: Option<f64>,
-    /// When the last new item was learned (Unix ms).
-    #[serde(default)]
-    pub last_new_item_at: Option<u64>,
-    /// Seconds since the last new item.
-    #[serde(default)]
-    pub secs_since_new_item: Option<f64>,
-    /// How far learning is towards stable, 0..=1.
-    #[serde(default)]
-    pub progress: Option<f64>,
-}
-
-impl Workload {
-    /// The unstable reason as a sentence, if there is one.
-    pub fn unstable_reason_text(&self) -> Option<String> {
-        match self.unstable_reason.as_ref()? {
-            serde_json::Value::Null => None,
-            serde_json::Value::String(text) => Some(text.clone()),
-            other => Some(
-                UnstableReason::deserialize(other)
-                    .map_or_else(|_| other.to_string(), |reason| reason.to_string()),
-            ),
-        }
-    }
-}
-
 /// The workload key an operator means. Keys of host processes (`host`, `host:<unit>`) and
 /// provisional keys (`container:…`, `cgroup:…`) are taken as they are; anything else that
 /// parses as an image reference is normalised like Docker does, as habitd files it
@@ -330,7 +260,7 @@ impl Client {
     }
 
     /// `GET /api/v1/workloads`, typed.
-    pub fn workloads(&self) -> Result<Vec<Workload>, ApiError> {
+    pub fn workloads(&self) -> Result<Vec<WorkloadView>, ApiError> {
         let path = "/api/v1/workloads";
         let body = self.call("GET", path, None)?;
         parse_json(&body, "GET", path)
@@ -342,7 +272,7 @@ impl Client {
             "/api/v1/workloads/{}/mode",
             encode_key_segment(key.as_str())
         );
-        let request = serde_json::json!({ "mode": mode.as_str() }).to_string();
+        let request = to_json(&ModeRequest { mode });
         let body = self.call("POST", &path, Some(request.as_bytes()))?;
         parse_json(&body, "POST", &path)
     }
@@ -362,16 +292,22 @@ impl Client {
         &self,
         key: &WorkloadKey,
         approve: bool,
-        dimension: &str,
+        dimension: Dimension,
         item: &str,
     ) -> Result<serde_json::Value, ApiError> {
         let path = format!(
             "/api/v1/workloads/{}/held",
             encode_key_segment(key.as_str())
         );
-        let action = if approve { "approve" } else { "discard" };
-        let request = serde_json::json!({ "action": action, "dimension": dimension, "item": item })
-            .to_string();
+        let request = to_json(&HeldDecision {
+            action: if approve {
+                HeldAction::Approve
+            } else {
+                HeldAction::Discard
+            },
+            dimension,
+            item: item.to_owned(),
+        });
         let body = self.call("POST", &path, Some(request.as_bytes()))?;
         parse_json(&body, "POST", &path)
     }
@@ -508,17 +444,20 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A request body. The API's types are plain structs of strings and enums: they encode.
+fn to_json(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_default()
+}
+
 /// The `error` of an API error answer, or the start of a body that is not the API's JSON.
 fn error_message(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: serde_json::Value,
-    }
     if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
-        return Some(match error {
-            serde_json::Value::String(text) => text,
-            other => other.to_string(),
-        });
+        return Some(error);
+    }
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body)
+        && let Some(error) = object.get("error")
+    {
+        return Some(error.to_string());
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -658,32 +597,27 @@ mod tests {
 
     #[test]
     fn workloads_tolerate_missing_fields() {
-        let w: Vec<Workload> =
-            serde_json::from_str(r#"[{"key": "host", "future_field": 1}]"#).unwrap();
-        assert_eq!(w[0].key, "host");
-        assert_eq!(w[0].learning, None);
-        let w: Workload = serde_json::from_value(serde_json::json!({
-            "key": "k", "state": "unstable",
-            "unstable_reason": {"kind": "dimension_limit", "dimension": "file", "limit": 4096}
-        }))
+        let w: Vec<WorkloadView> = serde_json::from_str(
+            r#"[{"key": "host", "state": "learning", "future_field": 1,
+                 "learning": {"started_at": 0, "elapsed_secs": 0.0, "progress": 0.0}}]"#,
+        )
         .unwrap();
-        assert_eq!(
-            w.unstable_reason_text().as_deref(),
-            Some("file reached its limit of 4096 items")
-        );
-        let w: Workload = serde_json::from_value(serde_json::json!({
-            "key": "k", "unstable_reason": "too many files"
-        }))
-        .unwrap();
-        assert_eq!(w.unstable_reason_text().as_deref(), Some("too many files"));
-        let w: Workload = serde_json::from_value(serde_json::json!({
-            "key": "k", "unstable_reason": {"something": "else"}
-        }))
-        .unwrap();
-        assert_eq!(
-            w.unstable_reason_text().as_deref(),
-            Some(r#"{"something":"else"}"#)
-        );
+        assert_eq!(w[0].key.as_str(), "host");
+        assert_eq!(w[0].held, 0);
+        assert_eq!(w[0].unstable_reason, None);
+    }
+
+    #[test]
+    fn modes_parse_by_name() {
+        let cmd = clap::Command::new("t").arg(clap::Arg::new("mode").value_parser(mode_parser()));
+        for mode in Mode::ALL {
+            let matches = cmd
+                .clone()
+                .try_get_matches_from(["t", mode.as_str()])
+                .unwrap();
+            assert_eq!(matches.get_one::<Mode>("mode"), Some(&mode));
+        }
+        assert!(cmd.try_get_matches_from(["t", "sleep"]).is_err());
     }
 
     #[test]

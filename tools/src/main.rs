@@ -88,7 +88,7 @@ enum Command {
         /// The workload key (see `habitctl workloads`).
         key: String,
         /// The mode to force.
-        #[arg(value_enum)]
+        #[arg(value_parser = client::mode_parser())]
         mode: Mode,
     },
 
@@ -113,14 +113,21 @@ enum Command {
 enum RulesCommand {
     /// Load rules files as habitd does and report what does not load.
     ///
+    /// Like `habitd run`, loads habitd's built-in rules first (its `builtin_rules = true`
+    /// default), then the files in order, so a file that appends to or overrides a built-in
+    /// list, macro or rule checks as habitd runs it; the summary counts the built-in rules too.
     /// Prints each problem as `file:line: severity: kind 'name': reason`, then
     /// `loaded N of M rules`. Exits 0 when everything loaded, 1 when a rule was skipped or an
     /// item has an error, 2 when a file cannot be read.
     Check {
-        /// The rules files, loaded together in this order (later files may append to or
-        /// override earlier ones).
+        /// The rules files, loaded together in this order after the built-in rules (later
+        /// files may append to or override earlier ones).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Do not load the built-in rules first: check the files as `habitd run` with
+        /// `builtin_rules = false` loads them.
+        #[arg(long)]
+        no_builtin: bool,
     },
 }
 
@@ -223,8 +230,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             discard,
         }) => held(&client()?, &key, approve, discard)?,
         Command::Eval(args) => say(&eval::run(&args)?)?,
-        Command::Rules(RulesCommand::Check { files }) => {
-            return Ok(if rules::check(&files)? {
+        Command::Rules(RulesCommand::Check { files, no_builtin }) => {
+            return Ok(if rules::check(&files, !no_builtin)? {
                 Outcome::Done
             } else {
                 Outcome::Different
@@ -253,10 +260,10 @@ fn set_mode(client: &Client, key: &str, mode: Mode) -> Result<()> {
     let answer = client
         .set_mode(&key, mode)
         .with_context(|| format!("cannot set the mode of {shown} to {}", mode.as_str()))?;
-    let state = serde_json::from_value::<client::Workload>(answer)
+    let state = serde_json::from_value::<client::WorkloadView>(answer)
         .ok()
         .map(|w| {
-            let mut state = table::printable(&w.state);
+            let mut state = w.state.name().to_owned();
             if w.partial {
                 state.push_str(", baseline partial");
             }
@@ -286,7 +293,7 @@ fn held(
             anyhow::bail!("expected DIMENSION ITEM");
         };
         client
-            .decide_held(&key, approve, dimension, item)
+            .decide_held(&key, approve, dimension.parse()?, item)
             .with_context(|| format!("cannot decide on a held item of {shown}"))?;
         let verb = if approve {
             "approved (learned)"

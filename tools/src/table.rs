@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 
-use crate::client::Workload;
+use habit_profiles::store::ForcedMode;
+
+use crate::client::WorkloadView;
 
 /// How a column's cells line up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,19 +160,19 @@ pub fn format_progress(progress: Option<f64>) -> String {
 
 /// The state column: the state, then in parentheses whether the baseline is partial and
 /// which mode an operator forced.
-fn state_cell(workload: &Workload) -> String {
+fn state_cell(workload: &WorkloadView) -> String {
     let mut notes = Vec::new();
     if workload.partial {
         notes.push("partial".to_owned());
     }
-    if let Some(mode) = &workload.mode_forced {
+    if let Some(mode) = workload.mode_forced {
+        let mode = match mode {
+            ForcedMode::Learn => "learn",
+            ForcedMode::Detect => "detect",
+        };
         notes.push(format!("forced {mode}"));
     }
-    let state = if workload.state.is_empty() {
-        "?"
-    } else {
-        workload.state.as_str()
-    };
+    let state = workload.state.name();
     if notes.is_empty() {
         state.to_owned()
     } else {
@@ -179,36 +181,38 @@ fn state_cell(workload: &Workload) -> String {
 }
 
 /// The `habitctl workloads` listing: one row per workload, sorted by key, then why any
-/// unstable workload is unstable.
-pub fn workloads_table(workloads: &[Workload]) -> String {
+/// unstable workload is unstable. HELD counts the items a rule flagged during learning that
+/// wait for an operator (`habitctl held`) or to prove habitual.
+pub fn workloads_table(workloads: &[WorkloadView]) -> String {
     if workloads.is_empty() {
         return "no workloads: habitd has not attributed any activity yet\n".to_owned();
     }
-    let mut sorted: Vec<&Workload> = workloads.iter().collect();
+    let mut sorted: Vec<&WorkloadView> = workloads.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     let mut table = Table::new(&[
         ("KEY", Align::Left),
         ("STATE", Align::Left),
         ("PROGRESS", Align::Right),
         ("ITEMS", Align::Right),
+        ("HELD", Align::Right),
         ("SINCE NEW ITEM", Align::Right),
         ("ALERTS", Align::Right),
     ]);
     for w in &sorted {
-        let learning = w.learning.as_ref();
         table.push(vec![
-            w.key.clone(),
+            w.key.to_string(),
             state_cell(w),
-            format_progress(learning.and_then(|l| l.progress)),
+            format_progress(Some(w.learning.progress)),
             w.items.to_string(),
-            format_secs(learning.and_then(|l| l.secs_since_new_item)),
+            w.held.to_string(),
+            format_secs(w.learning.secs_since_new_item),
             w.alerts.to_string(),
         ]);
     }
     let mut out = table.render();
     let reasons: Vec<(&str, String)> = sorted
         .iter()
-        .filter_map(|w| Some((w.key.as_str(), w.unstable_reason_text()?)))
+        .filter_map(|w| Some((w.key.as_str(), w.unstable_reason.clone()?)))
         .collect();
     if !reasons.is_empty() {
         out.push_str("\nunstable:\n");
@@ -223,7 +227,9 @@ pub fn workloads_table(workloads: &[Workload]) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::client::Learning;
+    use habit_profiles::api::LearningView;
+    use habit_profiles::store::WorkloadState;
+    use habit_profiles::workload::WorkloadKey;
 
     #[test]
     fn columns_align_and_lines_have_no_trailing_spaces() {
@@ -289,46 +295,53 @@ mod tests {
         assert_eq!(format_progress(Some(f64::INFINITY)), "-");
     }
 
-    fn workload(key: &str, state: &str) -> Workload {
-        Workload {
-            key: key.into(),
-            state: state.into(),
-            ..Workload::default()
+    fn workload(key: &str, state: WorkloadState) -> WorkloadView {
+        WorkloadView {
+            key: WorkloadKey::from_raw(key),
+            state,
+            partial: false,
+            mode_forced: None,
+            learning: LearningView::default(),
+            items: 0,
+            profile_sizes: Default::default(),
+            alerts: 0,
+            unstable_reason: None,
+            baseline_created: None,
+            held: 0,
         }
     }
 
     #[test]
     fn workloads_render_sorted_with_states_and_reasons() {
-        let mut nginx = workload("docker.io/library/nginx:1.25", "learning");
+        let mut nginx = workload("docker.io/library/nginx:1.25", WorkloadState::Learning);
         nginx.items = 42;
-        nginx.learning = Some(Learning {
-            progress: Some(0.5),
+        nginx.held = 2;
+        nginx.learning = LearningView {
+            progress: 0.5,
             secs_since_new_item: Some(75.0),
-            ..Learning::default()
-        });
-        let mut host = workload("host", "stable");
+            ..LearningView::default()
+        };
+        let mut host = workload("host", WorkloadState::Stable);
         host.partial = true;
-        host.mode_forced = Some("detect".into());
+        host.mode_forced = Some(ForcedMode::Detect);
         host.items = 7;
         host.alerts = 3;
-        host.learning = Some(Learning {
-            progress: Some(1.0),
+        host.learning = LearningView {
+            progress: 1.0,
             secs_since_new_item: None,
-            ..Learning::default()
-        });
-        let mut redis = workload("docker.io/library/redis:7", "unstable");
-        redis.unstable_reason = Some(serde_json::json!({
-            "kind": "total_limit", "limit": 8192
-        }));
+            ..LearningView::default()
+        };
+        let mut redis = workload("docker.io/library/redis:7", WorkloadState::Unstable);
+        redis.unstable_reason = Some("the profile reached its limit of 8192 items".into());
         redis.items = 8192;
         let out = workloads_table(&[host, redis, nginx]);
         assert_eq!(
             out,
             "\
-KEY                           STATE                            PROGRESS  ITEMS  SINCE NEW ITEM  ALERTS
-docker.io/library/nginx:1.25  learning                              50%     42           1m15s       0
-docker.io/library/redis:7     unstable                                -   8192               -       0
-host                          stable (partial, forced detect)      100%      7               -       3
+KEY                           STATE                            PROGRESS  ITEMS  HELD  SINCE NEW ITEM  ALERTS
+docker.io/library/nginx:1.25  learning                              50%     42     2           1m15s       0
+docker.io/library/redis:7     unstable                               0%   8192     0               -       0
+host                          stable (partial, forced detect)      100%      7     0               -       3
 
 unstable:
   docker.io/library/redis:7: the profile reached its limit of 8192 items

@@ -12,9 +12,11 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use habit_profiles::api::{LearningView, WorkloadView};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::observation::Observation;
 use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::store::{ForcedMode, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
 
 const NGINX: &str = "docker.io/library/nginx:1.25";
@@ -166,7 +168,8 @@ fn workloads_json() -> serde_json::Value {
                               "inbound": 2, "outbound": 1, "syscall": 62, "privileged": 2},
             "alerts": 0,
             "unstable_reason": null,
-            "baseline_created": null
+            "baseline_created": null,
+            "held": 3
         },
         {
             "key": "host:ssh.service",
@@ -185,7 +188,8 @@ fn workloads_json() -> serde_json::Value {
                               "inbound": 0, "outbound": 0, "syscall": 4, "privileged": 0},
             "alerts": 5,
             "unstable_reason": null,
-            "baseline_created": 1_699_090_000_000u64
+            "baseline_created": 1_699_090_000_000u64,
+            "held": 0
         }
     ])
 }
@@ -285,6 +289,7 @@ fn workloads_prints_an_aligned_table() {
         "STATE",
         "PROGRESS",
         "ITEMS",
+        "HELD",
         "SINCE NEW ITEM",
         "ALERTS",
     ] {
@@ -312,6 +317,56 @@ fn workloads_prints_an_aligned_table() {
     assert_eq!(requests[0].method, "GET");
     assert_eq!(requests[0].path, "/api/v1/workloads");
     assert_eq!(requests[0].header("authorization"), None);
+}
+
+/// What habitd serves, serialised by the type it serves it with (the API's, shared with
+/// habitctl): habitctl reads every field back, `held` included, and shows it.
+#[test]
+fn what_habitd_serves_habitctl_reads() {
+    let served = vec![WorkloadView {
+        key: WorkloadKey::from_raw(NGINX),
+        state: WorkloadState::Unstable,
+        partial: true,
+        mode_forced: Some(ForcedMode::Learn),
+        learning: LearningView {
+            started_at: 1_700_000_000_000,
+            elapsed_secs: 7_200.0,
+            last_new_item_at: Some(1_700_000_007_000),
+            secs_since_new_item: Some(61.0),
+            progress: 0.25,
+        },
+        items: 4096,
+        profile_sizes: [("file".to_owned(), 4096)].into_iter().collect(),
+        alerts: 9,
+        unstable_reason: Some("file reached its limit of 4096 items".into()),
+        baseline_created: Some(1_700_000_100_000),
+        held: 4,
+    }];
+    let body = serde_json::to_string(&served).unwrap();
+    let api = FakeApi::start(move |_| (200, body.clone()));
+
+    let out = api.habitctl(&["workloads", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read: Vec<WorkloadView> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(read, served);
+
+    let out = api.habitctl(&["workloads"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains(" HELD "), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("{NGINX}  unstable (partial, forced learn) ")),
+        "{text}"
+    );
+    assert!(lines[1].contains(" 25%   4096     4 "), "{text}");
+    assert!(lines[1].ends_with(" 1m01s       9"), "{text}");
+    assert!(
+        text.ends_with(&format!(
+            "unstable:\n  {NGINX}: file reached its limit of 4096 items\n"
+        )),
+        "{text}"
+    );
 }
 
 #[test]

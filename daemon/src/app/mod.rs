@@ -78,7 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
     let printer: Option<Box<dyn std::io::Write + Send>> = config
         .print_events
         .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
-    let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64());
+    let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64(), &metrics);
     let sequences = SequenceTracker::new(
         config.probes.sequences,
         config.learning.false_alarm_rate,

@@ -3,6 +3,10 @@
 //! Reads come from the engine's published snapshot and from the store; changes go to the
 //! engine as [`Command`]s (it owns the state) and need the bearer token of
 //! `--api-token-file`. Keys contain `/`: the routes take the rest of the path, percent-decoded.
+//!
+//! Bodies are the wire types of [`habit_profiles::api`], shared with habitctl. A refused
+//! command answers the status of its [`CommandError`] variant (see [`command_status`]), with
+//! `{"error": "…"}`.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,14 +16,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use habit_profiles::api::{ErrorBody, HeldAction, HeldDecision, ModeRequest};
 use habit_profiles::error::ProfileError;
-use habit_profiles::observation::Dimension;
 use habit_profiles::store::ProfileStore;
 use habit_profiles::workload::WorkloadKey;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::learning::{Command, Mode, Views, unix_ms};
+use crate::learning::{Command, CommandError, Views, unix_ms};
 
 /// What the API handlers need.
 pub struct Api {
@@ -31,7 +35,34 @@ pub struct Api {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    let body = ErrorBody {
+        error: message.into(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The HTTP status of a refused command: the workload or item does not exist (404), the
+/// workload is not in a state that allows it (409), the baseline it would produce is invalid
+/// (422), the store failed (500).
+pub fn command_status(error: &CommandError) -> StatusCode {
+    match error {
+        CommandError::UnknownWorkload(_) | CommandError::NoHeldItem { .. } => StatusCode::NOT_FOUND,
+        CommandError::NotLearning(_) => StatusCode::CONFLICT,
+        CommandError::InvalidBaseline { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        CommandError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error and its causes, as one line: `what: why: why`.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Checks `Authorization: Bearer <token>` (compared in constant time).
@@ -69,11 +100,6 @@ pub async fn list_workloads(State(api): State<Arc<Api>>) -> Response {
         Err(poisoned) => poisoned.into_inner().clone(),
     };
     Json(views).into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct ModeBody {
-    mode: Mode,
 }
 
 /// `POST /api/v1/workloads/{key}/mode` with `{"mode": "learn" | "detect" | "relearn"}`, and
@@ -120,7 +146,7 @@ pub async fn get_workload(State(api): State<Arc<Api>>, Path(rest): Path<String>)
 async fn ask<T>(
     api: &Api,
     command: Command,
-    answer: oneshot::Receiver<Result<T, String>>,
+    answer: oneshot::Receiver<Result<T, CommandError>>,
 ) -> Result<T, Response> {
     let gone = || error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down");
     if api.commands.send(command).await.is_err() {
@@ -128,11 +154,7 @@ async fn ask<T>(
     }
     match answer.await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) if e.starts_with("unknown workload") || e.starts_with("no held item") => {
-            Err(error(StatusCode::NOT_FOUND, e))
-        }
-        Ok(Err(e)) if e.contains("is not learning") => Err(error(StatusCode::CONFLICT, e)),
-        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Ok(Err(e)) => Err(error(command_status(&e), with_causes(&e))),
         Err(_) => Err(gone()),
     }
 }
@@ -141,7 +163,7 @@ async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Res
     if let Err(r) = authorize(api, headers) {
         return *r;
     }
-    let mode = match serde_json::from_slice::<ModeBody>(body) {
+    let mode = match serde_json::from_slice::<ModeRequest>(body) {
         Ok(b) => b.mode,
         Err(e) => {
             return error(
@@ -162,25 +184,11 @@ async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Res
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum HeldAction {
-    Approve,
-    Discard,
-}
-
-#[derive(serde::Deserialize)]
-struct HeldBody {
-    action: HeldAction,
-    dimension: Dimension,
-    item: String,
-}
-
 async fn decide_held(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
     if let Err(r) = authorize(api, headers) {
         return *r;
     }
-    let decision = match serde_json::from_slice::<HeldBody>(body) {
+    let decision = match serde_json::from_slice::<HeldDecision>(body) {
         Ok(b) => b,
         Err(e) => {
             return error(

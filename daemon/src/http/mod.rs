@@ -12,6 +12,8 @@ use axum::routing::get;
 use serde_json::json;
 
 pub mod api;
+#[cfg(test)]
+mod tests;
 
 use self::api::Api;
 use crate::metrics::Metrics;

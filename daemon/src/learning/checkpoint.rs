@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use habit_models::calibrate::calibrate;
 use habit_models::rate::{RateConfig, RateModel};
 use habit_profiles::baseline::Baseline;
+use habit_profiles::error::ProfileError;
 use habit_profiles::profile::UnixMillis;
 use habit_profiles::store::ForcedMode;
 use habit_profiles::workload::WorkloadKey;
@@ -21,7 +22,11 @@ use super::{Engine, Phase, unix_ms};
 impl Engine {
     /// Moves one learning workload on: unstable when a limit was hit, frozen when converged
     /// (or forced, or out of time).
-    pub(super) fn advance(&mut self, key: &WorkloadKey, now: UnixMillis) -> anyhow::Result<()> {
+    pub(super) fn advance(
+        &mut self,
+        key: &WorkloadKey,
+        now: UnixMillis,
+    ) -> Result<(), ProfileError> {
         let min = self.config.min.as_millis() as u64;
         let stable = self.config.stable.as_millis() as u64;
         let max = self.config.max.as_millis() as u64;
@@ -54,7 +59,12 @@ impl Engine {
     }
 
     /// Ends learning: baseline (merged with a carried one), calibration, stored atomically.
-    fn freeze(&mut self, key: &WorkloadKey, now: UnixMillis, partial: bool) -> anyhow::Result<()> {
+    fn freeze(
+        &mut self,
+        key: &WorkloadKey,
+        now: UnixMillis,
+        partial: bool,
+    ) -> Result<(), ProfileError> {
         let Some(entry) = self.workloads.get_mut(key) else {
             return Ok(());
         };
@@ -68,9 +78,8 @@ impl Engine {
         calibrate(&mut baseline, self.config.false_alarm_rate);
         match RateModel::fit(&entry.intervals, &RateConfig::default()) {
             Ok(model) => {
-                baseline
-                    .models
-                    .insert(RATE_MODEL.into(), serde_json::to_value(&model)?);
+                let model = encode_model("rate model", key, &model)?;
+                baseline.models.insert(RATE_MODEL.into(), model);
             }
             Err(e) => tracing::info!(message = "No rate model.", workload = %key, reason = %e),
         }
@@ -83,9 +92,8 @@ impl Engine {
                     grams = model.known_len(),
                     calibration_traces = model.calibration().map_or(0, |c| c.held_out),
                 );
-                baseline
-                    .models
-                    .insert(SEQUENCE_MODEL.into(), serde_json::to_value(&model)?);
+                let model = encode_model("sequence model", key, &model)?;
+                baseline.models.insert(SEQUENCE_MODEL.into(), model);
             }
             Err(e) => {
                 tracing::info!(message = "No sequence model.", workload = %key, reason = %e)
@@ -144,4 +152,17 @@ impl Engine {
     pub fn shutdown(&mut self) {
         self.checkpoint(unix_ms(SystemTime::now()));
     }
+}
+
+/// A model as it is stored in a baseline's `models`.
+fn encode_model(
+    what: &'static str,
+    key: &WorkloadKey,
+    model: &impl serde::Serialize,
+) -> Result<serde_json::Value, ProfileError> {
+    serde_json::to_value(model).map_err(|source| ProfileError::Encode {
+        what,
+        key: key.to_string(),
+        source,
+    })
 }

@@ -1,5 +1,6 @@
 //! Operator commands: what the API asks of the engine (force a mode, reload an imported
-//! baseline, list and decide held items), applied on the engine's task.
+//! baseline, list and decide held items), applied on the engine's task, and the typed
+//! [`CommandError`] each can fail with (the API's HTTP status follows its variant).
 //!
 //! Apart from the lifecycle because these are the only changes that come from outside the
 //! pipeline: each is a [`Command`] sent over a channel with a reply, so the engine's state
@@ -7,6 +8,8 @@
 
 use std::time::SystemTime;
 
+use habit_profiles::api::{Mode, WorkloadView};
+use habit_profiles::error::ProfileError;
 use habit_profiles::held::{HeldItem, HeldItems};
 use habit_profiles::observation::{Dimension, Observation};
 use habit_profiles::profile::Provenance;
@@ -14,19 +17,56 @@ use habit_profiles::store::{ForcedMode, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
 use tokio::sync::oneshot;
 
-use super::views::WorkloadView;
 use super::{Engine, Entry, Phase, unix_ms};
 
-/// What an operator can ask (`POST /api/v1/workloads/{key}/mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Keep learning (from a stable baseline: learn more, merged in at the next freeze).
-    Learn,
-    /// Detect now (a baseline frozen before convergence is `partial`).
-    Detect,
-    /// Forget the baseline and learn from scratch.
-    Relearn,
+/// Why an operator's command was refused or failed. Nothing changed unless it is `Store`
+/// (which may leave a change in memory that the next checkpoint retries).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such workload: habitd has not seen it (or not since its store was emptied).
+    #[error("unknown workload {0}")]
+    UnknownWorkload(WorkloadKey),
+    /// The workload holds no such item (decided already, or never held).
+    #[error("no held item {} {item} for {key}", dimension.name())]
+    NoHeldItem {
+        key: WorkloadKey,
+        dimension: Dimension,
+        item: String,
+    },
+    /// Approving a held item learns it, which needs a learning workload.
+    #[error(
+        "{0} is not learning: approving needs `mode learn` (or relearn) first, so that the item \
+         is learned into a new baseline"
+    )]
+    NotLearning(WorkloadKey),
+    /// The baseline cannot be built: the baseline being extended (`mode learn` on a stable
+    /// workload, perhaps imported) does not merge with what was learned since.
+    #[error("the baseline of {key} cannot be frozen")]
+    InvalidBaseline {
+        key: WorkloadKey,
+        #[source]
+        source: ProfileError,
+    },
+    /// The store failed (I/O, or a value that does not encode).
+    #[error("the store failed")]
+    Store(#[source] ProfileError),
+}
+
+impl CommandError {
+    /// Sorts an error of freezing `key`'s baseline: the store's own failures, or a baseline
+    /// that is wrong.
+    pub fn freezing(key: &WorkloadKey, error: ProfileError) -> CommandError {
+        match error {
+            ProfileError::Store { .. }
+            | ProfileError::Encode { .. }
+            | ProfileError::Decode { .. }
+            | ProfileError::StoredBaseline { .. } => CommandError::Store(error),
+            source => CommandError::InvalidBaseline {
+                key: key.clone(),
+                source,
+            },
+        }
+    }
 }
 
 /// Requests from the API to the engine's task.
@@ -34,14 +74,14 @@ pub enum Command {
     SetMode {
         key: WorkloadKey,
         mode: Mode,
-        reply: oneshot::Sender<Result<WorkloadView, String>>,
+        reply: oneshot::Sender<Result<WorkloadView, CommandError>>,
     },
     /// A baseline was imported into the store: switch to it.
     Reload { key: WorkloadKey },
     /// List the items a rule flagged during learning.
     ListHeld {
         key: WorkloadKey,
-        reply: oneshot::Sender<Result<Vec<HeldItem>, String>>,
+        reply: oneshot::Sender<Result<Vec<HeldItem>, CommandError>>,
     },
     /// Approve (learn) or discard a held item.
     DecideHeld {
@@ -49,7 +89,7 @@ pub enum Command {
         dimension: Dimension,
         item: String,
         approve: bool,
-        reply: oneshot::Sender<Result<WorkloadView, String>>,
+        reply: oneshot::Sender<Result<WorkloadView, CommandError>>,
     },
 }
 
@@ -58,12 +98,9 @@ impl Engine {
     pub fn command(&mut self, command: Command) {
         match command {
             Command::SetMode { key, mode, reply } => {
-                let result = self.set_mode(&key, mode).map_err(|e| format!("{e:#}"));
+                let result = self.set_mode(&key, mode);
                 self.publish(SystemTime::now());
-                let view = result.and_then(|()| {
-                    self.view_of(&key, SystemTime::now())
-                        .ok_or_else(|| format!("unknown workload {key}"))
-                });
+                let view = result.and_then(|()| self.view_after(&key));
                 let _ = reply.send(view);
             }
             Command::ListHeld { key, reply } => {
@@ -71,7 +108,7 @@ impl Engine {
                     .workloads
                     .get(&key)
                     .map(|e| e.held.iter().cloned().collect())
-                    .ok_or_else(|| format!("unknown workload {key}"));
+                    .ok_or(CommandError::UnknownWorkload(key));
                 let _ = reply.send(items);
             }
             Command::DecideHeld {
@@ -81,14 +118,9 @@ impl Engine {
                 approve,
                 reply,
             } => {
-                let result = self
-                    .decide_held(&key, dimension, &item, approve)
-                    .map_err(|e| format!("{e:#}"));
+                let result = self.decide_held(&key, dimension, &item, approve);
                 self.publish(SystemTime::now());
-                let view = result.and_then(|()| {
-                    self.view_of(&key, SystemTime::now())
-                        .ok_or_else(|| format!("unknown workload {key}"))
-                });
+                let view = result.and_then(|()| self.view_after(&key));
                 let _ = reply.send(view);
             }
             Command::Reload { key } => {
@@ -115,23 +147,24 @@ impl Engine {
         dimension: Dimension,
         item: &str,
         approve: bool,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), CommandError> {
         let now = unix_ms(SystemTime::now());
         let node = self.node.clone();
         let entry = self
             .workloads
             .get_mut(key)
-            .ok_or_else(|| anyhow::anyhow!("unknown workload {key}"))?;
+            .ok_or_else(|| CommandError::UnknownWorkload(key.clone()))?;
         if approve && !matches!(entry.phase, Phase::Learning { .. }) {
-            anyhow::bail!(
-                "{key} is not learning: approving needs `mode learn` (or relearn) first, so that \
-                 the item is learned into a new baseline"
-            );
+            return Err(CommandError::NotLearning(key.clone()));
         }
         let held = entry
             .held
             .take(dimension, item)
-            .ok_or_else(|| anyhow::anyhow!("no held item {} {item} for {key}", dimension.name()))?;
+            .ok_or_else(|| CommandError::NoHeldItem {
+                key: key.clone(),
+                dimension,
+                item: item.to_owned(),
+            })?;
         if let Phase::Learning { profile, .. } = &mut entry.phase
             && approve
         {
@@ -145,16 +178,27 @@ impl Engine {
             item
         );
         entry.dirty = true;
-        self.store.held().put(key, &entry.held)?;
-        Ok(())
+        self.store
+            .held()
+            .put(key, &entry.held)
+            .map_err(CommandError::Store)
     }
 
-    fn set_mode(&mut self, key: &WorkloadKey, mode: Mode) -> anyhow::Result<()> {
+    /// The workload's view once a command is applied.
+    fn view_after(&self, key: &WorkloadKey) -> Result<WorkloadView, CommandError> {
+        self.view_of(key, SystemTime::now())
+            .ok_or_else(|| CommandError::UnknownWorkload(key.clone()))
+    }
+
+    fn set_mode(&mut self, key: &WorkloadKey, mode: Mode) -> Result<(), CommandError> {
         let now = unix_ms(SystemTime::now());
         match mode {
             Mode::Relearn => {
-                let record = self.store.relearn(key, now)?;
-                self.store.held().put(key, &HeldItems::default())?;
+                let record = self.store.relearn(key, now).map_err(CommandError::Store)?;
+                self.store
+                    .held()
+                    .put(key, &HeldItems::default())
+                    .map_err(CommandError::Store)?;
                 let profile = self.new_profile(key, now);
                 self.workloads
                     .insert(key.clone(), Entry::learning(record, profile));
@@ -165,7 +209,7 @@ impl Engine {
                 let entry = self
                     .workloads
                     .get_mut(key)
-                    .ok_or_else(|| anyhow::anyhow!("unknown workload {key}"))?;
+                    .ok_or_else(|| CommandError::UnknownWorkload(key.clone()))?;
                 entry.record.mode_forced = Some(ForcedMode::Learn);
                 if let Phase::Detecting { baseline, .. } = &entry.phase {
                     entry.phase = Phase::Learning {
@@ -182,10 +226,11 @@ impl Engine {
                 let entry = self
                     .workloads
                     .get_mut(key)
-                    .ok_or_else(|| anyhow::anyhow!("unknown workload {key}"))?;
+                    .ok_or_else(|| CommandError::UnknownWorkload(key.clone()))?;
                 if matches!(entry.phase, Phase::Learning { .. }) {
                     entry.record.mode_forced = Some(ForcedMode::Detect);
-                    self.advance(key, now)?;
+                    self.advance(key, now)
+                        .map_err(|e| CommandError::freezing(key, e))?;
                 }
             }
         }

@@ -39,7 +39,7 @@ mod score;
 mod sequence;
 mod views;
 
-pub use self::commands::{Command, Mode};
+pub use self::commands::{Command, CommandError};
 pub use self::hold::Flag;
 pub use self::score::Finding;
 pub use self::sequence::SequenceMode;

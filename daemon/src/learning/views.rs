@@ -1,48 +1,19 @@
 //! What the engine shows: the [`WorkloadView`] of each workload (served by
-//! `GET /api/v1/workloads`), published as one snapshot behind a lock with the per-workload
-//! metrics.
+//! `GET /api/v1/workloads`; the type is the API's, shared with habitctl), published as one
+//! snapshot behind a lock with the per-workload metrics.
 //!
 //! Apart from the lifecycle because the API reads from another task: it sees only the
 //! published snapshot, never the engine's state.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use habit_profiles::api::{LearningView, WorkloadView};
 use habit_profiles::observation::Dimension;
 use habit_profiles::profile::UnixMillis;
-use habit_profiles::store::{ForcedMode, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
-use serde::Serialize;
 
 use super::{Engine, Entry, Phase, unix_ms};
-
-/// A workload as the API and `habitctl workloads` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkloadView {
-    pub key: WorkloadKey,
-    pub state: WorkloadState,
-    pub partial: bool,
-    pub mode_forced: Option<ForcedMode>,
-    pub learning: LearningView,
-    pub items: u64,
-    pub profile_sizes: BTreeMap<&'static str, usize>,
-    pub alerts: u64,
-    pub unstable_reason: Option<String>,
-    pub baseline_created: Option<UnixMillis>,
-    /// Items a rule flagged during learning, waiting to prove habitual or for an operator.
-    pub held: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LearningView {
-    pub started_at: UnixMillis,
-    pub elapsed_secs: f64,
-    pub last_new_item_at: Option<UnixMillis>,
-    pub secs_since_new_item: Option<f64>,
-    /// 0..1: how far the workload is towards stability (1 once stable).
-    pub progress: f64,
-}
 
 /// The published snapshot of every workload, for the API.
 pub type Views = Arc<RwLock<Vec<WorkloadView>>>;
@@ -72,7 +43,7 @@ impl Engine {
                     Phase::Learning { profile, .. } => profile.items_in(d),
                     Phase::Detecting { baseline, .. } => baseline.items(d).count(),
                 };
-                (d.name(), n)
+                (d.name().to_owned(), n)
             })
             .collect();
         let progress = match entry.phase {

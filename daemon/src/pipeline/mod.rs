@@ -24,7 +24,7 @@ use crate::attribution::WorkloadResolver;
 use crate::falco::fields::RuleEvent;
 use crate::falco::output::{Attributed, Clock};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
-use crate::metrics::Metrics;
+use crate::metrics::{Limit, LimitReached, Metrics};
 use crate::pipeline::observe::{is_runtime, observations};
 use crate::process::paths::absolute_path;
 use crate::process::procfs::ProcSnapshot;
@@ -40,24 +40,38 @@ const PROC_TABLE_LIMIT: usize = 1 << 20;
 const WRITTEN_LIMIT: usize = 65_536;
 
 /// Files each container wrote since it started: an exec of one of them is a binary dropped
-/// then executed (`proc.is_exe_upper_layer`). Bounded: forgotten wholesale when full.
-#[derive(Default)]
-struct WrittenFiles(HashSet<String>);
+/// then executed (`proc.is_exe_upper_layer`). Bounded: forgotten wholesale when full, which
+/// `habitd_limit_reached_total{limit="written_files"}` counts and a warning reports.
+struct WrittenFiles {
+    files: HashSet<String>,
+    limit: usize,
+    full: LimitReached,
+}
 
 impl WrittenFiles {
+    fn new(limit: usize, metrics: &Metrics) -> Self {
+        Self {
+            files: HashSet::new(),
+            limit,
+            full: LimitReached::new(Limit::WrittenFiles, limit, metrics),
+        }
+    }
+
     fn key(container: &str, path: &str) -> String {
         format!("{container}\0{path}")
     }
 
     fn note(&mut self, container: &str, path: &str) {
-        if self.0.len() >= WRITTEN_LIMIT {
-            self.0.clear();
+        let key = Self::key(container, path);
+        if self.files.len() >= self.limit && !self.files.contains(&key) {
+            self.files.clear();
+            self.full.reached(1);
         }
-        self.0.insert(Self::key(container, path));
+        self.files.insert(key);
     }
 
     fn contains(&self, container: &str, path: &str) -> bool {
-        self.0.contains(&Self::key(container, path))
+        self.files.contains(&Self::key(container, path))
     }
 }
 
@@ -92,17 +106,19 @@ impl Pipeline {
         rates: RateTracker,
         sequences: SequenceTracker,
     ) -> Self {
+        let procs = ProcTable::new(PROC_TABLE_LIMIT, &metrics);
+        let written = WrittenFiles::new(WRITTEN_LIMIT, &metrics);
         Self {
             resolver,
             metrics,
-            procs: ProcTable::new(PROC_TABLE_LIMIT),
+            procs,
             clock: Clock::new(),
             printer,
             engine,
             fusion,
             rates,
             sequences,
-            written: WrittenFiles::default(),
+            written,
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
         }
@@ -286,5 +302,34 @@ impl Pipeline {
         if !matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, "");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_files_forgotten_when_full_is_a_metric_and_one_warning() {
+        let metrics = Metrics::new().unwrap();
+        let mut written = WrittenFiles::new(2, &metrics);
+        written.note("c1", "/tmp/a");
+        written.note("c1", "/tmp/b");
+        written.note("c1", "/tmp/b"); // already known: nothing is forgotten
+        assert_eq!(written.full.count(), 0);
+        assert!(written.contains("c1", "/tmp/a"));
+        written.note("c1", "/tmp/c"); // full: forgotten, then noted
+        assert!(!written.contains("c1", "/tmp/a"));
+        assert!(written.contains("c1", "/tmp/c"));
+        written.note("c2", "/tmp/d");
+        written.note("c2", "/tmp/e"); // full again
+        assert_eq!(written.full.count(), 2);
+        assert_eq!(written.full.lines(), 1, "one warning per period");
+        assert!(
+            metrics
+                .render()
+                .contains("habitd_limit_reached_total{limit=\"written_files\"} 2")
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use habit_probes::{Event, EventBody};
 
+use crate::metrics::{Limit, LimitReached, Metrics};
+
 /// The process facts events are enriched with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
@@ -37,20 +39,22 @@ pub fn process_name(comm: &str, argv: &[String]) -> String {
     }
 }
 
-/// Live processes by pid (tgid), bounded.
+/// Live processes by pid (tgid), bounded: an insert into a full table is refused, counted in
+/// `habitd_limit_reached_total{limit="proc_table"}` and warned about.
 pub struct ProcTable {
     procs: HashMap<u32, Arc<ProcInfo>>,
     limit: usize,
     /// Inserts refused because the table was full.
-    pub overflows: u64,
+    full: LimitReached,
 }
 
 impl ProcTable {
-    pub fn new(limit: usize) -> Self {
+    /// A table of at most `limit` processes, counting refused inserts in `metrics`.
+    pub fn new(limit: usize, metrics: &Metrics) -> Self {
         Self {
             procs: HashMap::new(),
             limit,
-            overflows: 0,
+            full: LimitReached::new(Limit::ProcTable, limit, metrics),
         }
     }
 
@@ -60,7 +64,7 @@ impl ProcTable {
 
     pub fn insert(&mut self, pid: u32, info: ProcInfo) {
         if self.procs.len() >= self.limit && !self.procs.contains_key(&pid) {
-            self.overflows += 1;
+            self.full.reached(1);
             return;
         }
         self.procs.insert(pid, Arc::new(info));
@@ -138,7 +142,8 @@ mod tests {
 
     #[test]
     fn fork_inherits_then_exec_replaces_then_exit_removes() {
-        let mut t = ProcTable::new(10);
+        let metrics = Metrics::new().unwrap();
+        let mut t = ProcTable::new(10, &metrics);
         let exec = EventBody::Exec {
             filename: "/bin/sh".into(),
             exe_path: "/bin/sh".into(),
@@ -166,11 +171,22 @@ mod tests {
     }
 
     #[test]
-    fn bounded() {
-        let mut t = ProcTable::new(1);
+    fn bounded_and_a_full_table_is_a_metric_and_one_warning() {
+        let metrics = Metrics::new().unwrap();
+        let mut t = ProcTable::new(1, &metrics);
         t.apply(&ev(1, EventBody::Fork { child_pid: 2 }), "");
-        t.apply(&ev(1, EventBody::Fork { child_pid: 3 }), "");
+        t.apply(&ev(1, EventBody::Fork { child_pid: 2 }), ""); // a known pid is not refused
+        assert_eq!(t.full.count(), 0);
+        for child_pid in 3..6 {
+            t.apply(&ev(1, EventBody::Fork { child_pid }), "");
+        }
         assert_eq!(t.procs.len(), 1);
-        assert_eq!(t.overflows, 1);
+        assert_eq!(t.full.count(), 3);
+        assert_eq!(t.full.lines(), 1, "one warning per period");
+        assert!(
+            metrics
+                .render()
+                .contains("habitd_limit_reached_total{limit=\"proc_table\"} 3")
+        );
     }
 }

@@ -5,7 +5,10 @@
 //! runs them as they are: the YAML format (`rule`, `macro`, `list`, exceptions, `append` and
 //! `override`), the condition language, the field names and the `%field` outputs. The daemon
 //! fuses rule hits with the learned baselines on top of this API; this module knows nothing
-//! about baselines.
+//! about baselines beyond the two tags it steers them with ([`ALWAYS_TAG`], [`NEVER_LEARN_TAG`]).
+//!
+//! habitd's own rules ship here too ([`DEFAULT_RULES`], loaded by [`load_with_builtin`]), so
+//! that `habitd run` and `habitctl rules check` load them the same way.
 //!
 //! ```
 //! use habit_models::rules::{MapEvent, RuleSet};
@@ -54,6 +57,7 @@
 //! - **Evaluating** reads fields through [`EventFields`], which the daemon implements over its
 //!   event and process table.
 
+mod builtin;
 mod compile;
 pub mod condition;
 mod exceptions;
@@ -67,11 +71,17 @@ mod report;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_builtin;
+#[cfg(test)]
 mod tests_falco;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+pub use builtin::{
+    ALWAYS_TAG, DEFAULT_RULES, DEFAULT_RULES_NAME, NEVER_LEARN_TAG, add_default_rules,
+    default_rules, load_with_builtin,
+};
 pub use compile::CompileError;
 pub use field::{
     ArgKind, EventFields, Field, FieldArg, FieldError, FieldRef, FieldType, Multiplicity, Value,

@@ -1,0 +1,288 @@
+//! The `/api/v1` routes through the real router on a real listener, with a real engine over a
+//! temporary store answering commands on its own thread (as the pipeline's task does): the
+//! status of each command error, and the workloads JSON read back with the types habitctl
+//! parses it with.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
+
+use habit_profiles::api::{ErrorBody, WorkloadView};
+use habit_profiles::baseline::Baseline;
+use habit_profiles::observation::Observation;
+use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::store::{ProfileStore, WorkloadState};
+use habit_profiles::workload::WorkloadKey;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::mpsc;
+
+use super::api::{Api, command_status};
+use super::{AppState, router};
+use crate::config::Learning;
+use crate::learning::{CommandError, Engine, Views, unix_ms};
+use crate::metrics::Metrics;
+
+const TOKEN: &str = "t0ken";
+const LEARNING: &str = "docker.io/library/nginx:1.25";
+const LEARNING_SEGMENT: &str = "docker.io%2Flibrary%2Fnginx:1.25";
+const IMPORTED: &str = "docker.io/library/redis:7";
+const IMPORTED_SEGMENT: &str = "docker.io%2Flibrary%2Fredis:7";
+
+/// habitd's API on 127.0.0.1 and the snapshot it serves.
+struct Daemon {
+    addr: std::net::SocketAddr,
+    views: Views,
+    _dir: tempfile::TempDir,
+}
+
+fn config() -> Learning {
+    Learning {
+        min: Duration::from_secs(3600),
+        stable: Duration::from_secs(3600),
+        max: Duration::from_secs(86_400),
+        // Not the default interval: a baseline learned with the default does not merge.
+        interval: Duration::from_secs(1),
+        checkpoint: Duration::from_secs(60),
+        ..Learning::default()
+    }
+}
+
+/// Starts the engine (with one learning workload) and the router.
+async fn start() -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ProfileStore::open(dir.path().join("db")).unwrap());
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let mut engine =
+        Engine::open(store.clone(), config(), "node-a".into(), metrics.clone()).unwrap();
+    let now = unix_ms(SystemTime::now());
+    let mut findings = Vec::new();
+    engine.observe(
+        &WorkloadKey::from_raw(LEARNING),
+        Some("c1"),
+        &[Observation::exec("/usr/sbin/nginx")],
+        now,
+        &mut findings,
+    );
+    engine.tick(SystemTime::now());
+    let views = engine.views();
+    let (commands, mut receiver) = mpsc::channel(8);
+    std::thread::spawn(move || {
+        while let Some(command) = receiver.blocking_recv() {
+            engine.command(command);
+        }
+    });
+    let state = Arc::new(AppState {
+        metrics,
+        probes_attached: AtomicBool::new(true),
+        capabilities: serde_json::Value::Null,
+    });
+    let api = Arc::new(Api {
+        views: views.clone(),
+        store,
+        commands,
+        token: Some(TOKEN.into()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state, api)).await });
+    Daemon {
+        addr,
+        views,
+        _dir: dir,
+    }
+}
+
+impl Daemon {
+    /// One request with the token; the status and the body.
+    async fn call(&self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {TOKEN}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n\
+             {body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8(answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(
+            !head.to_ascii_lowercase().contains("transfer-encoding"),
+            "{head}"
+        );
+        (status, body.as_bytes().to_vec())
+    }
+
+    /// A refused call: its status and the `error` of its body.
+    async fn refused(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let (status, body) = self.call(method, path, body).await;
+        let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+        (status, error.error)
+    }
+
+    async fn workloads(&self) -> Vec<WorkloadView> {
+        let (status, body) = self.call("GET", "/api/v1/workloads", "").await;
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+}
+
+/// A baseline file for `key`, learned with the default (10-s) interval.
+fn baseline_file(key: &str) -> String {
+    let mut profile = Profile::new(
+        WorkloadKey::from_raw(key),
+        "node-b",
+        0,
+        ProfileConfig::default(),
+    );
+    let here = Provenance::new("node-b", Some("c9"));
+    let _ = profile.observe(&Observation::exec("/usr/bin/redis-server"), 1_000, &here);
+    Baseline::freeze(&profile, 600_000, false)
+        .to_json_pretty()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_workloads_served_are_what_habitctl_reads() {
+    let daemon = start().await;
+    let listed = daemon.workloads().await;
+    let published = daemon.views.read().unwrap().clone();
+    assert_eq!(listed, published);
+    assert_eq!(listed.len(), 1);
+    let nginx = &listed[0];
+    assert_eq!(nginx.key.as_str(), LEARNING);
+    assert_eq!(nginx.state, WorkloadState::Learning);
+    assert_eq!(nginx.profile_sizes["exec"], 1);
+    assert_eq!(nginx.held, 0);
+    // The keys DESIGN.md promises, as they were before the types were shared.
+    let (_, raw) = daemon.call("GET", "/api/v1/workloads", "").await;
+    let raw: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let object = raw[0].as_object().unwrap();
+    for key in [
+        "key",
+        "state",
+        "partial",
+        "mode_forced",
+        "learning",
+        "items",
+        "profile_sizes",
+        "alerts",
+        "unstable_reason",
+        "baseline_created",
+        "held",
+    ] {
+        assert!(object.contains_key(key), "{key} missing in {raw}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_workload_is_404() {
+    let daemon = start().await;
+    let (status, error) = daemon
+        .refused(
+            "POST",
+            "/api/v1/workloads/docker.io%2Fnone:1/mode",
+            r#"{"mode":"detect"}"#,
+        )
+        .await;
+    assert_eq!(status, 404, "{error}");
+    assert_eq!(error, "unknown workload docker.io/none:1");
+    let (status, _) = daemon
+        .refused("GET", "/api/v1/workloads/docker.io%2Fnone:1/held", "")
+        .await;
+    assert_eq!(status, 404);
+    // A held item that is not held: 404 too.
+    let (status, error) = daemon
+        .refused(
+            "POST",
+            &format!("/api/v1/workloads/{LEARNING_SEGMENT}/held"),
+            r#"{"action":"discard","dimension":"exec","item":"/bin/nc"}"#,
+        )
+        .await;
+    assert_eq!(status, 404, "{error}");
+    assert!(error.starts_with("no held item exec /bin/nc"), "{error}");
+}
+
+#[tokio::test]
+async fn approving_for_a_workload_in_detection_is_409() {
+    let daemon = start().await;
+    let path = format!("/api/v1/baselines/{IMPORTED_SEGMENT}");
+    let (status, body) = daemon.call("PUT", &path, &baseline_file(IMPORTED)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, error) = daemon
+        .refused(
+            "POST",
+            &format!("/api/v1/workloads/{IMPORTED_SEGMENT}/held"),
+            r#"{"action":"approve","dimension":"exec","item":"/bin/nc"}"#,
+        )
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert!(error.contains("is not learning"), "{error}");
+    let imported = daemon.workloads().await;
+    let redis = imported
+        .iter()
+        .find(|w| w.key.as_str() == IMPORTED)
+        .unwrap();
+    assert_eq!(redis.state, WorkloadState::Stable);
+}
+
+#[tokio::test]
+async fn a_baseline_that_cannot_be_frozen_is_422_and_a_bad_body_400() {
+    let daemon = start().await;
+    // An imported baseline learned with another interval, extended (`mode learn`), then
+    // frozen (`mode detect`): the two do not merge.
+    let path = format!("/api/v1/baselines/{IMPORTED_SEGMENT}");
+    let (status, _) = daemon.call("PUT", &path, &baseline_file(IMPORTED)).await;
+    assert_eq!(status, 200);
+    let mode = format!("/api/v1/workloads/{IMPORTED_SEGMENT}/mode");
+    let (status, body) = daemon.call("POST", &mode, r#"{"mode":"learn"}"#).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let view: WorkloadView = serde_json::from_slice(&body).unwrap();
+    assert_eq!(view.state, WorkloadState::Learning);
+    let (status, error) = daemon.refused("POST", &mode, r#"{"mode":"detect"}"#).await;
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error.starts_with(&format!("the baseline of {IMPORTED} cannot be frozen: ")),
+        "{error}"
+    );
+    assert!(error.contains("interval_ms"), "{error}");
+
+    let (status, error) = daemon.refused("POST", &mode, r#"{"mode":"sleep"}"#).await;
+    assert_eq!(status, 400, "{error}");
+}
+
+#[test]
+fn each_command_error_has_its_status() {
+    let key = WorkloadKey::from_raw("k");
+    let encode = || habit_profiles::error::ProfileError::Encode {
+        what: "baseline",
+        key: "k".into(),
+        source: serde_json::from_str::<u8>("x").unwrap_err(),
+    };
+    let conflict = habit_profiles::error::ProfileError::MergeConflict {
+        field: "learning.interval_ms",
+        left: "1000".into(),
+        right: "10000".into(),
+    };
+    let cases = [
+        (CommandError::UnknownWorkload(key.clone()), 404),
+        (
+            CommandError::NoHeldItem {
+                key: key.clone(),
+                dimension: habit_profiles::observation::Dimension::Exec,
+                item: "/bin/nc".into(),
+            },
+            404,
+        ),
+        (CommandError::NotLearning(key.clone()), 409),
+        (CommandError::freezing(&key, conflict), 422),
+        (CommandError::freezing(&key, encode()), 500),
+        (CommandError::Store(encode()), 500),
+    ];
+    for (error, status) in cases {
+        assert_eq!(command_status(&error).as_u16(), status, "{error:?}");
+    }
+}
