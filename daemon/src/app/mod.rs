@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("habitd must run as root: it loads eBPF programs into the kernel");
     }
+    crate::host::set_proc(&config.host.proc);
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
 
     let index = CgroupIndex::discover().context("finding the cgroup v2 hierarchy")?;
@@ -42,7 +43,7 @@ pub async fn run(config: Config) -> Result<()> {
     let resolver = Arc::new(WorkloadResolver::new(index, runtimes));
 
     let mut probes = Probes::load(&ProbeConfig {
-        self_tgid: std::process::id(),
+        self_tgid: crate::host::self_tgid(),
         ring_buffer_bytes: config.probes.ring_buffer_bytes,
         empty_only: false,
     })
@@ -227,6 +228,12 @@ fn read_token(path: &std::path::Path) -> Result<Option<String>> {
 
 /// This node's name (provenance of learned items, `hostname` of alerts).
 pub fn hostname() -> String {
+    // In a Kubernetes pod the UTS hostname is the pod's: the chart passes the node's name.
+    if let Ok(node) = std::env::var("NODE_NAME")
+        && !node.is_empty()
+    {
+        return node;
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

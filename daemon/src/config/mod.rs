@@ -51,6 +51,18 @@ settings! {
         pub probes: ProbeSettings = ProbeSettings::default(),
         /// Container runtimes, asked which image a container runs.
         pub runtime: Runtime = Runtime::default(),
+        /// Where the host is seen from (habitd in a container sees it through mounts).
+        pub host: Host = Host::default(),
+    }
+}
+
+settings! {
+    /// The `[host]` table.
+    pub struct Host {
+        /// The host's procfs: "/proc" on a host; in a container, where the host's /proc is
+        /// mounted (the Helm chart mounts it at /host/proc). Process seeding, listener
+        /// seeding, path naming and habitd's own pid are read from it.
+        pub proc: PathBuf = "/proc".into(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 
 use super::declare::Key;
-use super::{Config, Learning, ProbeSettings, Runtime};
+use super::{Config, Host, Learning, ProbeSettings, Runtime};
 
 /// The top level and each table of the configuration, with its keys.
 const SECTIONS: &[(&str, &[Key])] = &[
@@ -14,6 +14,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
     ("learning", Learning::KEYS),
     ("probes", ProbeSettings::KEYS),
     ("runtime", Runtime::KEYS),
+    ("host", Host::KEYS),
 ];
 
 const HEADER: &str = "\

@@ -17,7 +17,7 @@ const TCP_LISTEN: &str = "0A";
 
 /// The inode number of a namespace link (`net:[4026531840]`).
 fn ns_inode(pid: u32, ns: &str) -> Option<u32> {
-    let link = fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok()?;
+    let link = fs::read_link(crate::host::proc().join(format!("{pid}/ns/{ns}"))).ok()?;
     let s = link.to_string_lossy();
     s.split_once('[')?.1.strip_suffix(']')?.parse().ok()
 }
@@ -41,7 +41,7 @@ pub fn parse_tcp_listeners(table: &str) -> Vec<(u16, u64)> {
 
 /// Socket inodes held by a process.
 fn socket_inodes(pid: u32) -> Vec<u64> {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+    let Ok(fds) = fs::read_dir(crate::host::proc().join(format!("{pid}/fd"))) else {
         return Vec::new();
     };
     fds.flatten()
@@ -67,7 +67,9 @@ pub fn existing_listeners(processes: &[ProcSnapshot]) -> Vec<(ListenerKey, Hdr)>
         let Some(first) = procs.first() else { continue };
         let mut listening: HashMap<u64, u16> = HashMap::new();
         for table in ["tcp", "tcp6"] {
-            if let Ok(text) = fs::read_to_string(format!("/proc/{}/net/{table}", first.tgid)) {
+            if let Ok(text) =
+                fs::read_to_string(crate::host::proc().join(format!("{}/net/{table}", first.tgid)))
+            {
                 listening.extend(parse_tcp_listeners(&text).into_iter().map(|(p, i)| (i, p)));
             }
         }

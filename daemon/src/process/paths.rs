@@ -43,9 +43,9 @@ pub fn absolute_path(ev: &Event) -> Option<String> {
     let dir = if !base_dir.is_empty() {
         std::path::PathBuf::from(base_dir)
     } else if dirfd == AT_FDCWD {
-        std::fs::read_link(format!("/proc/{tgid}/cwd")).ok()?
+        std::fs::read_link(crate::host::proc().join(format!("{tgid}/cwd"))).ok()?
     } else {
-        std::fs::read_link(format!("/proc/{tgid}/fd/{dirfd}")).ok()?
+        std::fs::read_link(crate::host::proc().join(format!("{tgid}/fd/{dirfd}"))).ok()?
     };
     let joined = if path.is_empty() {
         dir

@@ -41,7 +41,7 @@ pub struct ProcSnapshot {
 /// Blocking I/O: run it on a blocking thread in async code.
 pub fn scan_host_processes() -> Result<Vec<ProcSnapshot>, ResolveError> {
     let unified = find_unified_mount().ok();
-    scan_processes(Path::new("/proc"), unified.as_deref())
+    scan_processes(crate::host::proc(), unified.as_deref())
 }
 
 /// Scans every process under `proc_root`, skipping kernel threads and ignoring processes that
