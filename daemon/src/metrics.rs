@@ -221,6 +221,9 @@ impl Metrics {
                 alerts.with_label_values(&[dimension, priority.falco_name()]);
             }
         }
+        for reason in habit_probes::decode::DecodeError::REASONS {
+            decode_errors.with_label_values(&[reason]);
+        }
         let events_by_kind = habit_probes::EventBody::KIND_LABELS
             .iter()
             .map(|kind| events.with_label_values(&[*kind]))

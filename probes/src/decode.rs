@@ -31,6 +31,14 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`Self::reason`], so that each label can be exported at zero from start-up.
+    pub const REASONS: [&'static str; 4] = [
+        "truncated",
+        "unknown_kind",
+        "address_family",
+        "unknown_priv_op",
+    ];
+
     /// A low-cardinality label for the `habitd_decode_errors_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -300,6 +308,22 @@ fn priv_op(e: &abi::Priv) -> Result<PrivOp, DecodeError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_decode_error_reason_is_listed() {
+        for e in [
+            DecodeError::Truncated {
+                kind: 0,
+                len: 0,
+                expected: 1,
+            },
+            DecodeError::UnknownKind(99),
+            DecodeError::AddressFamily(3),
+            DecodeError::UnknownPrivOp(9),
+        ] {
+            assert!(DecodeError::REASONS.contains(&e.reason()), "{e}");
+        }
+    }
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data value for a test fixture.
