@@ -28,7 +28,7 @@ fn notify(socket_path: Option<&std::ffi::OsStr>, message: &str) -> io::Result<bo
             socket.send_to_addr(message.as_bytes(), &addr)?;
         }
         None => {
-            socket.send_to(message.as_bytes(), &path)?;
+            socket.send_to(message.as_bytes(), path)?;
         }
     }
     Ok(true)
