@@ -37,7 +37,11 @@
 //! (10 % of the iterations), times the iterations, then detaches; the order of configurations
 //! rotates every round, and within a configuration the order of the workloads alternates.
 //! Reported per workload: the median ns/syscall (and ns/iteration) per configuration over the
-//! rounds and its deltas against `baseline` and `empty`. Results are printed as tables and
+//! rounds and its deltas against `baseline` and `empty`, by two clocks: the wall clock (what
+//! the loop's caller waits; other tasks running on the measuring CPU add to it) and the thread's
+//! CPU time (`CLOCK_THREAD_CPUTIME_ID`: the loop's own user and kernel time, BPF programs
+//! included, which the machine's other load leaves alone except through the caches; on a busy
+//! machine it is the steadier of the two). Results are printed as tables and
 //! written as JSON to `target/overhead.json` (one row per configuration and workload). It needs
 //! root (it loads eBPF programs) and refuses to run without it.
 //!
@@ -543,13 +547,40 @@ impl Runner {
         }
     }
 
-    /// Times `iterations` iterations (after `warmup` untimed ones); returns ns per iteration.
-    fn time(&mut self, iterations: u64, warmup: u64) -> f64 {
+    /// Times `iterations` iterations (after `warmup` untimed ones); returns ns per iteration,
+    /// by the wall clock and in this thread's CPU time.
+    fn time(&mut self, iterations: u64, warmup: u64) -> Timing {
         self.run(warmup);
+        let cpu_start = thread_cpu_ns();
         let start = Instant::now();
         self.run(iterations);
-        start.elapsed().as_nanos() as f64 / iterations as f64
+        let wall = start.elapsed().as_nanos() as f64;
+        let cpu = thread_cpu_ns() - cpu_start;
+        Timing {
+            wall: wall / iterations as f64,
+            cpu: cpu as f64 / iterations as f64,
+        }
     }
+}
+
+/// ns per iteration of one sample.
+struct Timing {
+    /// By the wall clock: includes time other tasks ran on the measuring CPU.
+    wall: f64,
+    /// This thread's CPU time (user and kernel, BPF programs included): what the machine's
+    /// other load does not add to, unless it evicts our caches.
+    cpu: f64,
+}
+
+/// CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,10 +915,19 @@ fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// What a sample's ns are measured by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Clock {
+    Wall,
+    ThreadCpu,
+}
+
 #[derive(Default)]
 struct Series {
-    /// ns/syscall by round (None: no sample that round).
+    /// Wall-clock ns/syscall by round (None: no sample that round).
     samples: Vec<Option<f64>>,
+    /// Thread-CPU ns/syscall by round.
+    cpu_samples: Vec<Option<f64>>,
     counted: Vec<Option<u64>>,
     events_drained: u64,
     decode_errors: u64,
@@ -899,9 +939,16 @@ struct Series {
 }
 
 impl Series {
+    fn by(&self, clock: Clock) -> &[Option<f64>] {
+        match clock {
+            Clock::Wall => &self.samples,
+            Clock::ThreadCpu => &self.cpu_samples,
+        }
+    }
+
     /// The samples of the rounds marked in `used`.
-    fn values(&self, used: &[bool]) -> Vec<f64> {
-        self.samples
+    fn values(&self, clock: Clock, used: &[bool]) -> Vec<f64> {
+        self.by(clock)
             .iter()
             .zip(used)
             .filter_map(|(v, &u)| if u { *v } else { None })
@@ -910,11 +957,11 @@ impl Series {
 }
 
 /// Median over the `used` rounds of (sample - reference sample of the same round).
-fn paired_delta(a: &Series, reference: &Series, used: &[bool]) -> Option<f64> {
+fn paired_delta(a: &Series, reference: &Series, clock: Clock, used: &[bool]) -> Option<f64> {
     let d: Vec<f64> = a
-        .samples
+        .by(clock)
         .iter()
-        .zip(&reference.samples)
+        .zip(reference.by(clock))
         .zip(used)
         .filter_map(|((x, r), &u)| if u { Some((*x)? - (*r)?) } else { None })
         .collect();
@@ -1158,6 +1205,7 @@ fn run(args: &Args) -> Result<bool, String> {
                     continue;
                 };
                 s.samples.push(None);
+                s.cpu_samples.push(None);
                 s.counted.push(None);
                 if s.skipped.is_some() {
                     continue;
@@ -1179,9 +1227,10 @@ fn run(args: &Args) -> Result<bool, String> {
                         .filter(|id| !before.contains_key(id)),
                 );
                 let failures_before = plan.runner.failures();
-                let ns_per_iteration = plan.runner.time(plan.iterations, plan.warmup);
+                let timing = plan.runner.time(plan.iterations, plan.warmup);
                 let failures = plan.runner.failures() - failures_before;
-                let ns = ns_per_iteration / plan.syscalls_per_iteration() as f64;
+                let ns = timing.wall / plan.syscalls_per_iteration() as f64;
+                let cpu_ns = timing.cpu / plan.syscalls_per_iteration() as f64;
                 let after = tracing_programs();
                 let report = holder.finish();
                 foreign.extend(
@@ -1212,6 +1261,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 }
                 let round_idx = s.samples.len() - 1;
                 s.samples[round_idx] = Some(ns);
+                s.cpu_samples[round_idx] = Some(cpu_ns);
                 s.counted[round_idx] = report.counted;
                 s.failed_iterations += failures;
                 s.events_drained += report.events_drained;
@@ -1225,10 +1275,10 @@ fn run(args: &Args) -> Result<bool, String> {
                 lines
                     .entry(plan.workload)
                     .or_default()
-                    .push_str(&format!(" {}={ns:.1}", config.key()));
+                    .push_str(&format!(" {}={ns:.1}/{cpu_ns:.1}", config.key()));
             }
         }
-        let mut line = format!("  round {}:", round + 1);
+        let mut line = format!("  round {} (ns/syscall, wall/thread CPU):", round + 1);
         for (workload, samples) in &lines {
             line.push_str(&format!("\n    {:<8}{samples}", workload.key()));
         }
@@ -1253,11 +1303,13 @@ fn run(args: &Args) -> Result<bool, String> {
         vec![true; rounds.len()]
     };
     let used_count = used.iter().filter(|&&u| u).count();
-    let medians: BTreeMap<(Workload, Config), Option<f64>> = series
+    let medians: BTreeMap<(Workload, Config, Clock), Option<f64>> = series
         .iter()
-        .map(|(k, s)| (*k, median(&s.values(&used))))
+        .flat_map(|(&(w, c), s)| {
+            [Clock::Wall, Clock::ThreadCpu].map(|k| ((w, c, k), median(&s.values(k, &used))))
+        })
         .collect();
-    let median_of = |w: Workload, c: Config| medians.get(&(w, c)).copied().flatten();
+    let median_of = |w: Workload, c: Config, k: Clock| medians.get(&(w, c, k)).copied().flatten();
     let delta = |m: Option<f64>, r: Option<f64>| Some(m? - r?);
     let times = |v: Option<f64>, k: usize| v.map(|v| v * k as f64);
 
@@ -1265,51 +1317,68 @@ fn run(args: &Args) -> Result<bool, String> {
     for plan in &plans {
         let w = plan.workload;
         let per_iteration = plan.syscalls_per_iteration();
-        let base = median_of(w, Config::Baseline);
-        let empty = median_of(w, Config::Empty);
         println!(
-            "\n{} ({} syscall(s) per iteration): ns per syscall",
+            "\n{} ({} syscall(s) per iteration): median ns per syscall (and per iteration)",
             w.key(),
             per_iteration
         );
         println!(
-            "{:<34} {:>10} {:>8} {:>8} {:>12} {:>10} {:>10} {:>12}",
-            "configuration",
-            "median ns",
+            "{:<34} | {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>9}",
+            "",
+            "wall",
             "min",
             "max",
-            "vs baseline",
-            "vs empty",
+            "Δnothing",
+            "Δempty",
             "ns/iter",
-            "iter vs base"
+            "CPU",
+            "Δnothing",
+            "Δempty",
+            "ns/iter"
         );
         for config in Config::ALL {
             let Some(s) = series.get(&(w, config)) else {
                 continue;
             };
-            let values = s.values(&used);
-            let m = median_of(w, config);
+            let row = |k: Clock| {
+                let values = s.values(k, &used);
+                let m = median_of(w, config, k);
+                let base = median_of(w, Config::Baseline, k);
+                let empty = median_of(w, Config::Empty, k);
+                (
+                    values,
+                    m,
+                    delta(m, base),
+                    delta(m, empty),
+                    paired_delta(s, &series[&(w, Config::Baseline)], k, &used),
+                    paired_delta(s, &series[&(w, Config::Empty)], k, &used),
+                )
+            };
+            let (values, m, vs_base, vs_empty, paired_base, paired_empty) = row(Clock::Wall);
+            let (_, cpu_m, cpu_vs_base, cpu_vs_empty, cpu_paired_base, cpu_paired_empty) =
+                row(Clock::ThreadCpu);
             let min = values.iter().copied().reduce(f64::min);
             let max = values.iter().copied().reduce(f64::max);
             if let Some(why) = &s.skipped
                 && values.is_empty()
             {
-                println!("{:<34} skipped: {why}", config.label());
+                println!("{:<34} | skipped: {why}", config.label());
             } else {
                 println!(
-                    "{:<34} {:>10} {:>8} {:>8} {:>12} {:>10} {:>10} {:>12}",
+                    "{:<34} | {:>8} {:>7} {:>7} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>9}",
                     config.label(),
                     fmt_opt(m, false),
                     fmt_opt(min, false),
                     fmt_opt(max, false),
-                    fmt_opt(delta(m, base), true),
-                    fmt_opt(delta(m, empty), true),
+                    fmt_opt(vs_base, true),
+                    fmt_opt(vs_empty, true),
                     fmt_opt(times(m, per_iteration), false),
-                    fmt_opt(times(delta(m, base), per_iteration), true),
+                    fmt_opt(cpu_m, false),
+                    fmt_opt(cpu_vs_base, true),
+                    fmt_opt(cpu_vs_empty, true),
+                    fmt_opt(times(cpu_m, per_iteration), false),
                 );
             }
-            let baseline_series = &series[&(w, Config::Baseline)];
-            let empty_series = &series[&(w, Config::Empty)];
             json_configs.push(json!({
                 "name": config.key(),
                 "label": config.label(),
@@ -1319,13 +1388,22 @@ fn run(args: &Args) -> Result<bool, String> {
                 "median_ns_per_syscall": m,
                 "min_ns_per_syscall": min,
                 "max_ns_per_syscall": max,
-                "delta_vs_baseline_ns": delta(m, base),
-                "delta_vs_empty_ns": delta(m, empty),
-                "paired_delta_vs_baseline_ns": paired_delta(s, baseline_series, &used),
-                "paired_delta_vs_empty_ns": paired_delta(s, empty_series, &used),
+                "delta_vs_baseline_ns": vs_base,
+                "delta_vs_empty_ns": vs_empty,
+                "paired_delta_vs_baseline_ns": paired_base,
+                "paired_delta_vs_empty_ns": paired_empty,
                 "median_ns_per_iteration": times(m, per_iteration),
-                "delta_vs_baseline_ns_per_iteration": times(delta(m, base), per_iteration),
-                "delta_vs_empty_ns_per_iteration": times(delta(m, empty), per_iteration),
+                "delta_vs_baseline_ns_per_iteration": times(vs_base, per_iteration),
+                "delta_vs_empty_ns_per_iteration": times(vs_empty, per_iteration),
+                "thread_cpu": {
+                    "samples_ns_per_syscall": s.cpu_samples,
+                    "median_ns_per_syscall": cpu_m,
+                    "delta_vs_baseline_ns": cpu_vs_base,
+                    "delta_vs_empty_ns": cpu_vs_empty,
+                    "paired_delta_vs_baseline_ns": cpu_paired_base,
+                    "paired_delta_vs_empty_ns": cpu_paired_empty,
+                    "median_ns_per_iteration": times(cpu_m, per_iteration),
+                },
                 "workload_syscalls_counted_by_program": s.counted,
                 "failed_iterations": s.failed_iterations,
                 "events_drained": s.events_drained,
@@ -1337,31 +1415,38 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
     if plans.len() > 1 {
-        // Side by side: ns per syscall and the deltas, both workloads.
-        println!("\nside by side (median ns per syscall; deltas vs nothing attached / vs empty)");
-        let mut header = format!("{:<34}", "configuration");
-        for plan in &plans {
-            header.push_str(&format!(
-                " | {:>8} {:>8} {:>8}",
-                plan.workload.key(),
-                "Δnothing",
-                "Δempty"
-            ));
-        }
-        println!("{header}");
-        for config in Config::ALL {
-            let mut row = format!("{:<34}", config.label());
+        for (clock, name) in [
+            (Clock::Wall, "wall clock"),
+            (Clock::ThreadCpu, "thread CPU time"),
+        ] {
+            println!(
+                "\nside by side, {name} (median ns per syscall; deltas vs nothing attached / vs \
+                 empty)"
+            );
+            let mut header = format!("{:<34}", "configuration");
             for plan in &plans {
-                let w = plan.workload;
-                let m = median_of(w, config);
-                row.push_str(&format!(
+                header.push_str(&format!(
                     " | {:>8} {:>8} {:>8}",
-                    fmt_opt(m, false),
-                    fmt_opt(delta(m, median_of(w, Config::Baseline)), true),
-                    fmt_opt(delta(m, median_of(w, Config::Empty)), true)
+                    plan.workload.key(),
+                    "Δnothing",
+                    "Δempty"
                 ));
             }
-            println!("{row}");
+            println!("{header}");
+            for config in Config::ALL {
+                let mut row = format!("{:<34}", config.label());
+                for plan in &plans {
+                    let w = plan.workload;
+                    let m = median_of(w, config, clock);
+                    row.push_str(&format!(
+                        " | {:>8} {:>8} {:>8}",
+                        fmt_opt(m, false),
+                        fmt_opt(delta(m, median_of(w, Config::Baseline, clock)), true),
+                        fmt_opt(delta(m, median_of(w, Config::Empty, clock)), true)
+                    ));
+                }
+                println!("{row}");
+            }
         }
     }
     if clean_count < args.rounds {
