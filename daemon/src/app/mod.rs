@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use habit_probes::capabilities::Capabilities;
+use habit_probes::kernel_features::KernelFeatures;
 use habit_probes::{ProbeConfig, Probes};
 use habit_profiles::store::ProfileStore;
 use std::time::SystemTime;
@@ -47,12 +47,12 @@ pub async fn run(config: Config) -> Result<()> {
         empty_only: false,
     })
     .context("loading the eBPF probes")?;
-    let caps = probes.capabilities().clone();
+    let caps = probes.kernel_features().clone();
     tracing::info!(
         programs = habit_probes::loader::PROGRAMS.len(),
         lockdown = %caps.lockdown,
-        fentry = %Capabilities::describe(&caps.fentry),
-        lsm = %Capabilities::describe(&caps.lsm),
+        fentry = %KernelFeatures::describe(&caps.fentry),
+        lsm = %KernelFeatures::describe(&caps.lsm),
         kprobes = caps.kprobes,
         "Probes attached (tp_btf; optional fentry/LSM/kprobe hooks are not needed)."
     );
@@ -123,8 +123,8 @@ pub async fn run(config: Config) -> Result<()> {
         probes_attached: true.into(),
         capabilities: serde_json::json!({
             "lockdown": caps.lockdown,
-            "fentry": Capabilities::describe(&caps.fentry),
-            "lsm": Capabilities::describe(&caps.lsm),
+            "fentry": KernelFeatures::describe(&caps.fentry),
+            "lsm": KernelFeatures::describe(&caps.lsm),
             "kprobes": caps.kprobes,
             "tracefs": caps.tracefs,
         }),

@@ -1,4 +1,9 @@
-//! Optional kernel features, detected at start-up by trying them.
+//! Optional kernel features (program types beyond the required minimum), detected at start-up
+//! by trying them.
+//!
+//! Not Linux capabilities (`CAP_*`): elsewhere in habitd "capabilities" means those (a process's
+//! effective and permitted sets, `capset` events); this module only says which BPF hook types
+//! this kernel lets us use.
 //!
 //! habitd needs only BTF, `tp_btf` programs, ring buffers and task storage. fentry/fexit and
 //! BPF-LSM programs would be cheaper or stronger hooks, but kernel lockdown or the kernel's
@@ -13,7 +18,7 @@ use aya::{Btf, Ebpf};
 
 /// What the running kernel allows beyond the required minimum.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capabilities {
+pub struct KernelFeatures {
     /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`).
     pub lockdown: String,
     /// An fentry program loaded and attached (or why not).
@@ -26,7 +31,7 @@ pub struct Capabilities {
     pub tracefs: bool,
 }
 
-impl Capabilities {
+impl KernelFeatures {
     /// Tries the optional program types in `ebpf` (then unloads them) and reads sysfs.
     pub fn detect(ebpf: &mut Ebpf, btf: &Btf) -> Self {
         let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
@@ -41,6 +46,17 @@ impl Capabilities {
                 .map(|k| k.contains(" register_kprobe\n"))
                 .unwrap_or(false),
             tracefs: std::path::Path::new("/sys/kernel/tracing/events").exists(),
+        }
+    }
+
+    /// Nothing probed (the benchmark's empty-program mode attaches nothing optional).
+    pub fn not_probed() -> Self {
+        Self {
+            lockdown: String::new(),
+            fentry: Err("not probed".into()),
+            lsm: Err("not probed".into()),
+            kprobes: false,
+            tracefs: false,
         }
     }
 
