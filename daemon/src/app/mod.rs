@@ -47,13 +47,13 @@ pub async fn run(config: Config) -> Result<()> {
         empty_only: false,
     })
     .context("loading the eBPF probes")?;
-    let caps = probes.kernel_features().clone();
+    let features = probes.kernel_features().clone();
     tracing::info!(
         programs = habit_probes::loader::PROGRAMS.len(),
-        lockdown = %caps.lockdown,
-        fentry = %KernelFeatures::describe(&caps.fentry),
-        lsm = %KernelFeatures::describe(&caps.lsm),
-        kprobes = caps.kprobes,
+        lockdown = %features.lockdown,
+        fentry = %KernelFeatures::describe(&features.fentry),
+        lsm = %KernelFeatures::describe(&features.lsm),
+        kprobes = features.kprobes,
         "Probes attached (tp_btf; optional fentry/LSM/kprobe hooks are not needed)."
     );
     metrics.probes_attached.set(1);
@@ -121,12 +121,12 @@ pub async fn run(config: Config) -> Result<()> {
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         probes_attached: true.into(),
-        capabilities: serde_json::json!({
-            "lockdown": caps.lockdown,
-            "fentry": KernelFeatures::describe(&caps.fentry),
-            "lsm": KernelFeatures::describe(&caps.lsm),
-            "kprobes": caps.kprobes,
-            "tracefs": caps.tracefs,
+        kernel_features: serde_json::json!({
+            "lockdown": features.lockdown,
+            "fentry": KernelFeatures::describe(&features.fentry),
+            "lsm": KernelFeatures::describe(&features.lsm),
+            "kprobes": features.kprobes,
+            "tracefs": features.tracefs,
         }),
     });
     let mut http_stop = stop_rx.clone();
