@@ -24,11 +24,12 @@ const FAST_LEARNING: &str = "[learning]\nmin = \"12s\"\nstable = \"4s\"\nmax = \
 
 const WAIT: Duration = Duration::from_secs(40);
 
-/// The windows the reordered path's ring-buffer records are counted in (15 runs each), and the
-/// band its records per run must fall in: 10.1-10.2 measured (see the assertion).
+/// The windows the reordered path's ring-buffer records are counted in (15 runs each on a quiet
+/// machine), and the band its records per run must fall in: 10.1-10.4 measured (see the
+/// assertion).
 const WINDOWS: usize = 6;
 const WINDOW: Duration = Duration::from_secs(3);
-const RECORDS_PER_RUN: std::ops::RangeInclusive<f64> = 9.5..=11.0;
+const RECORDS_PER_RUN: std::ops::RangeInclusive<f64> = 9.5..=11.5;
 
 /// A busybox image with the two-code-path program at /bin/seqpaths.
 fn seq_image(tag: &str) -> String {
@@ -280,9 +281,10 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     );
     // Per run of 2400 syscalls: the thread's sums every 256 grams (9) and at its end (1); its
     // unknown grams crossed once, when it first ran. The loop's shell adds its own sums now
-    // and then. Measured: 150-156 records per window of 15 runs, 10.1-10.2 per run. Fewer
-    // than 9.5 means the sums are not sent (the thread is not scored); more than 11, that
-    // grams or syscalls cross.
+    // and then (a few records a window, more per run when a loaded machine runs fewer runs).
+    // Measured: 150-156 records per window of 15 runs, 10.1-10.2 per run (10.4 on a loaded
+    // machine). Fewer than 9.5 means the sums are not sent (the thread is not scored); more
+    // than 11.5, that grams or syscalls cross.
     assert!(
         RECORDS_PER_RUN.contains(&per_run),
         "{per_run:.1} sequence records per run of 2400 syscalls ({sent} for {runs} runs), \
