@@ -7,12 +7,15 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     Container, Daemon, TOKEN, http_request, import_rootfs, static_busybox, static_helper,
 };
 use habit_models::sequence::SequenceModel;
+use habit_profiles::baseline::Baseline;
+use habit_profiles::profile::{Profile, ProfileConfig, UnstableReason};
+use habit_profiles::workload::WorkloadKey;
 use serde_json::Value;
 
 /// Second-scale learning; the counters interval (which also moves the kernel's sequence modes
@@ -134,36 +137,52 @@ fn expect_reordered_alert(d: &Daemon, key: &str, ctl: &Path) -> Value {
     alert
 }
 
-/// Switches the host's syscall sequences off: the host workload is frozen at once and its
-/// baseline imported again without a sequence model, so the kernel follows none of the host's
-/// threads. The records counter is the daemon's, for the whole node, and the host's own
-/// threads (this test, dockerd, the daemon itself; traced whole while the host learns, summed
-/// while it detects) would otherwise send hundreds of records a second.
+/// Switches the host's syscall sequences off: the host workload gets an empty baseline marked
+/// unstable (an unstable workload alerts on rules only and its sequences are not followed), so
+/// the kernel follows none of the host's threads. The records counter is the daemon's, for the
+/// whole node, and the host's own threads (this test, dockerd, the daemon itself; traced whole
+/// while the host learns, summed while it detects) would otherwise send hundreds of records a
+/// second. (The baseline is made here rather than by freezing the host's learning: that is
+/// the workload under test's business, not the host's.)
 fn host_sequences_off(d: &Daemon) {
-    d.wait_state("host", "learning", WAIT);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let config = ProfileConfig {
+        interval_ms: 250,
+        ..ProfileConfig::default()
+    };
+    let profile = Profile::new(WorkloadKey::host(), "e2e", now, config);
+    let mut host = Baseline::freeze(&profile, now, true);
+    host.unstable_reason = Some(UnstableReason::TotalLimit { limit: 0 });
+    let body = String::from_utf8(host.to_json_vec().unwrap()).unwrap();
     let auth = format!("Bearer {TOKEN}");
-    let (status, body) = http_request(
-        d.port,
-        "POST",
-        "/api/v1/workloads/host/mode",
-        &[("Authorization", &auth)],
-        r#"{"mode":"detect"}"#,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let mut doc: Value = serde_json::from_str(&baseline(d, "host")).unwrap();
-    if let Some(models) = doc.get_mut("models").and_then(Value::as_object_mut) {
-        models.remove("sequence");
-    }
     let (status, body) = http_request(
         d.port,
         "PUT",
         "/api/v1/baselines/host",
         &[("Authorization", &auth)],
-        &doc.to_string(),
+        &body,
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
+    // Imported once the host's entry has a baseline (it may be unstable already: learning).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let host = d.workload("host");
+        if host
+            .as_ref()
+            .is_some_and(|h| h["state"] == "unstable" && h["baseline_created"].is_number())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host's baseline was not imported: {host:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
@@ -237,12 +256,22 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     // ones are the measurement (the quietest, the one with fewest records per run, and those
     // within a quarter of it, summed: a window's edges cut runs): other activity only ever
     // adds records, never removes any.
-    // The counts are read with the container frozen (`docker pause`) and the daemon given
-    // time to handle what it sent: runs (their execs) and records are then counted alike.
+    // The counts are read with the container frozen (`docker pause`) once the daemon has
+    // handled what it sent (both counts unchanged for a second; a loaded machine can lag by
+    // seconds): runs (their execs) and records are then counted alike.
     let settled = |d: &Daemon| {
         docker(&["pause", &c.id]);
-        std::thread::sleep(Duration::from_millis(1500));
-        let counts = (runs_of_b(d), records(d));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut counts = (runs_of_b(d), records(d));
+        loop {
+            std::thread::sleep(Duration::from_millis(1000));
+            let now = (runs_of_b(d), records(d));
+            if now == counts || std::time::Instant::now() > deadline {
+                counts = now;
+                break;
+            }
+            counts = now;
+        }
         docker(&["unpause", &c.id]);
         counts
     };
