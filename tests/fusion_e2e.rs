@@ -16,7 +16,7 @@
 //!   its start to the next attack's start) and each of those hits is alerted, not suppressed
 //!   (fusion);
 //! - every fused rule alert of the attack phase is escalated one priority above the priority
-//!   its rule declares in `daemon/rules/habitd_rules.yaml`, and explained (novel items, score).
+//!   its rule declares in `models/rules/habitd_rules.yaml`, and explained (novel items, score).
 //!
 //! The table goes to stdout (`--nocapture`) and to `target/fusion_eval.md`; the run's alerts,
 //! events of the two workloads and baselines go beside it (`target/fusion_eval.*`).
@@ -596,7 +596,7 @@ const PRIORITIES: &[&str] = &[
 /// Every rule of habitd's built-in rules file and the priority it declares (read from the
 /// file the daemon embeds, not from the daemon).
 fn declared_priorities() -> BTreeMap<String, &'static str> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("daemon/rules/habitd_rules.yaml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rules/habitd_rules.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = BTreeMap::new();
     let mut rule: Option<String> = None;
