@@ -763,6 +763,7 @@ mod tests {
         let _ = p.observe(&b, 5 * MIN + 1, &here());
         // Made in interval 3, which saw nothing, delivered after interval 5 was entered.
         let _ = p.observe(&a, 3 * MIN + 1, &here());
+        let _ = p.observe(&a, 5 * MIN + 2, &here());
         let seen = p.item(Dimension::Exec, "/bin/a").unwrap().intervals_seen;
         assert!(seen <= p.intervals(), "{seen} > {}", p.intervals());
         let baseline = crate::baseline::Baseline::freeze(&p, 6 * MIN, false);
