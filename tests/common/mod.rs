@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Says on standard error that `test` did not run and why (`SKIPPED: test: why`). Only
+/// missing outside *data* (a file from outside the repository) may skip a test; missing root,
+/// BTF or Docker fail it. The line is written to the process's standard error directly, not
+/// through `eprintln!`, so that `cargo test` shows it without `--nocapture`.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {why}");
+}
+
 /// Fails (never skips) with what to install when a prerequisite is missing.
 pub fn require_root_and_bpf() {
     // SAFETY: geteuid has no preconditions.
