@@ -618,13 +618,18 @@ fn healthz_reports_the_kernel_features_this_kernel_has() {
     let lockdown = kernel["lockdown"]
         .as_str()
         .unwrap_or_else(|| panic!("kernel.lockdown is not a string: {health}"));
+    let securityfs = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("securityfs"));
     match std::fs::read_to_string("/sys/kernel/security/lockdown") {
         Ok(text) => assert!(
             text.contains(&format!("[{lockdown}]")),
             "kernel.lockdown {lockdown:?}, securityfs says {text:?}"
         ),
-        // Without securityfs mounted habitd cannot read the mode and reports "none" (a gap:
-        // the kernel may still be locked down); only its presence is checked then.
-        Err(_) => eprintln!("securityfs is not mounted: kernel.lockdown {lockdown:?} unchecked"),
+        // securityfs without a lockdown file: no lockdown LSM.
+        Err(_) if securityfs => assert_eq!(lockdown, "none", "{health}"),
+        // Without securityfs the mode cannot be read: habitd must not claim "none".
+        Err(_) => assert_eq!(lockdown, "unknown", "{health}"),
     }
 }
