@@ -275,12 +275,25 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no event matching {what} within {timeout:?}; habitd log:\n{}",
+                    "no event matching {what} within {timeout:?}; events the kernel dropped \
+                     (non-zero habitd_events_dropped_total samples): {:?}; habitd log:\n{}",
+                    self.nonzero_drops(),
                     self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The non-zero `habitd_events_dropped_total` samples, as exposed: a missing event is
+    /// explained by a drop (the host was busier than the daemon), or it is a bug.
+    pub fn nonzero_drops(&self) -> Vec<String> {
+        let (_, body) = self.get("/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with("habitd_events_dropped_total{"))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Current value of a Prometheus sample (`name{labels}` exactly as exposed), 0 if absent.
