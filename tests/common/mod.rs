@@ -276,7 +276,8 @@ impl Daemon {
             if Instant::now() > deadline {
                 panic!(
                     "no event matching {what} within {timeout:?}; events the kernel dropped \
-                     (non-zero habitd_events_dropped_total samples): {:?}; habitd log:\n{}",
+                     (non-zero habitd_events_dropped_total samples, as of habitd's last \
+                     counters read, every probes.counters_interval): {:?}; habitd log:\n{}",
                     self.nonzero_drops(),
                     self.log()
                 );
