@@ -20,6 +20,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The tests build small static helper programs for the test images (cc -static).
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# The ADFA-LD evaluation (tools/tests/adfa.rs) unzips the data set when it is given.
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -45,4 +47,7 @@ echo "== build"
 cargo build --workspace --all-targets
 
 echo "== tests"
+# Suites that need outside data run when it is given and otherwise print "SKIPPED: <test>: <why>"
+# and pass: Falco's rules file (HABITD_FALCO_RULES, default ../shared/peers/falco_rules.yaml)
+# and ADFA-LD (HABITD_ADFA_LD, default ../shared/datasets/adfa-ld/ADFA-LD.zip).
 cargo test --workspace --no-fail-fast
