@@ -30,6 +30,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v helm >/dev/null 2>&1 || command -v npm >/dev/null 2>&1 || need+=(npm)
+# The ADFA-LD evaluation (tools/tests/adfa.rs) unzips the data set when it is given.
+command -v unzip >/dev/null 2>&1 || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -81,4 +83,7 @@ deploy/helm/test
 deploy/image/test
 
 echo "== tests"
+# Suites that need outside data run when it is given and otherwise print "SKIPPED: <test>: <why>"
+# and pass: Falco's rules file (HABITD_FALCO_RULES, default ../shared/peers/falco_rules.yaml)
+# and ADFA-LD (HABITD_ADFA_LD, default ../shared/datasets/adfa-ld/ADFA-LD.zip).
 cargo test --workspace --no-fail-fast

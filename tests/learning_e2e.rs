@@ -21,6 +21,9 @@ const FAST_LEARNING: &str = "[learning]\nmin = \"3s\"\nstable = \"4s\"\nmax = \"
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// `learning.checkpoint` of [`FAST_LEARNING`]: what a kill -9 may lose at most.
+const CHECKPOINT: Duration = Duration::from_millis(300);
+
 /// These tests load probes and run containers: one at a time keeps their timing honest on a
 /// two-core machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -228,6 +231,14 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
     std::thread::sleep(Duration::from_secs(2));
     let before = first.workload(&key).unwrap_or(before);
     assert!(before["items"].as_u64().unwrap() > 0, "{before}");
+    // What was learned at `before` is saved by the next checkpoint (every CHECKPOINT, on the
+    // engine's tick): past a few of them, a kill -9 may lose only what came after.
+    std::thread::sleep(CHECKPOINT * 3 + Duration::from_secs(1));
+    let last = first.workload(&key).unwrap();
+    assert_eq!(
+        last["state"], "learning",
+        "still learning at the kill: {last}"
+    );
     first.kill9();
 
     let mut second = Daemon::start_in(dir.path(), &slow);
@@ -239,7 +250,32 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
         resumed["learning"]["started_at"], before["learning"]["started_at"],
         "learning continues where it was, not from scratch"
     );
-    assert!(resumed["items"].as_u64().unwrap() >= before["items"].as_u64().unwrap() / 2);
+    // Every item learned before the last checkpoint survived: as many items in total and in
+    // every dimension as at `before`.
+    eprintln!(
+        "kill -9 during learning: {} items learned 3 checkpoints ({} ms each) and more before \
+         the kill ({} at the kill), {} after the restart; per dimension before {} / after {}",
+        before["items"],
+        CHECKPOINT.as_millis(),
+        last["items"],
+        resumed["items"],
+        before["profile_sizes"],
+        resumed["profile_sizes"]
+    );
+    assert!(
+        resumed["items"].as_u64().unwrap() >= before["items"].as_u64().unwrap(),
+        "items learned before the last checkpoint were lost: before {before}\nafter {resumed}"
+    );
+    let sizes = before["profile_sizes"].as_object().unwrap();
+    assert!(!sizes.is_empty(), "{before}");
+    for (dimension, n) in sizes {
+        let after = resumed["profile_sizes"][dimension].as_u64().unwrap_or(0);
+        assert!(
+            after >= n.as_u64().unwrap(),
+            "{dimension}: {n} items learned before the last checkpoint, {after} after kill -9 \
+             (before {before}\nafter {resumed})"
+        );
+    }
     second.wait_state(&key, "stable", Duration::from_secs(60));
     let baseline_before = second
         .get(&format!("/api/v1/baselines/{}", key.replace('/', "%2F")))

@@ -7,12 +7,15 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
     Container, Daemon, TOKEN, http_request, import_rootfs, static_busybox, static_helper,
 };
 use habit_models::sequence::SequenceModel;
+use habit_profiles::baseline::Baseline;
+use habit_profiles::profile::{Profile, ProfileConfig, UnstableReason};
+use habit_profiles::workload::WorkloadKey;
 use serde_json::Value;
 
 /// Second-scale learning; the counters interval (which also moves the kernel's sequence modes
@@ -23,6 +26,13 @@ const FAST_LEARNING: &str = "[learning]\nmin = \"12s\"\nstable = \"4s\"\nmax = \
     [probes]\ncounters_interval = \"1s\"\n";
 
 const WAIT: Duration = Duration::from_secs(40);
+
+/// The windows the reordered path's ring-buffer records are counted in (15 runs each on a quiet
+/// machine), and the band its records per run must fall in: 10.1-10.4 measured (see the
+/// assertion).
+const WINDOWS: usize = 6;
+const WINDOW: Duration = Duration::from_secs(3);
+const RECORDS_PER_RUN: std::ops::RangeInclusive<f64> = 9.5..=11.5;
 
 /// A busybox image with the two-code-path program at /bin/seqpaths.
 fn seq_image(tag: &str) -> String {
@@ -57,6 +67,19 @@ fn seq_workload(tag: &str, ctl: &Path) -> (String, Container) {
         ],
     );
     (format!("docker.io/{image}"), c)
+}
+
+/// `docker ARGS`, which must succeed.
+fn docker(args: &[&str]) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn is_sequence_alert(a: &Value) -> bool {
@@ -114,11 +137,64 @@ fn expect_reordered_alert(d: &Daemon, key: &str, ctl: &Path) -> Value {
     alert
 }
 
+/// Switches the host's syscall sequences off: the host workload gets an empty baseline marked
+/// unstable (an unstable workload alerts on rules only and its sequences are not followed), so
+/// the kernel follows none of the host's threads. The records counter is the daemon's, for the
+/// whole node, and the host's own threads (this test, dockerd, the daemon itself; traced whole
+/// while the host learns, summed while it detects) would otherwise send hundreds of records a
+/// second. (The baseline is made here rather than by freezing the host's learning: that is
+/// the workload under test's business, not the host's.)
+fn host_sequences_off(d: &Daemon) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let config = ProfileConfig {
+        interval_ms: 250,
+        ..ProfileConfig::default()
+    };
+    let profile = Profile::new(WorkloadKey::host(), "e2e", now, config);
+    let mut host = Baseline::freeze(&profile, now, true);
+    host.unstable_reason = Some(UnstableReason::TotalLimit { limit: 0 });
+    let body = String::from_utf8(host.to_json_vec().unwrap()).unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    // Imported once the host's entry has a baseline (it may be unstable already: learning).
+    // The import is retried: a checkpoint of the host's learning that lands between the import
+    // and its reload writes the learning profile back over it (seen on a loaded machine).
+    let imported = |d: &Daemon| {
+        d.workload("host")
+            .is_some_and(|h| h["state"] == "unstable" && h["baseline_created"].is_number())
+    };
+    for _ in 0..5 {
+        let (status, answer) = http_request(
+            d.port,
+            "PUT",
+            "/api/v1/baselines/host",
+            &[("Authorization", &auth)],
+            &body,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if imported(d) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!(
+        "the host's baseline was not imported: {:?}",
+        d.workload("host")
+    );
+}
+
 #[test]
 fn sequence_model_learns_an_order_and_alerts_on_another() {
     let dir = tempfile::tempdir().unwrap();
     let ctl = tempfile::tempdir().unwrap();
     let mut d = Daemon::start_in(dir.path(), FAST_LEARNING);
+    host_sequences_off(&d);
     let (key, c) = seq_workload("paths", ctl.path());
     d.wait_state(&key, "stable", Duration::from_secs(90));
 
@@ -178,20 +254,74 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
             .count()
     };
     let records = |d: &Daemon| d.metric("habitd_events_total{type=\"sequence\"}");
-    let (runs_before, records_before) = (runs_of_b(&d), records(&d));
+    // The records counter is the daemon's, for the whole node: the host's sequences are off
+    // (above), but other containers that run on the machine meanwhile (learning ones are
+    // traced whole) add to it. So the reordered path runs for several windows and the quiet
+    // ones are the measurement (the quietest, the one with fewest records per run, and those
+    // within a quarter of it, summed: a window's edges cut runs): other activity only ever
+    // adds records, never removes any.
+    // The counts are read with the container frozen (`docker pause`) once the daemon has
+    // handled what it sent (both counts unchanged for a second; a loaded machine can lag by
+    // seconds): runs (their execs) and records are then counted alike.
+    let settled = |d: &Daemon| {
+        docker(&["pause", &c.id]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut counts = (runs_of_b(d), records(d));
+        loop {
+            std::thread::sleep(Duration::from_millis(1000));
+            let now = (runs_of_b(d), records(d));
+            if now == counts || std::time::Instant::now() > deadline {
+                counts = now;
+                break;
+            }
+            counts = now;
+        }
+        docker(&["unpause", &c.id]);
+        counts
+    };
     std::fs::write(ctl.path().join("b"), "").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    std::fs::remove_file(ctl.path().join("b")).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let runs = runs_of_b(&d) - runs_before;
-    let sent = records(&d) - records_before;
-    eprintln!("{sent} sequence records for {runs} runs of the reordered path");
-    assert!(runs >= 3, "only {runs} runs of the reordered path");
-    // Per run: 9 checkpoints + 1 end, plus a few from the shell's fork child and the first
-    // run's unknown grams (13 per run measured), against 2400 syscalls per run.
+    let mut windows = Vec::new();
+    let mut previous = settled(&d);
+    for _ in 0..WINDOWS {
+        std::thread::sleep(WINDOW);
+        let now = settled(&d);
+        windows.push((now.0 - previous.0, now.1 - previous.1));
+        previous = now;
+    }
+    std::fs::remove_file(ctl.path().join("b")).unwrap();
+    eprintln!("(runs, sequence records) per {WINDOW:?} window of the reordered path: {windows:?}");
+    let rate = |(runs, sent): (usize, f64)| sent / runs as f64;
+    let quietest = windows
+        .iter()
+        .copied()
+        .filter(|(runs, _)| *runs >= 3)
+        .map(rate)
+        .min_by(f64::total_cmp)
+        .unwrap_or_else(|| panic!("the reordered path hardly ran: {windows:?}"));
+    let quiet: Vec<(usize, f64)> = windows
+        .iter()
+        .copied()
+        .filter(|w| w.0 >= 3 && rate(*w) <= quietest * 1.25)
+        .collect();
+    let runs: usize = quiet.iter().map(|w| w.0).sum();
+    let sent: f64 = quiet.iter().map(|w| w.1).sum();
+    let per_run = sent / runs as f64;
+    eprintln!(
+        "{sent} sequence records for {runs} runs of the reordered path in {} quiet windows: \
+         {per_run:.2} per run",
+        quiet.len()
+    );
+    // Per run of 2400 syscalls: the thread's sums every 256 grams (9) and at its end (1); its
+    // unknown grams crossed once, when it first ran. The loop's shell adds its own sums now
+    // and then (a few records a window, more per run when a loaded machine runs fewer runs).
+    // Measured: 150-156 records per window of 15 runs, 10.1-10.2 per run (10.4 on a loaded
+    // machine). Fewer than 9.5 means the sums are not sent (the thread is not scored); more
+    // than 11.5, that grams or syscalls cross.
     assert!(
-        sent <= (runs * 16 + 40) as f64,
-        "{sent} sequence records for {runs} runs of 2400 syscalls"
+        RECORDS_PER_RUN.contains(&per_run),
+        "{per_run:.1} sequence records per run of 2400 syscalls ({sent} for {runs} runs), \
+         outside {RECORDS_PER_RUN:?}; windows (runs, records): {windows:?}"
     );
 
     // Through sled: a kill -9 and a restart keep the model, and it still detects.

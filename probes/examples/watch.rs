@@ -10,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let mut probes = Probes::load(&ProbeConfig::default())?;
-    eprintln!("capabilities: {:?}", probes.capabilities());
+    eprintln!("kernel features: {:?}", probes.kernel_features());
     let mut events = probes.take_events()?;
     let mut batch = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);

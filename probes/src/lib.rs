@@ -4,14 +4,20 @@
 //! - [`abi`] mirrors that header with `#[repr(C)]` types;
 //! - [`decode`] turns ring-buffer records into typed [`event::Event`]s, rejecting bad ones;
 //! - [`loader`] loads and attaches the programs with aya and exposes the event stream and the
-//!   in-kernel counters (syscalls per cgroup, drops per CPU).
+//!   in-kernel maps, one module per map family (counters, sequences, open de-duplication,
+//!   listeners);
+//! - [`kernel_features`] reports the optional program types (fentry, BPF-LSM) this kernel
+//!   allows, probed at load (not Linux `CAP_*` capabilities).
 
 pub mod abi;
-pub mod capabilities;
 pub mod decode;
 pub mod event;
+pub mod kernel_features;
 pub mod loader;
 pub mod syscall_names;
 
 pub use event::{Event, EventBody, Header, PrivOp, Protocol};
-pub use loader::{EventStream, KernelCounters, ProbeConfig, ProbeError, Probes, SyscallDelta};
+pub use kernel_features::KernelFeatures;
+pub use loader::{
+    EventStream, KernelCounters, ProbeConfig, ProbeError, Probes, SequenceMaps, SyscallDelta,
+};

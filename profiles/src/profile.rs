@@ -404,6 +404,11 @@ impl Profile {
         now: UnixMillis,
         provenance: &Provenance,
     ) -> Observed {
+        // An event that reaches user space late (after a later interval was entered) counts in
+        // the current interval: counting it in the interval it was made in would give its item
+        // an interval the profile never counted (`intervals_seen > intervals`, a baseline
+        // that fails validation and can never be frozen).
+        let now = self.last_observation_at.map_or(now, |t| t.max(now));
         let interval = self.enter_interval(now);
         let dimension = observation.dimension;
         let start = self.learning_started_at;
@@ -747,6 +752,22 @@ mod tests {
             p.item(Dimension::Exec, "/bin/a").unwrap().last_seen,
             3 * MIN + 1
         );
+    }
+
+    #[test]
+    fn a_late_observation_never_counts_an_interval_the_profile_skipped() {
+        let mut p = profile();
+        let a = Observation::exec("/bin/a");
+        let b = Observation::exec("/bin/b");
+        let _ = p.observe(&a, MIN + 1, &here());
+        let _ = p.observe(&b, 5 * MIN + 1, &here());
+        // Made in interval 3, which saw nothing, delivered after interval 5 was entered.
+        let _ = p.observe(&a, 3 * MIN + 1, &here());
+        let _ = p.observe(&a, 5 * MIN + 2, &here());
+        let seen = p.item(Dimension::Exec, "/bin/a").unwrap().intervals_seen;
+        assert!(seen <= p.intervals(), "{seen} > {}", p.intervals());
+        let baseline = crate::baseline::Baseline::freeze(&p, 6 * MIN, false);
+        assert!(baseline.validate().is_ok(), "{:?}", baseline.validate());
     }
 
     #[test]

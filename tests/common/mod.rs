@@ -11,6 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Says on standard error that `test` did not run and why (`SKIPPED: test: why`). Only
+/// missing outside *data* (a file from outside the repository) may skip a test; missing root,
+/// BTF or Docker fail it. The line is written to the process's standard error directly, not
+/// through `eprintln!`, so that `cargo test` shows it without `--nocapture`.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {why}");
+}
+
 /// Fails (never skips) with what to install when a prerequisite is missing.
 pub fn require_root_and_bpf() {
     // SAFETY: geteuid has no preconditions.
@@ -266,12 +275,26 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "no event matching {what} within {timeout:?}; habitd log:\n{}",
+                    "no event matching {what} within {timeout:?}; events the kernel dropped \
+                     (non-zero habitd_events_dropped_total samples, as of habitd's last \
+                     counters read, every probes.counters_interval): {:?}; habitd log:\n{}",
+                    self.nonzero_drops(),
                     self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The non-zero `habitd_events_dropped_total` samples, as exposed: a missing event is
+    /// explained by a drop (the host was busier than the daemon), or it is a bug.
+    pub fn nonzero_drops(&self) -> Vec<String> {
+        let (_, body) = self.get("/metrics").unwrap_or_default();
+        body.lines()
+            .filter(|l| l.starts_with("habitd_events_dropped_total{"))
+            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
+            .map(str::to_string)
+            .collect()
     }
 
     /// Current value of a Prometheus sample (`name{labels}` exactly as exposed), 0 if absent.

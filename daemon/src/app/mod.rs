@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use habit_probes::capabilities::Capabilities;
+use habit_probes::kernel_features::KernelFeatures;
 use habit_probes::{ProbeConfig, Probes};
 use habit_profiles::store::ProfileStore;
 use std::time::SystemTime;
@@ -48,13 +48,13 @@ pub async fn run(config: Config) -> Result<()> {
         empty_only: false,
     })
     .context("loading the eBPF probes")?;
-    let caps = probes.capabilities().clone();
+    let features = probes.kernel_features().clone();
     tracing::info!(
         programs = habit_probes::loader::PROGRAMS.len(),
-        lockdown = %caps.lockdown,
-        fentry = %Capabilities::describe(&caps.fentry),
-        lsm = %Capabilities::describe(&caps.lsm),
-        kprobes = caps.kprobes,
+        lockdown = %features.lockdown,
+        fentry = %KernelFeatures::describe(&features.fentry),
+        lsm = %KernelFeatures::describe(&features.lsm),
+        kprobes = features.kprobes,
         "Probes attached (tp_btf; optional fentry/LSM/kprobe hooks are not needed)."
     );
     metrics.probes_attached.set(1);
@@ -122,12 +122,12 @@ pub async fn run(config: Config) -> Result<()> {
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         probes_attached: true.into(),
-        capabilities: serde_json::json!({
-            "lockdown": caps.lockdown,
-            "fentry": Capabilities::describe(&caps.fentry),
-            "lsm": Capabilities::describe(&caps.lsm),
-            "kprobes": caps.kprobes,
-            "tracefs": caps.tracefs,
+        kernel_features: serde_json::json!({
+            "lockdown": features.lockdown,
+            "fentry": KernelFeatures::describe(&features.fentry),
+            "lsm": KernelFeatures::describe(&features.lsm),
+            "kprobes": features.kprobes,
+            "tracefs": features.tracefs,
         }),
     });
     let mut http_stop = stop_rx.clone();

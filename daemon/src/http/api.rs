@@ -9,7 +9,6 @@
 //! `{"error": "…"}`.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -23,7 +22,7 @@ use habit_profiles::workload::WorkloadKey;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::learning::{Command, CommandError, Views, unix_ms};
+use crate::learning::{Command, CommandError, Views};
 
 /// What the API handlers need.
 pub struct Api {
@@ -239,24 +238,22 @@ pub async fn put_baseline(
         return *r;
     }
     let key = WorkloadKey::from_raw(key.as_str());
-    let store = api.store.clone();
-    let import_key = key.clone();
-    let now = unix_ms(SystemTime::now());
-    let result =
-        tokio::task::spawn_blocking(move || store.import_baseline(&import_key, &body, now)).await;
-    match result {
-        Ok(Ok(baseline)) => {
-            let _ = api
-                .commands
-                .send(Command::Reload { key: key.clone() })
-                .await;
-            Json(json!({
-                "imported": key,
-                "items": baseline.items_total(),
-                "partial": baseline.partial,
-            }))
-            .into_response()
-        }
+    let (reply, answer) = oneshot::channel();
+    let command = Command::Import {
+        key: key.clone(),
+        file: body.to_vec(),
+        reply,
+    };
+    if api.commands.send(command).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down");
+    }
+    match answer.await {
+        Ok(Ok(baseline)) => Json(json!({
+            "imported": key,
+            "items": baseline.items_total(),
+            "partial": baseline.partial,
+        }))
+        .into_response(),
         Ok(Err(e)) => {
             let status = match e {
                 ProfileError::Store { .. } | ProfileError::Encode { .. } => {
@@ -266,6 +263,6 @@ pub async fn put_baseline(
             };
             error(status, format!("baseline rejected, store unchanged: {e}"))
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down"),
     }
 }

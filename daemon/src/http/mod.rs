@@ -24,7 +24,7 @@ pub struct AppState {
     /// Set once every probe is attached: /healthz answers 200 from then on.
     pub probes_attached: AtomicBool,
     /// Optional kernel features found at start-up, reported by /healthz.
-    pub capabilities: serde_json::Value,
+    pub kernel_features: serde_json::Value,
 }
 
 pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
@@ -56,7 +56,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let body = json!({
         "status": if attached { "ok" } else { "starting" },
         "probes_attached": attached,
-        "kernel": state.capabilities,
+        "kernel": state.kernel_features,
     });
     (status, axum::Json(body))
 }

@@ -75,7 +75,7 @@ async fn start() -> Daemon {
     let state = Arc::new(AppState {
         metrics,
         probes_attached: AtomicBool::new(true),
-        capabilities: serde_json::Value::Null,
+        kernel_features: serde_json::Value::Null,
     });
     let api = Arc::new(Api {
         views: views.clone(),

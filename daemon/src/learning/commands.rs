@@ -76,8 +76,14 @@ pub enum Command {
         mode: Mode,
         reply: oneshot::Sender<Result<WorkloadView, CommandError>>,
     },
-    /// A baseline was imported into the store: switch to it.
-    Reload { key: WorkloadKey },
+    /// Import a baseline file (validated; nothing changes on error) and switch to it. On the
+    /// engine's task, so that no checkpoint of the workload's learning can land between the
+    /// store's write and the switch and overwrite the imported baseline.
+    Import {
+        key: WorkloadKey,
+        file: Vec<u8>,
+        reply: oneshot::Sender<Result<habit_profiles::baseline::Baseline, ProfileError>>,
+    },
     /// List the items a rule flagged during learning.
     ListHeld {
         key: WorkloadKey,
@@ -123,20 +129,30 @@ impl Engine {
                 let view = result.and_then(|()| self.view_after(&key));
                 let _ = reply.send(view);
             }
-            Command::Reload { key } => {
-                match self.store.workloads().get(&key) {
-                    Ok(Some(record)) => match self.load(record) {
-                        Ok(entry) => {
-                            self.workloads.insert(key, entry);
-                        }
-                        Err(e) => tracing::error!(message = "Reload failed.", workload = %key, %e),
-                    },
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(message = "Reload failed.", workload = %key, %e),
+            Command::Import { key, file, reply } => {
+                let now = unix_ms(SystemTime::now());
+                let result = self.store.import_baseline(&key, &file, now);
+                if result.is_ok() {
+                    self.reload(key);
                 }
-                self.publish(SystemTime::now());
+                let _ = reply.send(result);
             }
         }
+    }
+
+    /// Replaces `key`'s state in memory with what the store holds (after an import).
+    fn reload(&mut self, key: WorkloadKey) {
+        match self.store.workloads().get(&key) {
+            Ok(Some(record)) => match self.load(record) {
+                Ok(entry) => {
+                    self.workloads.insert(key, entry);
+                }
+                Err(e) => tracing::error!(message = "Reload failed.", workload = %key, %e),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::error!(message = "Reload failed.", workload = %key, %e),
+        }
+        self.publish(SystemTime::now());
     }
 
     /// An operator's decision on a held item: approve learns it (while learning), discard
@@ -235,5 +251,77 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use habit_profiles::baseline::Baseline;
+    use habit_profiles::observation::Observation;
+    use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+    use habit_profiles::store::{ProfileStore, WorkloadState};
+    use habit_profiles::workload::WorkloadKey;
+    use tokio::sync::oneshot;
+
+    use super::Command;
+    use crate::config::Learning;
+    use crate::learning::{Engine, unix_ms};
+    use crate::metrics::Metrics;
+
+    /// A baseline imported while its workload is learning stays imported: the learning's next
+    /// checkpoint does not write the old profile back over it.
+    #[test]
+    fn an_import_during_learning_survives_the_next_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ProfileStore::open(dir.path().join("db")).unwrap());
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let config = Learning {
+            checkpoint: Duration::from_secs(1),
+            ..Learning::default()
+        };
+        let mut engine = Engine::open(store.clone(), config, "node-a".into(), metrics).unwrap();
+        let key = WorkloadKey::from_raw("docker.io/library/redis:7");
+        let start = SystemTime::now();
+        engine.observe(
+            &key,
+            Some("c1"),
+            &[Observation::exec("/usr/bin/redis-server")],
+            unix_ms(start),
+            &mut Vec::new(),
+        );
+        assert_eq!(engine.state(&key), WorkloadState::Learning);
+
+        let mut profile = Profile::new(key.clone(), "node-b", 0, ProfileConfig::default());
+        let here = Provenance::new("node-b", Some("c9"));
+        let _ = profile.observe(&Observation::exec("/usr/bin/redis-server"), 1_000, &here);
+        let file = Baseline::freeze(&profile, 600_000, false)
+            .to_json_vec()
+            .unwrap();
+        let (reply, mut answer) = oneshot::channel();
+        engine.command(Command::Import {
+            key: key.clone(),
+            file,
+            reply,
+        });
+        assert!(answer.try_recv().unwrap().is_ok());
+
+        // Well past a checkpoint (and more learning of the same workload).
+        engine.observe(
+            &key,
+            Some("c1"),
+            &[Observation::exec("/bin/sh")],
+            unix_ms(start + Duration::from_secs(5)),
+            &mut Vec::new(),
+        );
+        engine.tick(start + Duration::from_secs(5));
+        assert_eq!(engine.state(&key), WorkloadState::Stable);
+        let record = store.workloads().get(&key).unwrap().unwrap();
+        assert_eq!(record.state, WorkloadState::Stable);
+        assert!(store.baselines().get(&key).unwrap().is_some());
+        assert!(store.profiles().get(&key).unwrap().is_none());
     }
 }

