@@ -61,6 +61,10 @@ struct RunArgs {
     /// Learning ends at the latest after this long; the baseline is then marked partial.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     learn_max: Option<Duration>,
+    /// A Kubernetes CRI socket (containerd, CRI-O) to describe containers with (repeatable);
+    /// without it, the well-known CRI sockets that exist are used.
+    #[arg(long = "cri-socket", value_name = "PATH")]
+    cri_sockets: Vec<PathBuf>,
     /// Log filter (e.g. info, debug, habitd=debug); RUST_LOG takes precedence.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
@@ -95,6 +99,9 @@ impl RunArgs {
         }
         if let Some(v) = self.learn_max {
             c.learning.max = v;
+        }
+        if !self.cri_sockets.is_empty() {
+            c.runtime.cri_sockets = self.cri_sockets;
         }
         if let Some(v) = self.log {
             c.log = v;

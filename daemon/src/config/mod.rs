@@ -60,6 +60,15 @@ pub struct ProbeSettings {
 #[serde(deny_unknown_fields)]
 pub struct Runtime {
     pub docker_socket: PathBuf,
+    /// CRI sockets (containerd, CRI-O); empty = the well-known ones that exist.
+    pub cri_sockets: Vec<PathBuf>,
+    /// Where the host's root is mounted, for finding the well-known CRI sockets.
+    pub host_root: PathBuf,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub hold_events_for: Duration,
+    pub hold_events_max: usize,
 }
 
 /// Durations written as "10m", "30s", "24h" (humantime).

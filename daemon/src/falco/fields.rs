@@ -375,6 +375,11 @@ impl EventFields for RuleEvent<'_> {
             },
             Field::K8sNsName => container.and_then(|c| c.k8s_namespace.as_deref().and_then(s)),
             Field::K8sPodName => container.and_then(|c| c.k8s_pod.as_deref().and_then(s)),
+            Field::K8sPodUid => container.and_then(|c| c.k8s_pod_uid.as_deref().and_then(s)),
+            Field::K8sPodLabel => match (container, arg) {
+                (Some(c), Some(FieldArg::Key(k))) => c.k8s_pod_labels.get(&**k).and_then(|v| s(v)),
+                _ => None,
+            },
             _ => None,
         }
     }

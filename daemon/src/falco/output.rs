@@ -112,6 +112,8 @@ impl Attributed<'_> {
             f.insert("container.image.digest".into(), json!(c.image_digest));
             f.insert("k8s.ns.name".into(), json!(c.k8s_namespace));
             f.insert("k8s.pod.name".into(), json!(c.k8s_pod));
+            f.insert("k8s.pod.uid".into(), json!(c.k8s_pod_uid));
+            f.insert("k8s.pod.labels".into(), json!(c.pod_labels_text()));
         }
         if let Some(unit) = &w.host_unit {
             f.insert("habitd.host_unit".into(), json!(unit));

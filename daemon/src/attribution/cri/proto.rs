@@ -1,0 +1,13 @@
+//! The Kubernetes CRI v1 messages and the `RuntimeService` gRPC client, generated at build
+//! time from `proto/cri/v1/api.proto` (see `build.rs`).
+
+#![allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    dead_code
+)]
+
+tonic::include_proto!("runtime.v1");
