@@ -519,3 +519,6 @@ impl ContainerRuntime for CriRuntime {
         Box::pin(self.describe(id))
     }
 }
+
+#[cfg(test)]
+mod tests;
