@@ -130,17 +130,44 @@ fn wait_event(daemon: &Daemon, key: &str, what: &str, pred: impl Fn(&Value) -> b
         {
             return e;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no event {what} of {key}; habitd log:\n{}",
-            common::tail(&daemon.log(), 40)
-        );
+        if Instant::now() > deadline {
+            let mine: Vec<String> = daemon
+                .events()
+                .into_iter()
+                .filter(|e| {
+                    let w = e["output_fields"]["habitd.workload"].as_str().unwrap_or("");
+                    (w == key || w.starts_with("container:") || w.contains("pause"))
+                        && e["kind"] == "exec"
+                })
+                .take(60)
+                .map(|e| {
+                    let f = &e["output_fields"];
+                    format!(
+                        "{} {} {} {} {}",
+                        f["habitd.workload"],
+                        e["kind"],
+                        f["container.id"],
+                        f["proc.exe"],
+                        f["proc.cmdline"]
+                    )
+                })
+                .collect();
+            panic!(
+                "no event {what} of {key}; container events:\n{}\nhabitd log:\n{}",
+                mine.join("\n"),
+                common::tail(&daemon.log(), 40)
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn is_exec_of(e: &Value, exe: &str) -> bool {
-    e["kind"] == "exec" && e["output_fields"]["proc.exe"] == exe
+/// The exec of the entrypoint shell (`sh -c '/bin/httpd …'`).
+fn is_entrypoint_exec(e: &Value) -> bool {
+    e["kind"] == "exec"
+        && e["output_fields"]["proc.cmdline"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("sh -c /bin/httpd"))
 }
 
 #[test]
@@ -151,7 +178,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     let daemon = Daemon::start(&config_for(&ctd, ""));
 
     let port = free_port();
-    let pod = ctd.run_pod("web-1", "shop", "uid-web-1", "web");
+    let pod = ctd.run_pod("web-1", "shop", "uid-web-1", "web", true);
     let cmd = httpd_command(port);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -159,9 +186,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     let client = ClientLoop::start(port);
 
     // The entrypoint's exec, before any description could exist, is attributed to the image.
-    let entry = wait_event(&daemon, &key, "entrypoint exec", |e| {
-        is_exec_of(e, "/bin/busybox")
-    });
+    let entry = wait_event(&daemon, &key, "entrypoint exec", |e| is_entrypoint_exec(e));
     let f = &entry["output_fields"];
     assert_eq!(f["k8s.pod.name"], "web-1", "{entry:#}");
     assert_eq!(f["k8s.ns.name"], "shop");
@@ -195,16 +220,14 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     ctd.remove_container(&id);
     let id2 = ctd.run_container(&pod, "httpd", 1, &key, &cmd);
     wait_event(&daemon, &key, "restarted entrypoint", |e| {
-        is_exec_of(e, "/bin/busybox") && e["output_fields"]["container.id"] == id2[..12]
+        is_entrypoint_exec(e) && e["output_fields"]["container.id"] == id2[..12]
     });
-    let port2 = free_port();
-    let pod2 = ctd.run_pod("web-2", "shop", "uid-web-2", "web");
-    let cmd2 = httpd_command(port2);
-    let cmd2: Vec<&str> = cmd2.iter().map(String::as_str).collect();
-    let id3 = ctd.run_container(&pod2, "httpd", 0, &key, &cmd2);
-    let client2 = ClientLoop::start(port2);
+    // Host network: the second pod serves on the same port, so the first one's container goes.
+    ctd.remove_container(&id2);
+    let pod2 = ctd.run_pod("web-2", "shop", "uid-web-2", "web", false);
+    let id3 = ctd.run_container(&pod2, "httpd", 0, &key, &cmd);
     let replica = wait_event(&daemon, &key, "second pod's entrypoint", |e| {
-        is_exec_of(e, "/bin/busybox") && e["output_fields"]["container.id"] == id3[..12]
+        is_entrypoint_exec(e) && e["output_fields"]["container.id"] == id3[..12]
     });
     assert_eq!(replica["output_fields"]["k8s.pod.name"], "web-2");
     std::thread::sleep(Duration::from_secs(5));
@@ -236,7 +259,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
         f["container.image.repository"],
         key.rsplit_once(':').unwrap().0
     );
-    drop((client, client2));
+    drop(client);
 }
 
 #[test]
@@ -245,7 +268,7 @@ fn containers_are_described_when_containerd_comes_back() {
     let mut ctd = Containerd::start(PAUSE);
     let key = images(&ctd, "restart");
     let port = free_port();
-    let pod = ctd.run_pod("web-r", "ops", "uid-web-r", "web");
+    let pod = ctd.run_pod("web-r", "ops", "uid-web-r", "web", false);
     let cmd = httpd_command(port);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let id = ctd.run_container(&pod, "httpd", 0, &key, &cmd);

@@ -115,11 +115,20 @@ fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_ale
 
     // The entrypoint ran before Docker could describe the container: held, then attributed.
     let entry = wait_entrypoint(&daemon, &key, &c.id);
-    assert_eq!(entry["container.image.repository"], "docker.io/habitd-e2e/busybox");
+    assert_eq!(
+        entry["container.image.repository"],
+        "docker.io/habitd-e2e/busybox"
+    );
     let stable = daemon.wait_state(&key, "stable", Duration::from_secs(60));
-    assert!(stable["profile_sizes"]["exec"].as_u64().unwrap() >= 1, "{stable}");
+    assert!(
+        stable["profile_sizes"]["exec"].as_u64().unwrap() >= 1,
+        "{stable}"
+    );
     let described = daemon.metric("habitd_pending_events_released_total{outcome=\"described\"}");
-    assert!(described >= 1.0, "the first events were held, then described");
+    assert!(
+        described >= 1.0,
+        "the first events were held, then described"
+    );
     println!(
         "held then described: {described} events; describe wait sum {:.4}s over {} containers",
         daemon.metric("habitd_pending_describe_seconds_sum"),
@@ -128,8 +137,15 @@ fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_ale
 
     // `docker restart` in detection: the shell entrypoint runs again, and is known.
     let restarted_at = Instant::now();
-    let out = Command::new("docker").args(["restart", &c.id]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(["restart", &c.id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let execs_before = daemon.events().len();
     daemon.wait_event("the restarted entrypoint", WAIT, |f| {
         f["container.id"] == c.id[..12]
@@ -161,9 +177,13 @@ fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_ale
     let out = replica.exec(&["/bin/cat", "/etc/passwd"]);
     assert!(out.status.success());
     daemon.wait_alert("a new exec", &key, WAIT, |a| {
-        a["habitd"]["novel"]
-            .as_array()
-            .is_some_and(|n| n.iter().any(|x| x["item"].as_str().is_some_and(|i| i.contains("cat") || i.contains("/etc/passwd"))))
+        a["habitd"]["novel"].as_array().is_some_and(|n| {
+            n.iter().any(|x| {
+                x["item"]
+                    .as_str()
+                    .is_some_and(|i| i.contains("cat") || i.contains("/etc/passwd"))
+            })
+        })
     });
     drop((client, client2));
 }

@@ -59,7 +59,7 @@ impl Containerd {
             .prefix("ctd")
             .tempdir_in("/tmp")
             .unwrap();
-        let socket = dir.path().join("c.sock");
+        let socket = dir.path().join("containerd.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -211,7 +211,16 @@ impl Containerd {
     }
 
     /// Runs a host-network pod sandbox (as the kubelet would for `hostNetwork: true`).
-    pub fn run_pod(&mut self, name: &str, namespace: &str, uid: &str, app: &str) -> Pod {
+    /// `shared_pids`: one pid namespace for the pod (`shareProcessNamespace: true`), else one
+    /// per container (the kubelet's default).
+    pub fn run_pod(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        uid: &str,
+        app: &str,
+        shared_pids: bool,
+    ) -> Pod {
         let log_dir = self.dir.path().join("pods").join(uid);
         std::fs::create_dir_all(&log_dir).unwrap();
         let config = api::PodSandboxConfig {
@@ -238,6 +247,11 @@ impl Containerd {
                 security_context: Some(api::LinuxSandboxSecurityContext {
                     namespace_options: Some(api::NamespaceOption {
                         network: api::NamespaceMode::Node as i32,
+                        pid: if shared_pids {
+                            api::NamespaceMode::Pod as i32
+                        } else {
+                            api::NamespaceMode::Container as i32
+                        },
                         ..Default::default()
                     }),
                     ..Default::default()

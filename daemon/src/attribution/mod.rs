@@ -279,8 +279,9 @@ impl Default for ResolverConfig {
             max_cgroups: 65_536,
             // Far more containers than a node runs at once, including recently exited ones.
             max_containers: 16_384,
-            // The container usually appears in the runtime within milliseconds of its cgroup.
-            retry_unknown: Duration::from_secs(1),
+            // The container usually appears in the runtime within milliseconds of its cgroup
+            // (a CRI container is described once started, a few ms after its first events).
+            retry_unknown: Duration::from_millis(250),
             // Long enough to keep a down runtime quiet, short enough to recover quickly.
             retry_failed: Duration::from_secs(5),
         }
@@ -429,6 +430,7 @@ impl WorkloadResolver {
     /// (rate-limited) re-walk gets the provisional `cgroup:<id>`, and a container its runtime
     /// does not describe (yet) `container:<id12>` (see [`Workload::unresolved_container`]);
     /// both are retried on a later event.
+    #[cfg(test)]
     pub async fn resolve(&self, cgroup_id: u64, v1_name_hint: Option<&str>) -> Arc<Workload> {
         let class = self.classify(cgroup_id).await;
         let hinted = || v1_name_hint.and_then(container_id_from_path);
@@ -619,6 +621,7 @@ impl WorkloadResolver {
 
     /// The workload of a container, asking the runtimes at most once at a time per container
     /// and at most once per retry delay while they do not know it.
+    #[cfg(test)]
     async fn container_workload(&self, id: &str) -> Arc<Workload> {
         let slot = self.container_slot(id);
         let outcome = slot.outcome.get_or_init(|| self.inspect_all(id)).await;

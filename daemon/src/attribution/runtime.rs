@@ -64,6 +64,8 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// This is a pod's sandbox ("pause") container: infrastructure, never a workload.
     pub pod_sandbox: bool,
+    /// The host pid of the container's init process (its entrypoint), if the runtime said.
+    pub init_pid: Option<u32>,
 }
 
 impl ContainerInfo {
@@ -104,6 +106,7 @@ impl ContainerInfo {
             k8s_pod_labels: BTreeMap::new(),
             labels,
             pod_sandbox: false,
+            init_pid: None,
         }
     }
 }

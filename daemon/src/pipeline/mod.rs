@@ -31,7 +31,7 @@ use crate::process::paths::absolute_path;
 use crate::process::procfs::ProcSnapshot;
 use crate::process::table::{ProcInfo, ProcTable};
 use crate::rates::RateTracker;
-use crate::rules::fusion::{Fusion, NEVER_LEARN_TAG};
+use crate::rules::fusion::{ALWAYS_TAG, Fusion, NEVER_LEARN_TAG};
 use crate::sequences::SequenceTracker;
 use pending::{Pending, Release};
 
@@ -81,6 +81,8 @@ pub struct Pipeline {
     written: WrittenFiles,
     /// Events of containers not described yet, held until they are.
     pending: Pending,
+    /// The latest time learning and scoring were given (they need it not to go backwards).
+    learned_until: u64,
     /// Container cgroups whose first exec was seen (to recognise an entrypoint).
     execs_seen: HashSet<u64>,
     /// Reused buffers: no allocation per event for them.
@@ -114,6 +116,7 @@ impl Pipeline {
                 pending::PendingMetrics::new(),
             ),
             execs_seen: HashSet::new(),
+            learned_until: 0,
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
         }
@@ -273,6 +276,15 @@ impl Pipeline {
         }
     }
 
+    /// The time given to learning and scoring: never earlier than the last one given. Events
+    /// reach learning out of order (held events after later ones of other cgroups; CPUs' ring
+    /// buffer records interleave; the counters use the wall clock), and a profile's interval
+    /// accounting needs time not to go backwards.
+    fn learn_time(&mut self, t: u64) -> u64 {
+        self.learned_until = self.learned_until.max(t);
+        self.learned_until
+    }
+
     /// Handles one event attributed to `workload`.
     fn process(&mut self, ev: &Event, workload: &Workload, alerts: &mut Vec<Alert>) {
         let h = &ev.header;
@@ -282,6 +294,7 @@ impl Pipeline {
         }
         self.metrics.count_event(&ev.body);
         let time = self.clock.wall(h.ts_boot_ns);
+        let learn_now = self.learn_time(unix_ms(time));
         let attributed = Attributed {
             event: ev,
             workload,
@@ -320,9 +333,31 @@ impl Pipeline {
             let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
             observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
             self.findings.clear();
-            let now = unix_ms(time);
+            let now = learn_now;
             let state = self.engine.state(&workload.key);
-            if !hits.is_empty() && state == WorkloadState::Learning && !entrypoint {
+            if entrypoint
+                && state == WorkloadState::Learning
+                && !hits.is_empty()
+                && hits
+                    .iter()
+                    .all(|r| !r.has_tag(NEVER_LEARN_TAG) && !r.has_tag(ALWAYS_TAG))
+            {
+                // A learning workload's entrypoint is its configuration: learned, and its rule
+                // hits (a shell entrypoint) counted as explained instead of alerted.
+                for r in &hits {
+                    self.metrics.rule_hits.with_label_values(&[r.name()]).inc();
+                    self.metrics
+                        .alerts_suppressed
+                        .with_label_values(&[r.name()])
+                        .inc();
+                }
+                tracing::debug!(
+                    message = "Rule hit on a container's entrypoint while learning: learned.",
+                    workload = %workload.key
+                );
+                hits.clear();
+            }
+            if !hits.is_empty() && state == WorkloadState::Learning {
                 // Never learn an attack: what a rule flags is held, not learned.
                 let flags: Vec<Flag<'_>> = hits
                     .iter()
@@ -379,15 +414,22 @@ fn is_pid_one_of_its_namespace(tgid: u32) -> bool {
 }
 
 /// Whether an exec is a container's entrypoint: the first exec seen in the container's
-/// cgroup, by the process that is pid 1 of the container's pid namespace. An entrypoint is
-/// configuration (the image's or the pod's command), so a rule it matches does not keep it
-/// out of the baseline: a shell entrypoint is learned and its restarts raise nothing.
+/// cgroup, by the container's init process as its runtime names it, or by the process that is
+/// pid 1 of its pid namespace (a restarted container's description can be older than it). An entrypoint is
+/// configuration (the image's or the pod's command), so a rule it matches (unless the rule is
+/// `habitd.never_learn` or `habitd.always`) neither keeps it out of the baseline nor alerts
+/// while the workload learns: a shell entrypoint is learned and its restarts raise nothing.
 fn is_entrypoint(execs_seen: &mut HashSet<u64>, ev: &Event, workload: &Workload) -> bool {
-    if !matches!(ev.body, EventBody::Exec { .. }) || workload.container.is_none() {
+    let Some(container) = &workload.container else {
+        return false;
+    };
+    if !matches!(ev.body, EventBody::Exec { .. }) {
         return false;
     }
     if execs_seen.len() >= WRITTEN_LIMIT {
         execs_seen.clear();
     }
-    execs_seen.insert(ev.header.cgroup_id) && is_pid_one_of_its_namespace(ev.header.tgid)
+    execs_seen.insert(ev.header.cgroup_id)
+        && (container.init_pid == Some(ev.header.tgid)
+            || is_pid_one_of_its_namespace(ev.header.tgid))
 }

@@ -97,6 +97,11 @@ pub fn describe_container(
     let (image_id, digest) = ids_of(status, image_names, &out.image_ref);
     out.image_id = image_id;
     out.image_digest = out.image_ref.digest.clone().or(digest);
+    out.init_pid = info
+        .get("pid")
+        .and_then(Value::as_u64)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p != 0);
     if let Some(sandbox) = sandbox {
         apply_pod(&mut out, sandbox);
     }
@@ -348,10 +353,12 @@ mod tests {
         let s = status(ID, ID);
         let oci = serde_json::json!({
             "sandboxID": "abc",
+            "pid": 4242,
             "runtimeSpec": {"annotations": {CRIO_IMAGE_ANNOTATION: "registry.local/x:1"}}
         });
         let info = describe_container(&s, &oci, None, &ImageNames::default()).unwrap();
         assert_eq!(info.image_ref.key().as_str(), "registry.local/x:1");
+        assert_eq!(info.init_pid, Some(4242));
         assert_eq!(sandbox_id_of(&oci).as_deref(), Some("abc"));
     }
 

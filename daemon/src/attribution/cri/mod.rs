@@ -235,6 +235,12 @@ impl CriRuntime {
         let Some(status) = answer.status else {
             return Ok(None);
         };
+        if status.state == proto::ContainerState::ContainerCreated as i32 {
+            // Created, not started: its init process (the entrypoint's pid) is not known yet,
+            // so the description would be stale at once. Asked again shortly (its first events
+            // are held meanwhile).
+            return Ok(None);
+        }
         let info = verbose_info(&answer.info);
         let sandbox_id = match sandbox_id_of(&info).or_else(|| sandbox_hint.map(str::to_owned)) {
             Some(s) => Some(s),
