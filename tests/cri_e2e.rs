@@ -186,7 +186,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     let client = ClientLoop::start(port);
 
     // The entrypoint's exec, before any description could exist, is attributed to the image.
-    let entry = wait_event(&daemon, &key, "entrypoint exec", |e| is_entrypoint_exec(e));
+    let entry = wait_event(&daemon, &key, "entrypoint exec", is_entrypoint_exec);
     let f = &entry["output_fields"];
     assert_eq!(f["k8s.pod.name"], "web-1", "{entry:#}");
     assert_eq!(f["k8s.ns.name"], "shop");
