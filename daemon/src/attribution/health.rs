@@ -41,7 +41,7 @@ impl RuntimeMetrics {
             Opts::new(
                 "habitd_runtime_errors_total",
                 "Failed requests to a container runtime, by runtime and reason (absent, \
-                 unavailable, timeout, protocol, bad_answer).",
+                 unavailable, timeout, protocol, unimplemented, bad_answer).",
             ),
             &["runtime", "reason"],
         )

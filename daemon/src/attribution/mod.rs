@@ -166,6 +166,9 @@ impl ResolveError {
             Self::Grpc { code, .. } => match code {
                 tonic::Code::Unavailable => "unavailable",
                 tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout",
+                // Something answers gRPC there, but not CRI v1 (e.g. containerd with its CRI
+                // plugin disabled, as Docker hosts often run it).
+                tonic::Code::Unimplemented => "unimplemented",
                 _ => "protocol",
             },
             Self::Http { .. } | Self::Status { .. } => "protocol",

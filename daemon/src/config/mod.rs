@@ -172,6 +172,24 @@ mod tests {
     }
 
     #[test]
+    fn cri_sockets_default_to_discovery_and_can_be_listed() {
+        assert!(Config::load(None).unwrap().runtime.cri_sockets.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[runtime]\ncri_sockets = [\"/host/run/containerd/containerd.sock\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(
+            c.runtime.cri_sockets,
+            [PathBuf::from("/host/run/containerd/containerd.sock")]
+        );
+        assert_eq!(c.runtime.hold_events_for, Duration::from_secs(10));
+    }
+
+    #[test]
     fn unknown_key_is_named_in_the_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
