@@ -415,10 +415,12 @@ fn is_pid_one_of_its_namespace(tgid: u32) -> bool {
 
 /// Whether an exec is a container's entrypoint: the first exec seen in the container's
 /// cgroup, by the container's init process as its runtime names it, or by the process that is
-/// pid 1 of its pid namespace (a restarted container's description can be older than it). An entrypoint is
-/// configuration (the image's or the pod's command), so a rule it matches (unless the rule is
-/// `habitd.never_learn` or `habitd.always`) neither keeps it out of the baseline nor alerts
-/// while the workload learns: a shell entrypoint is learned and its restarts raise nothing.
+/// pid 1 of its pid namespace (a restarted container's description can be older than it).
+///
+/// An entrypoint is configuration (the image's or the pod's command), so a rule it matches
+/// (unless the rule is `habitd.never_learn` or `habitd.always`) neither keeps it out of the
+/// baseline nor alerts while the workload learns: a shell entrypoint is learned and its
+/// restarts raise nothing.
 fn is_entrypoint(execs_seen: &mut HashSet<u64>, ev: &Event, workload: &Workload) -> bool {
     let Some(container) = &workload.container else {
         return false;
