@@ -12,8 +12,26 @@ fn main() {
     if let Err(e) = tonic_prost_build::configure()
         .build_server(false)
         .build_transport(false)
-        .compile_fds(descriptors)
+        .compile_fds(descriptors.clone())
     {
         panic!("cannot generate the CRI client from {proto}: {e}");
+    }
+    // A server for the unit tests' fake runtimes (compiled only under cfg(test)).
+    let Some(out) = std::env::var_os("OUT_DIR") else {
+        panic!("cargo sets OUT_DIR for build scripts");
+    };
+    let server_dir = std::path::Path::new(&out).join("server");
+    if let Err(e) = std::fs::create_dir_all(&server_dir) {
+        panic!("cannot create {}: {e}", server_dir.display());
+    }
+    if let Err(e) = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .build_transport(false)
+        .generate_default_stubs(true)
+        .out_dir(&server_dir)
+        .compile_fds(descriptors)
+    {
+        panic!("cannot generate the CRI test server from {proto}: {e}");
     }
 }

@@ -11,3 +11,10 @@
 )]
 
 tonic::include_proto!("runtime.v1");
+
+/// The same protocol's server side, for fake runtimes in tests.
+#[cfg(test)]
+pub mod server {
+    #![allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/server/runtime.v1.rs"));
+}
