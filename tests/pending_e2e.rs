@@ -112,7 +112,10 @@ fn wait_entrypoint(daemon: &Daemon, key: &str, id: &str) -> Value {
             let mine: Vec<String> = daemon
                 .events()
                 .into_iter()
-                .filter(|e| e["output_fields"]["container.id"] == id[..12])
+                .filter(|e| {
+                    e["output_fields"]["container.id"] == id[..12]
+                        && e["output_fields"]["evt.type"] == "execve"
+                })
                 .take(30)
                 .map(|e| {
                     let f = &e["output_fields"];
