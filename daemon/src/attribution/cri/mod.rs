@@ -481,7 +481,12 @@ impl CriRuntime {
             }
             if events_supported {
                 match self.follow_events().await {
-                    Ok(true) => continue,
+                    Ok(true) => {
+                        // The runtime ended the stream (it is restarting?): list again, after
+                        // a pause so that a runtime ending it at once is not spun on.
+                        tokio::time::sleep(backoff(1)).await;
+                        continue;
+                    }
                     Ok(false) => {
                         events_supported = false;
                         tracing::info!(
