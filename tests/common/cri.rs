@@ -102,6 +102,13 @@ impl Containerd {
 
     /// (Re)starts the containerd process on the same root, state and socket.
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_restart() {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`Self::restart`], without panicking (for `Drop`).
+    fn try_restart(&mut self) -> Result<(), String> {
         self.stop();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -114,16 +121,16 @@ impl Containerd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("containerd (apt-get install containerd)");
+            .map_err(|e| format!("containerd (apt-get install containerd): {e}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.socket.exists() && self.version().is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("containerd did not start:\n{}", self.log());
+        Err(format!("containerd did not start:\n{}", self.log()))
     }
 
     /// Stops the containerd process (its containers keep running under their shims).
@@ -383,7 +390,9 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        // A test that failed while containerd was stopped still leaves its pods to remove
+        // (their shims and containers run on without containerd).
+        if !self.pods.is_empty() && (self.child.is_some() || self.try_restart().is_ok()) {
             self.remove_pods();
         }
         self.stop();
