@@ -154,8 +154,10 @@ fn wait_event(daemon: &Daemon, key: &str, what: &str, pred: impl Fn(&Value) -> b
                 })
                 .collect();
             panic!(
-                "no event {what} of {key}; container events:\n{}\nhabitd log:\n{}",
+                "no event {what} of {key}; container events:\n{}\nkernel drops: {}\n\
+                 habitd log:\n{}",
                 mine.join("\n"),
+                common::drops(daemon),
                 common::tail(&daemon.log(), 40)
             );
         }

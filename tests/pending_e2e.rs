@@ -127,8 +127,10 @@ fn wait_entrypoint(daemon: &Daemon, key: &str, id: &str) -> Value {
                 })
                 .collect();
             panic!(
-                "no entrypoint exec of {id} under {key}; its events:\n{}\nhabitd log:\n{}",
+                "no entrypoint exec of {id} under {key}; its events:\n{}\nkernel drops: {}\n\
+                 habitd log:\n{}",
                 mine.join("\n"),
+                common::drops(daemon),
                 common::tail(&daemon.log(), 30)
             );
         }
