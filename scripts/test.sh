@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, second command). Run as root on a Debian-like host:
-# installs what the tests need when missing (clang, libbpf headers, Docker, a static busybox
-# for the test images), starts dockerd if it is not running, checks formatting, lints, that the
+# installs what the tests need when missing (clang, libbpf headers, Docker, containerd, a static
+# busybox for the test images), starts dockerd if it is not running, checks formatting, lints, that the
 # prebuilt probes object matches its sources, then runs every test: unit tests, and end-to-end
 # tests with real eBPF probes, real containers, a real sled store and a real HTTP listener.
 set -euo pipefail
@@ -16,6 +16,8 @@ need=()
 command -v clang >/dev/null 2>&1 || need+=(clang llvm)
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+# The CRI tests start their own containerd (with its CRI plugin) from Debian's package.
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The tests build small static helper programs for the test images (cc -static).
 command -v cc >/dev/null 2>&1 || need+=(gcc)

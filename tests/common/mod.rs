@@ -322,6 +322,16 @@ impl Drop for Daemon {
     }
 }
 
+/// The daemon's kernel-side event drops (`habitd_events_dropped_total` samples), to tell a
+/// lost event from a misattributed one when a test misses an event.
+pub fn drops(daemon: &Daemon) -> String {
+    let (_, body) = daemon.get("/metrics").unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("habitd_events_dropped_total") && !l.ends_with(" 0"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

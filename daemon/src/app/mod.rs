@@ -15,14 +15,16 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alerts::Alerting;
 use crate::attribution::cgroup::CgroupIndex;
+use crate::attribution::cri::{self, CriRuntime};
 use crate::attribution::docker::DockerRuntime;
-use crate::attribution::{ContainerRuntime, WorkloadResolver};
+use crate::attribution::{ContainerRuntime, ResolverConfig, RuntimeMetrics, WorkloadResolver};
 use crate::config::Config;
 use crate::http::api::Api;
 use crate::http::{self, AppState};
 use crate::learning::Engine;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::pending::{Pending, PendingConfig, PendingMetrics};
 use crate::process::{listeners, procfs};
 use crate::rates::RateTracker;
 use crate::rules::fusion::Fusion;
@@ -38,9 +40,38 @@ pub async fn run(config: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
 
     let index = CgroupIndex::discover().context("finding the cgroup v2 hierarchy")?;
-    let runtimes: Vec<Box<dyn ContainerRuntime>> =
-        vec![Box::new(DockerRuntime::new(&config.runtime.docker_socket))];
-    let resolver = Arc::new(WorkloadResolver::new(index, runtimes));
+    let runtime_metrics = RuntimeMetrics::new();
+    runtime_metrics
+        .register(metrics.registry())
+        .context("registering runtime metrics")?;
+    let cri_sockets = cri::sockets(&config.runtime.cri_sockets, &config.runtime.host_root);
+    let cri_runtimes: Vec<CriRuntime> = cri_sockets
+        .iter()
+        .map(|socket| CriRuntime::new(socket, config.runtime.timeout))
+        .collect();
+    tracing::info!(
+        message = "Container runtimes.",
+        docker = %config.runtime.docker_socket.display(),
+        cri = ?cri_sockets
+    );
+    let mut runtimes: Vec<Box<dyn ContainerRuntime>> = cri_runtimes
+        .iter()
+        .map(|r| Box::new(r.clone()) as Box<dyn ContainerRuntime>)
+        .collect();
+    runtimes.push(Box::new(DockerRuntime::new(&config.runtime.docker_socket)));
+    let resolver = Arc::new(WorkloadResolver::with_metrics(
+        index,
+        runtimes,
+        ResolverConfig::default(),
+        runtime_metrics.clone(),
+    ));
+    tokio::spawn(resolver.clone().supervise());
+    for runtime in cri_runtimes {
+        let resolver = resolver.clone();
+        tokio::spawn(runtime.watch(runtime_metrics.clone(), move || {
+            resolver.forget_unresolved()
+        }));
+    }
 
     let mut probes = Probes::load(&ProbeConfig {
         self_tgid: crate::host::self_tgid(),
@@ -94,6 +125,18 @@ pub async fn run(config: Config) -> Result<()> {
         rates,
         sequences,
     );
+    let pending_metrics = PendingMetrics::new();
+    pending_metrics
+        .register(metrics.registry())
+        .context("registering pending-event metrics")?;
+    pipeline.set_pending(Pending::new(
+        PendingConfig {
+            max_events: config.runtime.hold_events_max,
+            max_per_cgroup: (config.runtime.hold_events_max / 8).max(1),
+            deadline: config.runtime.hold_events_for,
+        },
+        pending_metrics,
+    ));
     match procfs::scan_host_processes() {
         Ok(snapshot) => {
             let listeners = listeners::existing_listeners(&snapshot);
@@ -153,6 +196,9 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let mut counters_tick = tokio::time::interval(config.probes.counters_interval);
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+    // Held events are let go as soon as their container is described, also when no new
+    // event arrives.
+    let mut pending_tick = tokio::time::interval(Duration::from_millis(100));
     // Epoch 0 is the kernel map's initial value: the first interval began when the probes
     // were attached.
     let mut epoch = 0u64;
@@ -184,6 +230,10 @@ pub async fn run(config: Config) -> Result<()> {
                 let now = SystemTime::now();
                 pipeline.tick(now);
                 alerting.tick(now);
+            }
+            _ = pending_tick.tick() => {
+                pipeline.release_pending(&mut alerts).await;
+                alerting.raise(&mut alerts);
             }
             Some(command) = commands.recv() => pipeline.command(command),
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }

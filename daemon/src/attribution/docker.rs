@@ -171,6 +171,16 @@ struct ContainerJson {
     image: Option<String>,
     #[serde(default)]
     config: Option<ContainerConfigJson>,
+    #[serde(default)]
+    state: Option<StateJson>,
+}
+
+/// `State` of a container: the host pid of its init process (0 when not running).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StateJson {
+    #[serde(default)]
+    pid: u32,
 }
 
 /// `Config` of a container.
@@ -216,6 +226,7 @@ fn describe(container: ContainerJson, image: ImageJson) -> Result<ContainerInfo,
     );
     info.image_id = image_id;
     info.image_digest = digest;
+    info.init_pid = container.state.map(|s| s.pid).filter(|p| *p != 0);
     Ok(info)
 }
 
@@ -311,6 +322,7 @@ mod tests {
             id: "c".repeat(64),
             name: "/web".to_owned(),
             image: Some(IMAGE_ID.to_owned()),
+            state: None,
             config: Some(ContainerConfigJson {
                 image: Some(configured.to_owned()),
                 labels: Some(BTreeMap::from([(

@@ -15,7 +15,9 @@
 //! one or two hash lookups.
 
 pub mod cgroup;
+pub mod cri;
 pub mod docker;
+pub mod health;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -28,7 +30,10 @@ use habit_profiles::workload::{WorkloadError, WorkloadKey};
 use tokio::sync::OnceCell;
 
 pub use cgroup::{CgroupIndex, container_id_from_path, systemd_unit_from_path};
+pub use health::RuntimeMetrics;
 pub use runtime::{ContainerInfo, ContainerRuntime};
+
+use health::{RuntimeHealth, Transition};
 
 /// Why attribution (or one of its sources: cgroupfs, procfs, a container runtime) failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +126,65 @@ pub enum ResolveError {
         /// The image id (`sha256:…`).
         image_id: String,
     },
+    /// A runtime's unix socket does not exist (the runtime is not installed, not started yet,
+    /// or the host directory holding it is not mounted).
+    #[error("{endpoint}: socket {socket} does not exist")]
+    SocketMissing {
+        /// The runtime and its address.
+        endpoint: String,
+        /// The missing socket.
+        socket: PathBuf,
+    },
+    /// A gRPC call to a CRI runtime failed (connection refused or reset, an answer that is not
+    /// gRPC, or an error status).
+    #[error("{endpoint}: {what} failed: {code:?}: {message}")]
+    Grpc {
+        /// The runtime and its address, e.g. `CRI containerd at /run/containerd/containerd.sock`.
+        endpoint: String,
+        /// The call, e.g. `ContainerStatus`.
+        what: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message (with its source chain).
+        message: String,
+    },
     /// A container id given to a runtime contains characters no runtime uses.
     #[error("invalid container id {id:?}: expected letters, digits, '_', '.' or '-'")]
     InvalidContainerId {
         /// The rejected id.
         id: String,
     },
+}
+
+impl ResolveError {
+    /// The `reason` label of `habitd_runtime_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SocketMissing { .. } => "absent",
+            Self::DockerUnreachable { .. } => "unavailable",
+            Self::Timeout { .. } => "timeout",
+            Self::Grpc { code, .. } => match code {
+                tonic::Code::Unavailable => "unavailable",
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => "timeout",
+                // Something answers gRPC there, but not CRI v1 (e.g. containerd with its CRI
+                // plugin disabled, as Docker hosts often run it).
+                tonic::Code::Unimplemented => "unimplemented",
+                _ => "protocol",
+            },
+            Self::Http { .. } | Self::Status { .. } => "protocol",
+            Self::Json { .. }
+            | Self::ImageRef { .. }
+            | Self::UnnamedImage { .. }
+            | Self::InvalidContainerId { .. } => "bad_answer",
+            Self::NoUnifiedHierarchy { .. } | Self::Io { .. } => "io",
+        }
+    }
+
+    /// Whether the error says the runtime itself is unusable (absent, refusing, hanging,
+    /// speaking garbage) rather than that one container's description is unusable.
+    pub fn is_runtime_failure(&self) -> bool {
+        !matches!(self.reason(), "bad_answer" | "io")
+    }
 }
 
 /// What a cgroup is attributed to: the key plus the context that alerts report.
@@ -183,6 +241,11 @@ impl Workload {
         (self.container_id.is_some() && self.container.is_none()) || self.key.is_provisional()
     }
 
+    /// Whether this is a pod's sandbox (pause) container: infrastructure, never learned.
+    pub fn is_pod_sandbox(&self) -> bool {
+        self.container.as_ref().is_some_and(|c| c.pod_sandbox)
+    }
+
     /// A cgroup missing from the cgroup index (created after the last walk): provisional, so
     /// that its events are neither learned nor merged into `host` (see
     /// [`WorkloadKey::unresolved_cgroup`]).
@@ -219,8 +282,9 @@ impl Default for ResolverConfig {
             max_cgroups: 65_536,
             // Far more containers than a node runs at once, including recently exited ones.
             max_containers: 16_384,
-            // The container usually appears in the runtime within milliseconds of its cgroup.
-            retry_unknown: Duration::from_secs(1),
+            // The container usually appears in the runtime within milliseconds of its cgroup
+            // (a CRI container is described once started, a few ms after its first events).
+            retry_unknown: Duration::from_millis(250),
             // Long enough to keep a down runtime quiet, short enough to recover quickly.
             retry_failed: Duration::from_secs(5),
         }
@@ -260,6 +324,24 @@ struct Outcome {
 #[derive(Debug, Default)]
 struct ContainerSlot {
     outcome: OnceCell<Outcome>,
+    /// A background inspection was started ([`WorkloadResolver::resolve_now`]).
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// A runtime with its health (up, or down and backing off).
+struct Supervised {
+    runtime: Box<dyn ContainerRuntime>,
+    health: RuntimeHealth,
+}
+
+/// What [`WorkloadResolver::resolve_now`] knows at once.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Final: a host workload, a described container, or an unknown cgroup.
+    Ready(Arc<Workload>),
+    /// A container not described yet (being asked, or unknown to the runtimes so far): its
+    /// provisional workload.
+    Pending(Arc<Workload>),
 }
 
 impl ContainerSlot {
@@ -286,7 +368,7 @@ const MAX_MISSING: usize = 4096;
 /// the walk gate, a tokio mutex, is held while the hierarchy is walked.
 pub struct WorkloadResolver {
     index: Arc<CgroupIndex>,
-    runtimes: Vec<Box<dyn ContainerRuntime>>,
+    runtimes: Vec<Supervised>,
     config: ResolverConfig,
     cgroups: Mutex<HashMap<u64, PathClass>>,
     containers: Mutex<HashMap<String, Arc<ContainerSlot>>>,
@@ -300,16 +382,35 @@ pub struct WorkloadResolver {
 impl WorkloadResolver {
     /// A resolver with default bounds. Runtimes are asked in order; the first that knows a
     /// container wins (a node may run Docker and containerd side by side).
+    #[cfg(test)]
     pub fn new(index: CgroupIndex, runtimes: Vec<Box<dyn ContainerRuntime>>) -> Self {
         Self::with_config(index, runtimes, ResolverConfig::default())
     }
 
     /// A resolver with explicit bounds and retry delays.
+    #[cfg(test)]
     pub fn with_config(
         index: CgroupIndex,
         runtimes: Vec<Box<dyn ContainerRuntime>>,
         config: ResolverConfig,
     ) -> Self {
+        Self::with_metrics(index, runtimes, config, RuntimeMetrics::new())
+    }
+
+    /// A resolver counting runtime errors in `metrics` (registered by the caller).
+    pub fn with_metrics(
+        index: CgroupIndex,
+        runtimes: Vec<Box<dyn ContainerRuntime>>,
+        config: ResolverConfig,
+        metrics: RuntimeMetrics,
+    ) -> Self {
+        let runtimes = runtimes
+            .into_iter()
+            .map(|runtime| Supervised {
+                health: RuntimeHealth::new(runtime.name(), metrics.clone()),
+                runtime,
+            })
+            .collect();
         Self {
             index: Arc::new(index),
             runtimes,
@@ -332,6 +433,7 @@ impl WorkloadResolver {
     /// (rate-limited) re-walk gets the provisional `cgroup:<id>`, and a container its runtime
     /// does not describe (yet) `container:<id12>` (see [`Workload::unresolved_container`]);
     /// both are retried on a later event.
+    #[cfg(test)]
     pub async fn resolve(&self, cgroup_id: u64, v1_name_hint: Option<&str>) -> Arc<Workload> {
         let class = self.classify(cgroup_id).await;
         let hinted = || v1_name_hint.and_then(container_id_from_path);
@@ -345,6 +447,78 @@ impl WorkloadResolver {
                 Some(id) => self.container_workload(&id).await,
                 None => Arc::new(Workload::unresolved_cgroup(cgroup_id)),
             },
+        }
+    }
+
+    /// Like [`Self::resolve`], but never waits for a container runtime: a container not
+    /// described yet is asked about in a background task and reported [`Resolution::Pending`]
+    /// (with its provisional workload) until the answer is in. Only the local cgroup index may
+    /// be awaited (a rate-limited walk of cgroupfs).
+    pub async fn resolve_now(
+        self: &Arc<Self>,
+        cgroup_id: u64,
+        v1_name_hint: Option<&str>,
+    ) -> Resolution {
+        let class = self.classify(cgroup_id).await;
+        let hinted = || v1_name_hint.and_then(container_id_from_path);
+        let id = match class {
+            Some(PathClass::Container(id)) => id,
+            Some(PathClass::Host(unit)) => match hinted() {
+                Some(id) => id,
+                None => return Resolution::Ready(self.host_workload(unit)),
+            },
+            None => match hinted() {
+                Some(id) => id,
+                None => {
+                    return Resolution::Ready(Arc::new(Workload::unresolved_cgroup(cgroup_id)));
+                }
+            },
+        };
+        let slot = self.container_slot(&id);
+        if let Some(outcome) = slot.outcome.get() {
+            return if outcome.retry_at.is_none() {
+                Resolution::Ready(Arc::clone(&outcome.workload))
+            } else {
+                Resolution::Pending(Arc::clone(&outcome.workload))
+            };
+        }
+        let provisional = Arc::new(Workload::unresolved_container(&id));
+        if !slot.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let resolver = Arc::clone(self);
+            tokio::spawn(async move {
+                slot.outcome.get_or_init(|| resolver.inspect_all(&id)).await;
+            });
+        }
+        Resolution::Pending(provisional)
+    }
+
+    /// Drops the provisional answers cached for containers, so that their next event asks the
+    /// runtimes again at once (after a runtime came back).
+    pub fn forget_unresolved(&self) {
+        lock(&self.containers).retain(|_, slot| slot.is_resolved() || slot.outcome.get().is_none());
+    }
+
+    /// Runs for the daemon's life: asks each runtime that is down again once its back-off has
+    /// passed (with a container id no runtime has), so that a runtime coming back is noticed
+    /// even when no event needs it, and the containers waiting for it are asked again.
+    pub async fn supervise(self: Arc<Self>) {
+        const PROBE_ID: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            for supervised in &self.runtimes {
+                if !supervised.health.is_down() || !supervised.health.ready(Instant::now()) {
+                    continue;
+                }
+                let answer = supervised.runtime.inspect(PROBE_ID).await;
+                let transition = match answer {
+                    Ok(_) => supervised.health.succeeded(),
+                    Err(error) => supervised.health.failed(&error),
+                };
+                if transition == Transition::Recovered {
+                    self.forget_unresolved();
+                }
+            }
         }
     }
 
@@ -450,6 +624,7 @@ impl WorkloadResolver {
 
     /// The workload of a container, asking the runtimes at most once at a time per container
     /// and at most once per retry delay while they do not know it.
+    #[cfg(test)]
     async fn container_workload(&self, id: &str) -> Arc<Workload> {
         let slot = self.container_slot(id);
         let outcome = slot.outcome.get_or_init(|| self.inspect_all(id)).await;
@@ -481,18 +656,28 @@ impl WorkloadResolver {
     /// longer one if any of them failed.
     async fn inspect_all(&self, id: &str) -> Outcome {
         let mut failed = false;
-        for runtime in &self.runtimes {
+        for Supervised { runtime, health } in &self.runtimes {
+            if !health.ready(Instant::now()) {
+                // Down and backing off: not asked, so a dead runtime costs nothing per event.
+                failed = true;
+                continue;
+            }
             match runtime.inspect(id).await {
-                Ok(Some(info)) => {
-                    return Outcome {
-                        workload: Arc::new(Workload::container(info)),
-                        retry_at: None,
-                    };
+                Ok(answer) => {
+                    if health.succeeded() == Transition::Recovered {
+                        self.forget_unresolved();
+                    }
+                    if let Some(info) = answer {
+                        return Outcome {
+                            workload: Arc::new(Workload::container(info)),
+                            retry_at: None,
+                        };
+                    }
                 }
-                Ok(None) => {}
                 Err(error) => {
                     failed = true;
-                    tracing::warn!(
+                    health.failed(&error);
+                    tracing::debug!(
                         message = "Container runtime failed to describe a container.",
                         runtime = runtime.name(),
                         container = id,

@@ -1,5 +1,5 @@
 //! What a container runtime tells about a container, behind a trait that assumes no particular
-//! runtime: Docker implements it today, a containerd/CRI resolver can tomorrow.
+//! runtime: Docker (Engine API) and CRI (containerd, CRI-O) implement it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,6 +16,8 @@ pub const K8S_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const K8S_POD_LABEL: &str = "io.kubernetes.pod.name";
 /// Label the kubelet puts on every container with the container's name in the pod spec.
 pub const K8S_CONTAINER_LABEL: &str = "io.kubernetes.container.name";
+/// Label the kubelet puts on every container and pod sandbox with its pod's uid.
+pub const K8S_POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// The future [`ContainerRuntime::inspect`] returns: boxed so the trait stays object-safe
 /// (`Box<dyn ContainerRuntime>`) without an `async_trait` dependency.
@@ -54,8 +56,16 @@ pub struct ContainerInfo {
     pub k8s_pod: Option<String>,
     /// Container name in the pod spec, from the `io.kubernetes.container.name` label.
     pub k8s_container: Option<String>,
+    /// Kubernetes pod uid, from the pod sandbox or the `io.kubernetes.pod.uid` label.
+    pub k8s_pod_uid: Option<String>,
+    /// The pod's own labels (`app=web`…), without the kubelet's `io.kubernetes.*` ones.
+    pub k8s_pod_labels: BTreeMap<String, String>,
     /// All labels of the container.
     pub labels: BTreeMap<String, String>,
+    /// This is a pod's sandbox ("pause") container: infrastructure, never a workload.
+    pub pod_sandbox: bool,
+    /// The host pid of the container's init process (its entrypoint), if the runtime said.
+    pub init_pid: Option<u32>,
 }
 
 impl ContainerInfo {
@@ -79,7 +89,11 @@ impl ContainerInfo {
             k8s_namespace: label(K8S_NAMESPACE_LABEL),
             k8s_pod: label(K8S_POD_LABEL),
             k8s_container: label(K8S_CONTAINER_LABEL),
+            k8s_pod_uid: label(K8S_POD_UID_LABEL),
+            k8s_pod_labels: BTreeMap::new(),
             labels,
+            pod_sandbox: false,
+            init_pid: None,
         }
     }
 }

@@ -41,6 +41,16 @@ pub struct Flags {
     log: Option<String>,
     #[command(flatten)]
     learning: LearningFlags,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+}
+
+/// The flags of the `[runtime]` keys.
+#[derive(Debug, Default, Args, Serialize)]
+struct RuntimeFlags {
+    /// Repeatable; replaces the file's list.
+    #[arg(long = "cri-socket", id = "runtime.cri_sockets", value_name = "PATH")]
+    cri_sockets: Option<Vec<PathBuf>>,
 }
 
 /// The flags of the `[learning]` keys.
@@ -173,7 +183,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 11);
+        assert_eq!(checked, 12);
     }
 
     #[test]
@@ -203,6 +213,10 @@ mod tests {
             "--log",
             "debug",
             "--print-events",
+            "--cri-socket",
+            "/run/a.sock",
+            "--cri-socket",
+            "/host/run/b.sock",
         ])
         .unwrap();
         let c = f.into_config().unwrap();
@@ -221,6 +235,13 @@ mod tests {
             )
         );
         assert_eq!(c.log, "debug");
+        assert_eq!(
+            c.runtime.cri_sockets,
+            [
+                PathBuf::from("/run/a.sock"),
+                PathBuf::from("/host/run/b.sock")
+            ]
+        );
     }
 
     #[test]

@@ -122,6 +122,23 @@ settings! {
     pub struct Runtime {
         /// Docker Engine API socket used to resolve container ids to images.
         pub docker_socket: PathBuf = "/var/run/docker.sock".into(),
+        /// Kubernetes CRI sockets (containerd, CRI-O). Empty: the well-known ones that exist
+        /// under `host_root` are used: /run/containerd/containerd.sock, /run/crio/crio.sock,
+        /// /run/k3s/containerd/containerd.sock.
+        pub cri_sockets: Vec<PathBuf> = Vec::new(),
+        /// Where the host's root file system is (e.g. "/host" when habitd runs in a pod with
+        /// the host's / mounted there), for finding the well-known CRI sockets.
+        pub host_root: PathBuf = "/".into(),
+        /// How long one request to a container runtime may take.
+        #[serde(with = "declare::duration")]
+        pub timeout: Duration = Duration::from_secs(2),
+        /// A new container's first events (entrypoint, first opens) wait this long for its
+        /// runtime to describe it, so that they are learned under its image; then they go on
+        /// unlearned.
+        #[serde(with = "declare::duration")]
+        pub hold_events_for: Duration = Duration::from_secs(10),
+        /// Most events waiting for their container's description, all containers together.
+        pub hold_events_max: usize = 16384,
     }
 }
 
@@ -233,6 +250,25 @@ mod tests {
         assert_eq!(c.learning.min, Duration::from_secs(5));
         assert_eq!(c.learning.max, Duration::from_secs(24 * 3600));
         assert_eq!(c.probes, ProbeSettings::default());
+    }
+
+    #[test]
+    fn cri_sockets_default_to_discovery_and_can_be_listed() {
+        let defaults = Config::load(None, toml::Table::new()).unwrap();
+        assert!(defaults.runtime.cri_sockets.is_empty());
+        assert_eq!(defaults.runtime.hold_events_for, Duration::from_secs(10));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[runtime]\ncri_sockets = [\"/host/run/containerd/containerd.sock\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), toml::Table::new()).unwrap();
+        assert_eq!(
+            c.runtime.cri_sockets,
+            [PathBuf::from("/host/run/containerd/containerd.sock")]
+        );
     }
 
     #[test]

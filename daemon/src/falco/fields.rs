@@ -116,6 +116,7 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "k8s.ns.name",
     "k8s.pod.name",
     "k8s.pod.uid",
+    "k8s.pod.labels",
 ];
 
 /// [`SUPPLIED_FIELDS`] resolved once: (Falco spelling, field and argument).
@@ -128,9 +129,6 @@ pub fn supplied() -> &'static [(&'static str, FieldRef)] {
             .collect()
     })
 }
-
-/// The container label Kubernetes puts the pod's uid in.
-const K8S_POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// How many ancestors `proc.aname` and friends look at (Falco's rules use up to 7).
 const MAX_ANCESTORS: usize = 8;
@@ -523,9 +521,20 @@ impl EventFields for RuleEvent<'_> {
             },
             Field::K8sNsName => container.and_then(|c| c.k8s_namespace.as_deref().and_then(s)),
             Field::K8sPodName => container.and_then(|c| c.k8s_pod.as_deref().and_then(s)),
-            Field::K8sPodUid => {
-                container.and_then(|c| c.labels.get(K8S_POD_UID_LABEL).and_then(|v| s(v)))
-            }
+            Field::K8sPodUid => container.and_then(|c| c.k8s_pod_uid.as_deref().and_then(s)),
+            Field::K8sPodLabel => match (container, arg) {
+                (Some(c), Some(FieldArg::Key(k))) => c.k8s_pod_labels.get(&**k).and_then(|v| s(v)),
+                _ => None,
+            },
+            // As Falco prints a set: `(app:web,tier:front)`.
+            Field::K8sPodLabels => container.filter(|c| !c.k8s_pod_labels.is_empty()).map(|c| {
+                Value::List(
+                    c.k8s_pod_labels
+                        .iter()
+                        .map(|(k, v)| Value::Str(Cow::Owned(format!("{k}:{v}"))))
+                        .collect(),
+                )
+            }),
             _ => None,
         }
     }

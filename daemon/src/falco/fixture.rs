@@ -172,6 +172,7 @@ impl Fixture {
             labels,
         );
         info.image_digest = Some(format!("sha256:{}", "ab".repeat(32)));
+        info.k8s_pod_labels.insert("app".into(), "web".into());
         let workload = Workload::container(info);
 
         let bodies = vec![

@@ -76,8 +76,7 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
         let line: Value = serde_json::from_str(&view.to_json_line()).unwrap_or_default();
         assert_eq!(line["output_fields"], Value::Object(fields.clone()), "{k}");
 
-        // DESIGN's promised keys, where they apply (a containerised process; the pod's labels
-        // are not in a container's description, so `k8s.pod.labels` never applies yet).
+        // DESIGN's promised keys, where they apply (a containerised process of a pod).
         for key in [
             "evt.type",
             "proc.name",
@@ -93,6 +92,7 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
             "k8s.ns.name",
             "k8s.pod.name",
             "k8s.pod.uid",
+            "k8s.pod.labels",
         ] {
             assert!(fields.contains_key(key), "{k}: no {key}");
         }

@@ -9,6 +9,7 @@ use habit_probes::{Probes, syscall_names};
 
 use super::Pipeline;
 use crate::alerts::alert::Alert;
+use crate::attribution::Resolution;
 use crate::learning::unix_ms;
 use crate::metrics::Metrics;
 
@@ -24,8 +25,9 @@ impl Pipeline {
         let now = SystemTime::now();
         self.read_syscalls(probes, interval, now, alerts).await;
         // The interval is over: learn its rates, or score them.
+        let learn_now = self.learn_time(unix_ms(now));
         for (key, features) in self.rates.take() {
-            if let Some(score) = self.engine.observe_interval(&key, features, unix_ms(now)) {
+            if let Some(score) = self.engine.observe_interval(&key, features, learn_now) {
                 alerts.push(self.fusion.rate_alert(key.as_str(), &score, now));
             }
         }
@@ -54,7 +56,12 @@ impl Pipeline {
         };
         let mut findings = Vec::new();
         for d in deltas {
-            let workload = self.resolver.resolve(d.cgroup_id, None).await;
+            let workload = match self.resolver.resolve_now(d.cgroup_id, None).await {
+                Resolution::Ready(w) | Resolution::Pending(w) => w,
+            };
+            if workload.is_pod_sandbox() {
+                continue; // infrastructure: never learned
+            }
             if workload.is_unresolved() {
                 // Keep the counts until the runtime has described the container.
                 probes.counters.defer(&d);
@@ -75,12 +82,13 @@ impl Pipeline {
                 })
                 .collect();
             self.rates.on_syscalls(&workload.key, d.cgroup_id, &named);
+            let learn_now = self.learn_time(unix_ms(now));
             self.engine.observe_syscalls(
                 &workload.key,
                 workload.container_id.as_deref(),
                 &named,
                 interval,
-                unix_ms(now),
+                learn_now,
                 &mut findings,
             );
             for finding in findings.drain(..).filter(|f| f.alert) {
@@ -113,11 +121,14 @@ impl Pipeline {
     async fn sync_sequences(&mut self, probes: &mut Probes) {
         let mut slots = Vec::new();
         for (cgroup_id, slot) in probes.counters.slots() {
-            let workload = self.resolver.resolve(cgroup_id, None).await;
+            let workload = match self.resolver.resolve_now(cgroup_id, None).await {
+                Resolution::Ready(w) | Resolution::Pending(w) => w,
+            };
             slots.push((
                 slot,
                 cgroup_id,
-                (!workload.is_unresolved()).then(|| workload.key.clone()),
+                (!workload.is_unresolved() && !workload.is_pod_sandbox())
+                    .then(|| workload.key.clone()),
             ));
         }
         if let Err(e) = self

@@ -7,6 +7,7 @@
 
 mod counters;
 pub mod observe;
+pub mod pending;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use habit_profiles::observation::Observation;
 use habit_profiles::store::WorkloadState;
 
 use crate::alerts::alert::Alert;
-use crate::attribution::WorkloadResolver;
+use crate::attribution::{Resolution, Workload, WorkloadResolver};
 use crate::falco::fields::RuleEvent;
 use crate::falco::output::{Attributed, Clock};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
@@ -30,8 +31,9 @@ use crate::process::paths::absolute_path;
 use crate::process::procfs::ProcSnapshot;
 use crate::process::table::{ProcInfo, ProcTable};
 use crate::rates::RateTracker;
-use crate::rules::fusion::{Fusion, NEVER_LEARN_TAG};
+use crate::rules::fusion::{ALWAYS_TAG, Fusion, NEVER_LEARN_TAG};
 use crate::sequences::SequenceTracker;
+use pending::{Pending, Release};
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
@@ -91,6 +93,12 @@ pub struct Pipeline {
     /// Syscall sequences: kernel modes, learning data and per-thread scores.
     sequences: SequenceTracker,
     written: WrittenFiles,
+    /// Events of containers not described yet, held until they are.
+    pending: Pending,
+    /// The latest time learning and scoring were given (they need it not to go backwards).
+    learned_until: u64,
+    /// Container cgroups whose first exec was seen (to recognise an entrypoint).
+    execs_seen: HashSet<u64>,
     /// Reused buffers: no allocation per event for them.
     observations: Vec<Observation>,
     findings: Vec<Finding>,
@@ -119,9 +127,20 @@ impl Pipeline {
             rates,
             sequences,
             written,
+            pending: Pending::new(
+                pending::PendingConfig::default(),
+                pending::PendingMetrics::new(),
+            ),
+            execs_seen: HashSet::new(),
+            learned_until: 0,
             observations: Vec::with_capacity(8),
             findings: Vec::new(),
         }
+    }
+
+    /// Replaces the buffer of events waiting for a description (bounds and metrics).
+    pub fn set_pending(&mut self, pending: Pending) {
+        self.pending = pending;
     }
 
     /// Seeds the process table with processes that started before habitd.
@@ -146,6 +165,7 @@ impl Pipeline {
 
     /// Handles a batch of events in order; the alerts they raise are appended to `alerts`.
     pub async fn handle_batch(&mut self, events: &[Event], alerts: &mut Vec<Alert>) {
+        self.release_pending(alerts).await;
         for ev in events {
             self.handle(ev, alerts).await;
         }
@@ -181,7 +201,9 @@ impl Pipeline {
         else {
             return;
         };
-        let workload = self.resolver.resolve(h.cgroup_id, None).await;
+        let workload = match self.resolver.resolve_now(h.cgroup_id, None).await {
+            Resolution::Ready(w) | Resolution::Pending(w) => w,
+        };
         let time = self.clock.wall(h.ts_boot_ns);
         let attributed = Attributed {
             event: ev,
@@ -210,16 +232,93 @@ impl Pipeline {
             EventBody::Exec { cgroup_v1_name, .. } => Some(cgroup_v1_name.as_str()),
             _ => None,
         };
-        let workload = self.resolver.resolve(h.cgroup_id, hint).await;
+        let cgroup = h.cgroup_id;
+        // Events of a cgroup already held queue behind the earlier ones, in order.
+        if self.pending.holds(cgroup) {
+            if let Some(released) = self.pending.hold(ev, hint) {
+                let workload = match self.resolver.resolve_now(cgroup, hint).await {
+                    Resolution::Ready(w) | Resolution::Pending(w) => w,
+                };
+                self.process_all(released, &workload, alerts);
+            }
+            return;
+        }
+        match self.resolver.resolve_now(cgroup, hint).await {
+            Resolution::Ready(workload) => {
+                self.pending.described(cgroup);
+                self.process(ev, &workload, alerts);
+            }
+            Resolution::Pending(workload) if self.pending.gave_up(cgroup) => {
+                self.process(ev, &workload, alerts);
+            }
+            Resolution::Pending(workload) => {
+                if let Some(released) = self.pending.hold(ev, hint) {
+                    self.process_all(released, &workload, alerts);
+                }
+            }
+        }
+    }
+
+    /// Lets go the held events whose container is now described (under its workload) or whose
+    /// deadline passed (under the provisional key). Called before each batch and on a timer.
+    pub async fn release_pending(&mut self, alerts: &mut Vec<Alert>) {
+        if self.pending.len() == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        for (cgroup, hint) in self.pending.cgroups() {
+            let (why, workload) = match self.resolver.resolve_now(cgroup, hint.as_deref()).await {
+                Resolution::Ready(w) => (Release::Described, w),
+                Resolution::Pending(w) if self.pending.is_due(cgroup, now) => {
+                    (Release::Deadline, w)
+                }
+                Resolution::Pending(_) => continue,
+            };
+            let events = self.pending.take(cgroup, why);
+            if why == Release::Deadline {
+                tracing::info!(
+                    message = "No runtime described this container in time: its first events go on unlearned under the provisional key.",
+                    workload = %workload.key,
+                    events = events.len()
+                );
+            }
+            self.process_all(events, &workload, alerts);
+        }
+    }
+
+    fn process_all(
+        &mut self,
+        events: std::collections::VecDeque<Event>,
+        workload: &Workload,
+        alerts: &mut Vec<Alert>,
+    ) {
+        for ev in &events {
+            self.process(ev, workload, alerts);
+        }
+    }
+
+    /// The time given to learning and scoring: never earlier than the last one given. Events
+    /// reach learning out of order (held events after later ones of other cgroups; CPUs' ring
+    /// buffer records interleave; the counters use the wall clock), and a profile's interval
+    /// accounting needs time not to go backwards.
+    fn learn_time(&mut self, t: u64) -> u64 {
+        self.learned_until = self.learned_until.max(t);
+        self.learned_until
+    }
+
+    /// Handles one event attributed to `workload`.
+    fn process(&mut self, ev: &Event, workload: &Workload, alerts: &mut Vec<Alert>) {
+        let h = &ev.header;
         let path = absolute_path(ev);
         if matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, path.as_deref().unwrap_or_default());
         }
         self.metrics.count_event(&ev.body);
         let time = self.clock.wall(h.ts_boot_ns);
+        let learn_now = self.learn_time(unix_ms(time));
         let attributed = Attributed {
             event: ev,
-            workload: &workload,
+            workload,
             process: self.procs.get(h.tgid).map(|p| &**p),
             path: path.as_deref(),
             time,
@@ -230,7 +329,8 @@ impl Pipeline {
         // own work inside a container's cgroup.
         let runtime = self.is_runtime_work(ev);
         let mut written = false;
-        if !workload.is_unresolved() && !runtime {
+        let entrypoint = !runtime && is_entrypoint(&mut self.execs_seen, ev, workload);
+        if !workload.is_unresolved() && !workload.is_pod_sandbox() && !runtime {
             let container = workload.container_id.as_deref();
             written = match (&ev.body, container, path.as_deref()) {
                 (EventBody::Exec { .. }, Some(c), Some(p)) => self.written.contains(c, p),
@@ -255,8 +355,30 @@ impl Pipeline {
             let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
             observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
             self.findings.clear();
-            let now = unix_ms(time);
+            let now = learn_now;
             let state = self.engine.state(&workload.key);
+            if entrypoint
+                && state == WorkloadState::Learning
+                && !hits.is_empty()
+                && hits
+                    .iter()
+                    .all(|r| !r.has_tag(NEVER_LEARN_TAG) && !r.has_tag(ALWAYS_TAG))
+            {
+                // A learning workload's entrypoint is its configuration: learned, and its rule
+                // hits (a shell entrypoint) counted as explained instead of alerted.
+                for r in &hits {
+                    self.metrics.rule_hits.with_label_values(&[r.name()]).inc();
+                    self.metrics
+                        .alerts_suppressed
+                        .with_label_values(&[r.name()])
+                        .inc();
+                }
+                tracing::debug!(
+                    message = "Rule hit on a container's entrypoint while learning: learned.",
+                    workload = %workload.key
+                );
+                hits.clear();
+            }
             if !hits.is_empty() && state == WorkloadState::Learning {
                 // Never learn an attack: what a rule flags is held, not learned.
                 let flags: Vec<Flag<'_>> = hits
@@ -303,6 +425,43 @@ impl Pipeline {
             self.procs.apply(ev, "");
         }
     }
+}
+
+/// Whether a process is pid 1 of its pid namespace (the last `NSpid` of its status is 1);
+/// false when it is gone.
+fn is_pid_one_of_its_namespace(tgid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tgid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|pids| pids.split_whitespace().last().map(|p| p == "1"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether an exec is a container's entrypoint: the first exec seen in the container's
+/// cgroup, by the container's init process as its runtime names it, or by the process that is
+/// pid 1 of its pid namespace (a restarted container's description can be older than it).
+///
+/// An entrypoint is configuration (the image's or the pod's command), so a rule it matches
+/// (unless the rule is `habitd.never_learn` or `habitd.always`) neither keeps it out of the
+/// baseline nor alerts while the workload learns: a shell entrypoint is learned and its
+/// restarts raise nothing.
+fn is_entrypoint(execs_seen: &mut HashSet<u64>, ev: &Event, workload: &Workload) -> bool {
+    let Some(container) = &workload.container else {
+        return false;
+    };
+    if !matches!(ev.body, EventBody::Exec { .. }) {
+        return false;
+    }
+    if execs_seen.len() >= WRITTEN_LIMIT {
+        execs_seen.clear();
+    }
+    execs_seen.insert(ev.header.cgroup_id)
+        && (container.init_pid == Some(ev.header.tgid)
+            || is_pid_one_of_its_namespace(ev.header.tgid))
 }
 
 #[cfg(test)]
