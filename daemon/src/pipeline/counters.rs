@@ -25,7 +25,9 @@ impl Pipeline {
         self.read_syscalls(probes, interval, now, alerts).await;
         // The interval is over: learn its rates, or score them.
         for (key, features) in self.rates.take() {
-            if let Some(score) = self.engine.observe_interval(&key, features, unix_ms(now)) {
+            if let Some(score) = self.engine.observe_interval(&key, features, unix_ms(now))
+                && self.fusion.alerts_on_rate(key.as_str(), &score)
+            {
                 alerts.push(self.fusion.rate_alert(key.as_str(), &score, now));
             }
         }
