@@ -404,6 +404,11 @@ impl Profile {
         now: UnixMillis,
         provenance: &Provenance,
     ) -> Observed {
+        // Observations can arrive out of order (an event queued behind a counters tick that
+        // was stamped later): one older than the latest is counted at the latest time, so an
+        // item is never seen in an interval the profile did not count (which would make
+        // `intervals_seen` exceed `intervals` and the baseline fail validation).
+        let now = now.max(self.last_observation_at.unwrap_or(0));
         let interval = self.enter_interval(now);
         let dimension = observation.dimension;
         let start = self.learning_started_at;
@@ -747,6 +752,33 @@ mod tests {
             p.item(Dimension::Exec, "/bin/a").unwrap().last_seen,
             3 * MIN + 1
         );
+    }
+
+    /// An event stamped in an earlier interval, arriving after a later observation, must not
+    /// make an item's `intervals_seen` exceed the profile's `intervals` (the baseline then
+    /// fails validation: seen on a loaded machine with 1-s intervals).
+    #[test]
+    fn late_observations_keep_intervals_consistent() {
+        let config = ProfileConfig {
+            interval_ms: 1000,
+            ..ProfileConfig::default()
+        };
+        let mut p = Profile::new(WorkloadKey::host(), "n", 0, config);
+        let here = Provenance::new("n", None);
+        let a = Observation::exec("/bin/a");
+        let b = Observation::exec("/bin/b");
+        let _ = p.observe(&a, 0, &here);
+        let _ = p.observe(&b, 0, &here);
+        let _ = p.observe(&a, 3_000, &here);
+        // Late: stamped in intervals 1 and 2, before the last observation (interval 3).
+        let _ = p.observe(&b, 1_500, &here);
+        let _ = p.observe(&b, 2_500, &here);
+        let baseline = crate::baseline::Baseline::freeze(&p, 4_000, false);
+        let json = baseline.to_json_pretty().unwrap();
+        crate::baseline::Baseline::from_json_slice(json.as_bytes()).unwrap();
+        let stats = baseline.item(Dimension::Exec, "/bin/b").unwrap();
+        assert!(stats.intervals_seen <= baseline.learning.intervals);
+        assert_eq!(baseline.learning.intervals, 2);
     }
 
     #[test]
