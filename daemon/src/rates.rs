@@ -25,7 +25,7 @@
 //! `habitd_limit_reached_total{limit="rate_workloads"}` and a warning reports it.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use habit_models::rate::{EventKind, FeatureVector, IntervalFeatures};
 use habit_probes::EventBody;
@@ -47,6 +47,8 @@ const MAX_SEEN: usize = 65_536;
 /// The features of the current interval, per workload.
 pub struct RateTracker {
     interval_secs: f64,
+    /// The same, as a duration.
+    interval: Duration,
     current: HashMap<WorkloadKey, IntervalFeatures>,
     /// Most workloads in `current`.
     max_workloads: usize,
@@ -56,8 +58,10 @@ pub struct RateTracker {
     seen: HashSet<WorkloadKey>,
     /// cgroups seen since the daemon's first tick.
     cgroups_seen: HashSet<u64>,
-    /// cgroups in their start-up, with the intervals of it left (ending this one included).
-    starting: HashMap<u64, u32>,
+    /// cgroups in (or recently past) their start-up, with when it ends (event time).
+    starting: HashMap<u64, SystemTime>,
+    /// The latest time of work seen (to forget start-ups long past).
+    latest: SystemTime,
     /// Workloads with something counted this interval (not only a starting cgroup's work):
     /// the others are left out of the interval rather than seen as idle.
     counted: HashSet<WorkloadKey>,
@@ -80,12 +84,14 @@ impl RateTracker {
         };
         Self {
             interval_secs,
+            interval: Duration::from_secs_f64(interval_secs),
             current: HashMap::new(),
             max_workloads,
             full: LimitReached::new(Limit::RateWorkloads, max_workloads, metrics),
             seen: HashSet::new(),
             cgroups_seen: HashSet::new(),
             starting: HashMap::new(),
+            latest: SystemTime::UNIX_EPOCH,
             counted: HashSet::new(),
             started: None,
         }
@@ -103,19 +109,31 @@ impl RateTracker {
         self.current.get_mut(key)
     }
 
-    /// Whether cgroup `cgroup_id` is in its start-up (see the module documentation). A
-    /// cgroup first seen in the daemon's own first, partial interval is not: it was running.
-    fn in_startup(&mut self, cgroup_id: u64) -> bool {
+    /// Whether work of cgroup `cgroup_id` at `at` (an event's time, or the end of the
+    /// interval of syscall counts) is its start-up (see the module documentation). A cgroup
+    /// first seen in the daemon's own first, partial interval is not: it was running.
+    ///
+    /// The window is in event time, not in ticks: on a loaded machine the ring buffer's
+    /// events are processed seconds after the counters tick that first saw the cgroup, and
+    /// a window of ticks would have closed before its start-up events were counted (a
+    /// restarted redis was still reported as a burst of files that way).
+    fn in_startup(&mut self, cgroup_id: u64, at: SystemTime) -> bool {
         if self.cgroups_seen.len() >= MAX_SEEN {
             self.cgroups_seen.clear();
         }
+        self.latest = self.latest.max(at);
         if self.cgroups_seen.insert(cgroup_id)
             && self.started.is_some()
             && self.starting.len() < MAX_SEEN
         {
-            self.starting.insert(cgroup_id, STARTUP_INTERVALS);
+            // It started at `at` at the earliest: its start-up ends STARTUP_INTERVALS
+            // intervals later.
+            self.starting
+                .insert(cgroup_id, at + self.interval * STARTUP_INTERVALS);
         }
-        self.starting.contains_key(&cgroup_id)
+        self.starting
+            .get(&cgroup_id)
+            .is_some_and(|&until| at < until)
     }
 
     /// Counts an event of `key` from cgroup `cgroup_id`. Opens are counted from the kernel's
@@ -126,8 +144,9 @@ impl RateTracker {
         cgroup_id: u64,
         body: &EventBody,
         path: Option<&str>,
+        at: SystemTime,
     ) {
-        if self.in_startup(cgroup_id) {
+        if self.in_startup(cgroup_id, at) {
             return; // the new cgroup's start-up is not the workload's rate
         }
         self.count(key);
@@ -154,8 +173,15 @@ impl RateTracker {
     /// intervals are its container starting (runc, the entrypoint's set-up): not the
     /// workload's steady rate, so a replica started, or a container restarted, during
     /// detection does not look like a burst.
-    pub fn on_syscalls(&mut self, key: &WorkloadKey, cgroup_id: u64, counts: &[(String, u64)]) {
-        let starting = self.in_startup(cgroup_id);
+    pub fn on_syscalls(
+        &mut self,
+        key: &WorkloadKey,
+        cgroup_id: u64,
+        counts: &[(String, u64)],
+        now: SystemTime,
+    ) {
+        // The counts cover the interval that ends now: start-up if it began in the window.
+        let starting = self.in_startup(cgroup_id, now - self.interval);
         // The workload is present this interval (its first interval is partial whatever ran).
         let Some(f) = self.features(key) else { return };
         if starting {
@@ -202,10 +228,8 @@ impl RateTracker {
             return Vec::new();
         }
         self.started = Some(now);
-        self.starting.retain(|_, left| {
-            *left = left.saturating_sub(1);
-            *left > 0
-        });
+        let forget = self.latest - self.interval * 10;
+        self.starting.retain(|_, until| *until > forget);
         let mut out = Vec::with_capacity(self.current.len());
         let counted = std::mem::take(&mut self.counted);
         for (key, f) in self.current.drain() {
@@ -240,7 +264,6 @@ impl RateTracker {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::time::Duration;
 
     use habit_models::rate::{Feature, RateKind};
 
@@ -248,11 +271,22 @@ mod tests {
 
     /// `n` reads and one open, from the workload's one cgroup.
     fn syscalls(tracker: &mut RateTracker, key: &WorkloadKey, n: u64) {
+        syscalls_at(tracker, key, n, wall(0));
+    }
+
+    /// A wall-clock time, `ms` after a fixed start.
+    fn wall(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000) + Duration::from_millis(ms)
+    }
+
+    /// [`syscalls`] for the interval ending at `now`.
+    fn syscalls_at(tracker: &mut RateTracker, key: &WorkloadKey, n: u64, now: SystemTime) {
         let cgroup = if key.is_host() { 1 } else { 2 };
         tracker.on_syscalls(
             key,
             cgroup,
             &[("read".to_string(), n), ("openat".to_string(), 1)],
+            now,
         );
     }
 
@@ -287,10 +321,10 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let key = WorkloadKey::from_raw("docker.io/library/nginx:1.25");
         let mut tracker = RateTracker::new(1.0, &Metrics::new().unwrap());
-        tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)]);
+        tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)], wall(0));
         assert!(tracker.take_at(at(0)).is_empty()); // the daemon's partial first interval
-        tracker.on_syscalls(&key, 7, &[("read".to_string(), 100)]);
-        tracker.on_syscalls(&key, 8, &[("read".to_string(), 50_000)]); // a replica starts
+        tracker.on_syscalls(&key, 7, &[("read".to_string(), 100)], wall(1000));
+        tracker.on_syscalls(&key, 8, &[("read".to_string(), 50_000)], wall(1000)); // a replica starts
         let out = tracker.take_at(at(1000));
         assert_eq!(out.len(), 1);
         assert_eq!(rate(&out[0].1), 100.0);
@@ -313,24 +347,28 @@ mod tests {
             mode: 0,
         };
         let files = |v: &FeatureVector| v.get(Feature::Rate(RateKind::Files));
-        tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)]);
+        tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)], wall(0));
         assert!(tracker.take_at(at(0)).is_empty()); // the daemon's partial first interval
-        tracker.on_syscalls(&key, 7, &[("read".to_string(), 100)]);
-        tracker.on_event(&key, 7, &open("/data/dump.rdb"), None);
+        tracker.on_syscalls(&key, 7, &[("read".to_string(), 100)], wall(1000));
+        tracker.on_event(&key, 7, &open("/data/dump.rdb"), None, wall(500));
         let out = tracker.take_at(at(1000));
         assert_eq!(files(&out[0].1), 1.0);
         // Restart: the old cgroup is gone, the new one loads (many files, two intervals).
         for t in [2000, 3000] {
-            tracker.on_syscalls(&key, 9, &[("read".to_string(), 50_000)]);
+            tracker.on_syscalls(&key, 9, &[("read".to_string(), 50_000)], wall(t));
             for i in 0..8 {
-                tracker.on_event(&key, 9, &open(&format!("/lib/{i}.so")), None);
+                tracker.on_event(&key, 9, &open(&format!("/lib/{i}.so")), None, wall(t - 500));
             }
             // Neither a burst nor an idle interval: left out.
             assert!(tracker.take_at(at(t)).is_empty(), "start-up at {t}");
         }
+        // Start-up events processed late (a loaded pipeline) are still start-up.
+        for i in 0..8 {
+            tracker.on_event(&key, 9, &open(&format!("/lib/{i}.so")), None, wall(2900));
+        }
         // Then it counts.
-        tracker.on_syscalls(&key, 9, &[("read".to_string(), 100)]);
-        tracker.on_event(&key, 9, &open("/data/dump.rdb"), None);
+        tracker.on_syscalls(&key, 9, &[("read".to_string(), 100)], wall(4000));
+        tracker.on_event(&key, 9, &open("/data/dump.rdb"), None, wall(3500));
         let out = tracker.take_at(at(4000));
         assert_eq!(rate(&out[0].1), 100.0);
         assert_eq!(files(&out[0].1), 1.0);
@@ -349,8 +387,8 @@ mod tests {
         assert!(tracker.take_at(at(0)).is_empty());
 
         // A full interval of `old`; `new` appears (its start-up): dropped once.
-        syscalls(&mut tracker, &old, 99);
-        syscalls(&mut tracker, &new, 10_000);
+        syscalls_at(&mut tracker, &old, 99, wall(1000));
+        syscalls_at(&mut tracker, &new, 10_000, wall(1000));
         let out = tracker.take_at(at(1000));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, old);
@@ -358,15 +396,15 @@ mod tests {
 
         // The second interval of `new`'s container is still its start-up: not counted, and
         // `new` (present only through it) is left out rather than scored as idle.
-        syscalls(&mut tracker, &old, 99);
-        syscalls(&mut tracker, &new, 5_000);
+        syscalls_at(&mut tracker, &old, 99, wall(2000));
+        syscalls_at(&mut tracker, &new, 5_000, wall(2000));
         let out = tracker.take_at(at(2000));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, old);
 
         // A late tick: the counts of 2 s are 2 s of rates, not a doubled rate.
-        syscalls(&mut tracker, &old, 199);
-        syscalls(&mut tracker, &new, 99);
+        syscalls_at(&mut tracker, &old, 199, wall(4000));
+        syscalls_at(&mut tracker, &new, 99, wall(4000));
         let mut out = tracker.take_at(at(4000));
         out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         assert_eq!(out.len(), 2);

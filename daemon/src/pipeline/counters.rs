@@ -76,7 +76,8 @@ impl Pipeline {
                     (name, c)
                 })
                 .collect();
-            self.rates.on_syscalls(&workload.key, d.cgroup_id, &named);
+            self.rates
+                .on_syscalls(&workload.key, d.cgroup_id, &named, now);
             self.engine.observe_syscalls(
                 &workload.key,
                 workload.container_id.as_deref(),
