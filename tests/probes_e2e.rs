@@ -281,6 +281,50 @@ fn repeated_opens_are_sent_once_per_interval_and_syscalls_are_counted() {
     );
 }
 
+/// Issue 11, evasion through relative paths: the kernel's open de-duplication keyed on the
+/// path string as passed, so `temp-1.rdb` written in /root/.ssh hid `temp-1.rdb` written in
+/// /etc for the rest of the interval (redis `CONFIG SET dir` then `SAVE`). Both writes, in
+/// one interval (10 minutes here), must be reported; a repeat in the same directory is still
+/// de-duplicated.
+#[test]
+fn same_named_relative_writes_in_two_directories_are_both_reported() {
+    let image = busybox_image("relative");
+    let daemon =
+        Daemon::start("[learning]\ninterval = \"10m\"\n[probes]\ncounters_interval = \"1s\"\n");
+    let container = Container::run(
+        &image,
+        &[
+            "sh",
+            "-c",
+            "busybox mkdir -p /root/.ssh; sleep 2; \
+             cd /root/.ssh && echo a > temp-1.rdb && echo a > temp-1.rdb; \
+             cd /etc && echo b > temp-1.rdb; echo done; sleep 30",
+        ],
+    );
+    let short = container.id[..12].to_string();
+    let written = |f: &Value, name: &str| {
+        f["evt.type"] == "openat" && f["container.id"] == short.as_str() && f["fd.name"] == name
+    };
+    // (A loaded machine can take a while to deliver the events.)
+    let wait = 3 * WAIT;
+    daemon.wait_event("the write of /root/.ssh/temp-1.rdb", wait, |f| {
+        written(f, "/root/.ssh/temp-1.rdb")
+    });
+    daemon.wait_event("the write of /etc/temp-1.rdb", wait, |f| {
+        written(f, "/etc/temp-1.rdb")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let ssh = daemon
+        .events()
+        .iter()
+        .filter(|e| written(&e["output_fields"], "/root/.ssh/temp-1.rdb"))
+        .count();
+    assert_eq!(
+        ssh, 1,
+        "two writes of one file in one interval give one event"
+    );
+}
+
 #[test]
 fn metrics_and_health_are_served() {
     let daemon = Daemon::start("");

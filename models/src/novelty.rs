@@ -387,8 +387,9 @@ mod tests {
         assert_eq!(s.dimension, Dimension::Exec);
         assert_eq!(s.alert_dimension(), AlertDimension::Exec);
         assert_eq!(s.rarity.neighbourhood, 0);
-        // exec: one singleton (logrotate) in 10 intervals → novel rate 2/11.
-        assert!((s.score - (-2.0f64 / 11.0).exp()).abs() < 1e-12);
+        // exec (decisive): one steady-state singleton (logrotate) in 10 intervals, 2 of them
+        // start-up → novel rate 2/(8 + 1 + 90).
+        assert!((s.score - (-2.0f64 / 99.0).exp()).abs() < 1e-12);
         assert_eq!(s.score, scorer.novel_score(Dimension::Exec));
     }
 
@@ -444,18 +445,27 @@ mod tests {
         let b = baseline();
         let scorer = NoveltyScorer::new(&b);
         let mut scratch = Scratch::default();
-        // Novel listen: no listen items in 10 intervals → score exp(-1/11) ≈ 0.913 < 0.95.
-        let s = scorer.score(&Observation::listen(4444, Proto::Tcp), &mut scratch);
+        // A novel file read: the file dimension has singletons, its score is below 0.95.
+        let s = scorer.score(
+            &Observation::file("/etc/passwd", FileMode::Read),
+            &mut scratch,
+        );
         assert!(s.is_novel());
-        assert_eq!(scorer.threshold(Dimension::Listen), 0.95);
+        assert_eq!(scorer.threshold(Dimension::File), 0.95);
         assert!(!scorer.is_alert(&s));
         // A lower target alerts.
         let mut loose = b.clone();
-        calibrate::calibrate(&mut loose, 0.2);
+        calibrate::calibrate(&mut loose, 0.3);
         let scorer = NoveltyScorer::new(&loose);
-        let s = scorer.score(&Observation::listen(4444, Proto::Tcp), &mut scratch);
+        let s = scorer.score(
+            &Observation::file("/etc/passwd", FileMode::Read),
+            &mut scratch,
+        );
         assert!(scorer.is_alert(&s));
         assert_eq!(s.priority(), Priority::Notice);
+        // A never-used decisive dimension (listen) alerts at 0.95: exp(-1/99).
+        let s = scorer.score(&Observation::listen(4444, Proto::Tcp), &mut scratch);
+        assert!((s.score - (-1.0f64 / 99.0).exp()).abs() < 1e-12);
         let owned = s.to_owned();
         assert_eq!(owned.item, "4444/tcp");
         let json = serde_json::to_value(&owned).unwrap();
@@ -471,7 +481,8 @@ mod tests {
         let mut scratch = Scratch::default();
         let s = scorer.score(&Observation::syscall("ptrace"), &mut scratch);
         assert!(s.is_novel());
-        assert!((s.score - (-1.0f64).exp()).abs() < 1e-12);
+        // An empty dimension has the prior: 90 quiet pseudo-intervals.
+        assert!((s.score - (-1.0f64 / 91.0).exp()).abs() < 1e-12);
         assert!(scorer.is_empty(Dimension::Syscall));
     }
 

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * File access: opens (de-duplicated in the kernel per workload, path and access mode within an
+ * File access: opens (de-duplicated in the kernel per workload, file and access mode within an
  * interval, so a process opening one file a million times costs one record per interval) and
  * chmod calls that set the setuid or setgid bit.
+ *
+ * The de-duplication key names the file actually opened, not the string the program passed:
+ * a relative path is keyed with the directory it is resolved from (the dentry of the cwd or
+ * of dirfd), so `temp-1.rdb` written in /root/.ssh does not hide `temp-1.rdb` written in /etc
+ * (issue 11: redis `CONFIG SET dir`). An absolute path needs no directory. The base dentry
+ * is read once per relative open (two pointer loads for the cwd, the fd table walk for a
+ * dirfd) and reused to name the directory when the open is sent.
  */
 #ifndef HABIT_FILE_H
 #define HABIT_FILE_H
@@ -21,6 +28,8 @@
 struct habit_open_key {
 	__u64 cgroup_id;
 	__u64 path_hash;
+	/* The dentry a relative path is resolved from; 0 for an absolute path. */
+	__u64 base;
 	__u32 accmode;
 	__u32 _pad;
 };
@@ -55,12 +64,15 @@ static __always_inline __u64 current_epoch(void)
 	return epoch ? *epoch : 0;
 }
 
-/* True when this (workload, path, access mode) was already sent in the current interval. */
-static __always_inline bool open_seen_this_interval(struct habit_file *f, long len)
+/* True when this (workload, file, access mode) was already sent in the current interval;
+ * `base` is the directory a relative path is resolved from (0 for an absolute one). */
+static __always_inline bool open_seen_this_interval(struct habit_file *f, long len,
+						    struct dentry *base)
 {
 	struct habit_open_key key = {
 		.cgroup_id = f->hdr.cgroup_id,
 		.path_hash = hash_path(f->path, len),
+		.base = (__u64)base,
 		.accmode = f->flags & O_ACCMODE,
 	};
 	__u64 epoch = current_epoch();
@@ -92,16 +104,19 @@ static __always_inline struct dentry *base_dentry(int dirfd)
 	return file ? BPF_CORE_READ(file, f_path.dentry) : 0;
 }
 
-/* Fills base_components for a relative path, so user space need not race the process for
- * its cwd in /proc. */
-static __always_inline void fill_base(struct habit_file *f)
+/* The directory a path is resolved from: 0 for an absolute path. */
+static __always_inline struct dentry *path_base(struct habit_file *f)
 {
-	struct dentry *base;
-
-	f->base_components[0] = 0;
 	if (f->path[0] == '/')
-		return;
-	base = base_dentry(f->dirfd);
+		return 0;
+	return base_dentry(f->dirfd);
+}
+
+/* Fills base_components for a relative path (from its base dentry), so user space need not
+ * race the process for its cwd in /proc. */
+static __always_inline void fill_base(struct habit_file *f, struct dentry *base)
+{
+	f->base_components[0] = 0;
 	if (base)
 		read_components(base, f->base_components);
 }
@@ -119,6 +134,7 @@ static __always_inline void send_file(struct habit_file *f)
 static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 {
 	struct habit_file *f = scratch_file();
+	struct dentry *base;
 	const char *upath;
 	long len;
 
@@ -153,9 +169,10 @@ static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 	len = bpf_probe_read_user_str(f->path, sizeof(f->path), upath);
 	if (len <= 0)
 		return 0;
-	if (open_seen_this_interval(f, len))
+	base = path_base(f);
+	if (open_seen_this_interval(f, len, base))
 		return 0;
-	fill_base(f);
+	fill_base(f, base);
 	send_file(f);
 	return 0;
 }
@@ -193,7 +210,7 @@ static __noinline int handle_chmod(struct pt_regs *regs, __u32 nr)
 	}
 	if (upath)
 		bpf_probe_read_user_str(f->path, sizeof(f->path), upath);
-	fill_base(f);
+	fill_base(f, path_base(f));
 	send_file(f);
 	return 0;
 }

@@ -105,7 +105,8 @@ pub async fn run(config: Config) -> Result<()> {
         config.alerts_include_suppressed,
         hostname(),
         metrics.clone(),
-    );
+    )
+    .with_rate_drops(config.learning.rate_drop_alerts);
 
     let printer: Option<Box<dyn std::io::Write + Send>> = config
         .print_events

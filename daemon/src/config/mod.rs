@@ -87,6 +87,10 @@ settings! {
         /// and dimension, that an anomaly score threshold corresponds to (see
         /// habitd.anomaly_score); for the syscall-sequence model, per thread.
         pub false_alarm_rate: f64 = 0.01,
+        /// Send rate anomalies that are only a drop of activity (the load stopped, the
+        /// clients went away), at Informational. Less activity is not an intrusion: off by
+        /// default (such intervals are logged at debug).
+        pub rate_drop_alerts: bool = false,
         /// How often learning progress is saved (what a crash can lose at most).
         #[serde(with = "declare::duration")]
         pub checkpoint: Duration = Duration::from_secs(2),

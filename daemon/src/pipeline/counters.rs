@@ -27,7 +27,9 @@ impl Pipeline {
         // The interval is over: learn its rates, or score them.
         let learn_now = self.learn_time(unix_ms(now));
         for (key, features) in self.rates.take() {
-            if let Some(score) = self.engine.observe_interval(&key, features, learn_now) {
+            if let Some(score) = self.engine.observe_interval(&key, features, learn_now)
+                && self.fusion.alerts_on_rate(key.as_str(), &score)
+            {
                 alerts.push(self.fusion.rate_alert(key.as_str(), &score, now));
             }
         }
@@ -81,7 +83,8 @@ impl Pipeline {
                     (name, c)
                 })
                 .collect();
-            self.rates.on_syscalls(&workload.key, d.cgroup_id, &named);
+            self.rates
+                .on_syscalls(&workload.key, d.cgroup_id, &named, now);
             let learn_now = self.learn_time(unix_ms(now));
             self.engine.observe_syscalls(
                 &workload.key,

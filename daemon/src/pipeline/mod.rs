@@ -349,7 +349,7 @@ impl Pipeline {
             self.fusion.rules.matching_rules(&rule_event, &mut hits);
 
             self.rates
-                .on_event(&workload.key, &ev.body, path.as_deref());
+                .on_event(&workload.key, h.cgroup_id, &ev.body, path.as_deref(), time);
             self.observations.clear();
             let exe = self.procs.get(h.tgid).map(|p| p.exe.as_str());
             let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use habit_models::calibrate;
 use habit_models::priority::Priority;
-use habit_models::rate::RateScore;
+use habit_models::rate::{RateDirection, RateScore};
 use habit_models::rules::{Rule, RuleSet};
 use habit_profiles::store::WorkloadState;
 use serde_json::{Map, Value};
@@ -32,6 +32,8 @@ pub use habit_models::rules::{ALWAYS_TAG, NEVER_LEARN_TAG};
 pub struct Fusion {
     pub rules: RuleSet,
     include_suppressed: bool,
+    /// Send rate anomalies that are only a drop of activity (`learning.rate_drop_alerts`).
+    rate_drops: bool,
     hostname: String,
     metrics: Arc<Metrics>,
 }
@@ -53,9 +55,30 @@ impl Fusion {
         Self {
             rules,
             include_suppressed,
+            rate_drops: false,
             hostname,
             metrics,
         }
+    }
+
+    /// Also alert on rate anomalies that are only a drop of activity (at `Informational`).
+    pub fn with_rate_drops(mut self, rate_drops: bool) -> Self {
+        self.rate_drops = rate_drops;
+        self
+    }
+
+    /// Whether a rate anomaly becomes an alert: a drop of activity only when asked for
+    /// (logged at debug otherwise).
+    pub fn alerts_on_rate(&self, workload: &str, score: &RateScore) -> bool {
+        let alert = score.direction != RateDirection::Drop || self.rate_drops;
+        if !alert {
+            tracing::debug!(
+                message = "Rate drop not alerted (learning.rate_drop_alerts = false).",
+                workload,
+                explanation = %score.explain()
+            );
+        }
+        alert
     }
 
     /// The anomaly alert of a novel item without a rule hit.
@@ -81,6 +104,7 @@ impl Fusion {
 
     /// The anomaly alert of an interval whose rates the baseline's rate model finds anomalous;
     /// the novel item names the most deviating feature with its normal and observed value.
+    /// Its priority follows its direction ([`rate_priority`]).
     pub fn rate_alert(&self, workload: &str, score: &RateScore, time: SystemTime) -> Alert {
         let item = score
             .top
@@ -89,7 +113,7 @@ impl Fusion {
         Alert::new(
             time,
             crate::alerts::alert::ANOMALY_RULE,
-            calibrate::priority_for(score.score),
+            rate_priority(score),
             format!(
                 "Rate anomaly in {workload} (baseline stable): {}",
                 score.explain()
@@ -98,7 +122,7 @@ impl Fusion {
             WorkloadState::Stable.name(),
             &self.hostname,
         )
-        .with_tags(["habitd", "anomaly", "rate"])
+        .with_tags(["habitd", "anomaly", "rate", score.direction.name()])
         .with_score(score.score)
         .with_novel("rate", item)
     }
@@ -236,6 +260,21 @@ impl Fusion {
     }
 }
 
+/// The priority of a rate anomaly. A rate says "more (or less) of the same", never which
+/// item: a rise or a change of mix is at most a `Warning` (the calibrated priority of its
+/// score, which with the rate model's 0.1 % target would otherwise always be `Critical`);
+/// what names an attack (a rule, a novel executable or destination) rises above it. A drop
+/// of activity is not an intrusion: `Informational` at most, and sent only when
+/// `learning.rate_drop_alerts` asks for it.
+pub fn rate_priority(score: &RateScore) -> Priority {
+    let calibrated = calibrate::priority_for(score.score);
+    let cap = match score.direction {
+        RateDirection::Drop => Priority::Informational,
+        RateDirection::Rise | RateDirection::Mix => Priority::Warning,
+    };
+    calibrated.min(cap)
+}
+
 /// A rule alert's `output_fields`: the event's one view, plus each field the rule's output
 /// names that the view does not list (`proc.aname[2]`, or `null` for a field the event lacks),
 /// read the same way. Nothing the view has is rendered twice, so nothing can disagree.
@@ -257,11 +296,66 @@ fn rule_output_fields(
 mod tests {
     use super::*;
 
+    /// Issue 11: "syscall rate 387× below baseline" was Critical. A drop is informational at
+    /// most; a rise keeps a calibrated priority up to Warning.
+    #[test]
+    fn rate_alerts_have_a_priority_that_fits_their_direction() {
+        let score = |direction, score| RateScore {
+            score,
+            anomalous: true,
+            statistic: 900.0,
+            threshold: 30.0,
+            direction,
+            top: Vec::new(),
+        };
+        assert_eq!(
+            rate_priority(&score(RateDirection::Drop, 0.99999)),
+            Priority::Informational
+        );
+        assert_eq!(
+            rate_priority(&score(RateDirection::Rise, 0.99999)),
+            Priority::Warning
+        );
+        assert_eq!(
+            rate_priority(&score(RateDirection::Mix, 0.9)),
+            Priority::Notice
+        );
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let fusion = Fusion::new(RuleSet::default(), false, "node".into(), metrics);
+        let alert = fusion.rate_alert(
+            "w",
+            &score(RateDirection::Drop, 0.99999),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(alert.priority, Priority::Informational);
+        assert!(alert.tags.iter().any(|t| t == "drop"));
+        // By default a drop is not an alert; a rise is.
+        assert!(!fusion.alerts_on_rate("w", &score(RateDirection::Drop, 0.99999)));
+        assert!(fusion.alerts_on_rate("w", &score(RateDirection::Rise, 0.99999)));
+        let fusion = fusion.with_rate_drops(true);
+        assert!(fusion.alerts_on_rate("w", &score(RateDirection::Drop, 0.99999)));
+    }
+
     #[test]
     fn escalation_is_one_level_and_saturates() {
         assert_eq!(escalate(Priority::Warning), Priority::Error);
         assert_eq!(escalate(Priority::Notice), Priority::Warning);
         assert_eq!(escalate(Priority::Emergency), Priority::Emergency);
+    }
+
+    /// The priority of a rate anomaly. A rate says "more (or less) of the same", never which
+    /// item: a rise or a change of mix is at most a `Warning` (the calibrated priority of its
+    /// score, which with the rate model's 0.1 % target would otherwise always be `Critical`);
+    /// what names an attack (a rule, a novel executable or destination) rises above it. A drop
+    /// of activity is not an intrusion: `Informational` at most, and sent only when
+    /// `learning.rate_drop_alerts` asks for it.
+    pub fn rate_priority(score: &RateScore) -> Priority {
+        let calibrated = calibrate::priority_for(score.score);
+        let cap = match score.direction {
+            RateDirection::Drop => Priority::Informational,
+            RateDirection::Rise | RateDirection::Mix => Priority::Warning,
+        };
+        calibrated.min(cap)
     }
 
     /// A rule alert's `output_fields` are the event's one view (no field of it rendered

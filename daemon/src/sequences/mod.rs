@@ -33,6 +33,22 @@ const SAMPLES_PER_INTERVAL: usize = 2;
 /// habit, not a stray gram.
 pub const MIN_THRESHOLD: f64 = 1.0;
 
+/// The least evidence a thread's sequence alert needs: this many syscalls (6-grams) scored.
+/// A thread's statistic is a mean over its recent syscalls, and over a handful of them it
+/// says nothing: after a restart, a thread with 2 syscalls, both in 6-grams never seen
+/// while learning (its start-up path was not followed then), scored "2 of 2 unknown", a
+/// mean far above any threshold. 64 syscalls is a few requests' worth for a server thread
+/// and the length of the shortest ADFA-LD attack traces' suspicious part; a shorter
+/// process that does something new is a new executable, file or connection, which the
+/// other dimensions name. The thread keeps being scored and alerts once it has the evidence.
+pub const MIN_EVIDENCE_SYSCALLS: u64 = 64;
+
+/// Whether a thread's statistic raises an alert: above the threshold, with at least
+/// [`MIN_EVIDENCE_SYSCALLS`] syscalls behind it, and the thread not alerted yet.
+pub fn is_sequence_alert(statistic: f64, threshold: f64, grams: u64, alerted: bool) -> bool {
+    statistic > threshold && grams >= MIN_EVIDENCE_SYSCALLS && !alerted
+}
+
 /// Why a thread's sequence alert was raised.
 #[derive(Debug, Clone)]
 pub struct SequenceFinding {
@@ -320,7 +336,14 @@ impl SequenceTracker {
             .threshold(self.false_alarm_rate)
             .max(MIN_THRESHOLD);
         let finding = match statistic {
-            Some(statistic) if statistic > threshold && !thread.alerted => {
+            Some(statistic)
+                if is_sequence_alert(
+                    statistic,
+                    threshold,
+                    thread.score.state.grams(),
+                    thread.alerted,
+                ) =>
+            {
                 thread.alerted = true;
                 let state = &thread.score.state;
                 Some(SequenceFinding {
@@ -388,6 +411,60 @@ mod tests {
             abi::SEQ_CHECKPOINT,
             habit_models::sequence::KERNEL_CHECKPOINT
         );
+    }
+
+    /// Two syscalls, both in unknown 6-grams, are no evidence (the restarted redis thread of
+    /// issue 11); the same statistic over 64 syscalls alerts, once.
+    #[test]
+    fn a_sequence_alert_needs_a_minimum_of_evidence() {
+        assert!(!is_sequence_alert(9.0, 2.0, 2, false));
+        assert!(!is_sequence_alert(
+            9.0,
+            2.0,
+            MIN_EVIDENCE_SYSCALLS - 1,
+            false
+        ));
+        assert!(is_sequence_alert(9.0, 2.0, MIN_EVIDENCE_SYSCALLS, false));
+        assert!(!is_sequence_alert(9.0, 2.0, 4096, true));
+        assert!(!is_sequence_alert(1.5, 2.0, 4096, false));
+    }
+
+    /// Through the real model: a thread of a trained model whose 2 syscalls are all unknown
+    /// scores above any threshold, yet has too few grams to alert.
+    #[test]
+    fn a_two_syscall_thread_of_unknown_grams_does_not_alert() {
+        use habit_models::sequence::{KernelReport, ThreadScore};
+        let trace: Vec<u32> = (0..4000).map(|i| [0u32, 1, 257, 3][i % 4]).collect();
+        let traces = vec![trace; 4];
+        let config = habit_models::sequence::SequenceConfig::default();
+        let model = SequenceModel::train(&traces, config).unwrap_or_else(|e| panic!("{e}"));
+        let scorer = model.scorer();
+        let mut thread = ThreadScore::default();
+        // Two syscalls, two grams never seen (the kernel sends each unknown gram).
+        let mut best = None;
+        for (n, gram) in [
+            (1u64, gram::encode(&[59, 59])),
+            (2, gram::encode(&[59, 59, 59])),
+        ] {
+            let report = KernelReport {
+                gram,
+                nsys: n,
+                known_sum: 0,
+                unknown: n as u32,
+                unknown_gram: true,
+                end: n == 2,
+            };
+            best = scorer.on_report(&mut thread, &report).or(best);
+        }
+        let statistic = best.unwrap_or(0.0);
+        assert!(statistic > MIN_THRESHOLD, "{statistic}");
+        assert_eq!(thread.state.unknown(), 2);
+        assert!(!is_sequence_alert(
+            statistic,
+            MIN_THRESHOLD,
+            thread.state.grams(),
+            false
+        ));
     }
 
     #[test]

@@ -4,6 +4,33 @@ use serde::{Deserialize, Serialize};
 
 use super::features::Unit;
 
+/// Which way an interval deviates: what a rate anomaly means, and so its priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateDirection {
+    /// Some rate rose (more execs, connects, files, syscalls, bytes than the mode had): what
+    /// a scan, a dropper, a miner or an exfiltration looks like.
+    #[default]
+    Rise,
+    /// Activity fell: the syscall rate is below its mode and the rates that rose (if any) are
+    /// not anomalous on their own. Less activity is not an intrusion (the load stopped, the
+    /// clients went away); at most informational.
+    Drop,
+    /// The rates are where they were, the mix of syscalls is not.
+    Mix,
+}
+
+impl RateDirection {
+    /// The lowercase name (as in JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Rise => "rise",
+            Self::Drop => "drop",
+            Self::Mix => "mix",
+        }
+    }
+}
+
 /// The rate model's verdict on one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RateScore {
@@ -20,6 +47,9 @@ pub struct RateScore {
     pub statistic: f64,
     /// The calibrated threshold on the statistic.
     pub threshold: f64,
+    /// Which way the interval deviates (see [`RateDirection`]).
+    #[serde(default)]
+    pub direction: RateDirection,
     /// The features that deviate most (at most the model's `top_features`): an event rate
     /// that the nearest mode had less than once per interval and now has several times comes
     /// first, then the others by `|z|`, largest first.
@@ -212,6 +242,7 @@ mod tests {
             anomalous: true,
             statistic: 900.0,
             threshold: 40.0,
+            direction: RateDirection::Rise,
             top: vec![deviation(0.5, 20.0, Unit::PerSecond), small.clone()],
         };
         assert_eq!(
@@ -223,6 +254,7 @@ mod tests {
             anomalous: false,
             statistic: 20.0,
             threshold: 40.0,
+            direction: RateDirection::Rise,
             top: vec![small],
         };
         assert_eq!(

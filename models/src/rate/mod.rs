@@ -87,6 +87,13 @@
 //!   round, only when there are any); scoring an interval about 2 µs; the serialised model is
 //!   5–14 KB of JSON.
 //!
+//! # Direction
+//!
+//! An anomalous interval is a **rise** (some rate well above its mode), a **drop** (the
+//! syscall rate fell and nothing rose enough to be anomalous alone: the load stopped), or a
+//! change of **mix** ([`RateDirection`]). A drop is not an intrusion; the daemon reports it
+//! at most as informational, and by default not at all.
+//!
 //! Limits: a change of one or two events per interval in a rarely-seen event (one exec a
 //! minute) is below what a per-interval rate can tell from noise; novelty and rules see those.
 //! Fitting runs k-means several times (linfa uses rayon inside): call it from a blocking task.
@@ -98,7 +105,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-pub use explain::{FeatureDeviation, RateScore};
+pub use explain::{FeatureDeviation, RateDirection, RateScore};
 pub use features::{
     DEFAULT_DISTINCT_LIMIT, EventKind, FEATURE_COUNT, Feature, FeatureVector, IntervalFeatures,
     RateKind, Transform, Unit, feature_names,

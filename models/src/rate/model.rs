@@ -10,7 +10,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::RateError;
-use super::explain::{FeatureDeviation, RateScore};
+use super::explain::{FeatureDeviation, RateDirection, RateScore};
 use super::features::{FEATURE_COUNT, Feature, FeatureVector, RateKind, Transform};
 
 /// Version of the serialised form.
@@ -50,6 +50,9 @@ const TRANSIENT_ROUNDS: usize = 3;
 /// other deviations once it is at least this many spreads above (several events in the
 /// interval: one or two stray events are not "frequent").
 const RARE_EVENT_MIN_Z: f64 = 3.0;
+
+/// A rate this many spreads above its mode makes an anomalous interval a rise.
+const RISE_MIN_Z: f64 = 3.0;
 
 /// Knobs of fitting and calibration. Every field has a default (see [`Default`]), so a TOML
 /// section may set only some.
@@ -593,6 +596,7 @@ impl RateModel {
                 .collect(),
             None => Vec::new(),
         };
+        let direction = self.direction(&ranked, calibration.threshold);
         ranked.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| b.1.abs().total_cmp(&a.1.abs())));
         ranked.truncate(self.data.top_features);
         let top = ranked
@@ -620,7 +624,41 @@ impl RateModel {
             anomalous: statistic > calibration.threshold,
             statistic,
             threshold: calibration.threshold,
+            direction,
             top,
+        }
+    }
+
+    /// Which way an interval deviates, from its features' signed `z` (`(index, z, _)`):
+    /// a **drop** when the syscall rate is below its mode and the rates that rose, alone
+    /// (`Σ max(z, 0)²` over the rate features), stay below the threshold: what is left of
+    /// the deviation is less activity and the change of syscall mix that comes with it (an
+    /// idle server polls and keeps time instead of reading and writing); a **rise** when some
+    /// rate is at least [`RISE_MIN_Z`] spreads above its mode; otherwise a change of **mix**.
+    fn direction(&self, ranked: &[(usize, f64, bool)], threshold: f64) -> RateDirection {
+        let kind = |j: usize| match self.data.features.get(j).map(|b| b.feature) {
+            Some(Feature::Rate(k)) => Some(k),
+            _ => None,
+        };
+        let mut syscalls_z = 0.0;
+        let mut rising = 0.0;
+        let mut rose = false;
+        for &(j, z, _) in ranked {
+            let Some(k) = kind(j) else { continue };
+            if k == RateKind::Syscalls {
+                syscalls_z = z;
+            }
+            if z > 0.0 {
+                rising += z * z;
+                rose |= z >= RISE_MIN_Z;
+            }
+        }
+        if syscalls_z < 0.0 && rising <= threshold {
+            RateDirection::Drop
+        } else if rose {
+            RateDirection::Rise
+        } else {
+            RateDirection::Mix
         }
     }
 

@@ -326,6 +326,44 @@ fn a_quieter_workload_is_explained_as_below_baseline() {
         "{}",
         score.explain()
     );
+    assert_eq!(score.direction, RateDirection::Drop);
+}
+
+/// Issue 11: a learned busy server whose load stops (its syscalls fall hundreds of times and
+/// its mix turns to polling and timers) is a drop, not a rise; the storms and bursts above
+/// are rises, a new syscall group at the usual rates is a change of mix or a rise.
+#[test]
+fn anomalies_have_a_direction() {
+    let learning: Vec<FeatureVector> = (0..40)
+        .map(|i| quiet_service(400 + (i % 7) * 10).finish())
+        .collect();
+    let model = RateModel::fit(&learning, &RateConfig::default()).unwrap();
+    // The load stops: one timer wake-up and a poll per second.
+    let mut idle = IntervalFeatures::new(1.0);
+    idle.add_syscalls(&[("epoll_wait", 10), ("clock_gettime", 2), ("openat", 1)]);
+    idle.add_events(EventKind::Open, 1);
+    idle.add_file("/proc/self/stat");
+    let score = model.score(&idle.finish());
+    assert!(score.anomalous, "{}", score.explain());
+    assert_eq!(score.direction, RateDirection::Drop, "{}", score.explain());
+    // Three times the learned load: a rise.
+    let score = model.score(&quiet_service(4000).finish());
+    assert!(score.anomalous, "{}", score.explain());
+    assert_eq!(score.direction, RateDirection::Rise, "{}", score.explain());
+    // The load stops but a process starts exec-ing and connecting: a rise, however idle.
+    let mut dropper = IntervalFeatures::new(1.0);
+    dropper.add_syscalls(&[("epoll_wait", 10), ("execve", 30), ("connect", 30)]);
+    dropper.add_events(EventKind::Exec, 30);
+    dropper.add_events(EventKind::Connect, 30);
+    for i in 0..30 {
+        dropper.add_destination(&format!("10.0.0.{i}:4444"));
+    }
+    let score = model.score(&dropper.finish());
+    assert!(score.anomalous, "{}", score.explain());
+    assert_eq!(score.direction, RateDirection::Rise, "{}", score.explain());
+    // Serialised with its direction.
+    let json = serde_json::to_value(&score).unwrap();
+    assert_eq!(json["direction"], "rise");
 }
 
 #[test]
