@@ -19,6 +19,8 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
+use habit_profiles::baseline::Baseline;
+
 use crate::client::{Client, DEFAULT_API, Mode, Token};
 
 /// What a successful command tells the shell.
@@ -96,6 +98,12 @@ enum Command {
     #[command(subcommand)]
     Baseline(BaselineCommand),
 
+    /// Turn a baseline into an enforcement artifact: a seccomp profile or a NetworkPolicy.
+    ///
+    /// SOURCE is a baseline file, or a workload key whose baseline is fetched from habitd.
+    #[command(subcommand)]
+    Export(ExportCommand),
+
     /// Check Falco-format rules files offline.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -107,6 +115,46 @@ enum Command {
     /// thresholds of the --normal scores). Each directory is searched recursively for .txt
     /// files holding one process's syscall numbers.
     Eval(eval::EvalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// An OCI/Docker seccomp profile (JSON): errno (EPERM) by default, the learned syscalls
+    /// allowed by name, plus a commented safety margin of what the container runtime itself
+    /// needs (see `habit_profiles::export`). Use it with
+    /// `docker run --security-opt seccomp=PROFILE` or a pod's `seccompProfile: Localhost`.
+    Seccomp {
+        /// A baseline file, or a workload key (fetched from habitd).
+        source: String,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Leave out the runtime safety margin (allow only learned syscalls).
+        #[arg(long)]
+        no_margin: bool,
+    },
+    /// A Kubernetes NetworkPolicy (networking.k8s.io/v1, JSON, which kubectl also reads as
+    /// YAML): ingress from the learned peers to the learned listening ports, egress to the
+    /// learned destinations, pods selected by their learned labels.
+    Netpol {
+        /// A baseline file, or a workload key (fetched from habitd).
+        source: String,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The pod selector (repeatable KEY=VALUE); default: the learned pod labels.
+        #[arg(long, value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// The policy's namespace; default: the learned one.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The policy's name; default: habitd-<image name>.
+        #[arg(long)]
+        name: Option<String>,
+        /// Open the learned listening ports to any peer, not only to the learned ones.
+        #[arg(long)]
+        any_peer: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +278,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             discard,
         }) => held(&client()?, &key, approve, discard)?,
         Command::Eval(args) => say(&eval::run(&args)?)?,
+        Command::Export(command) => export_artifact(&client, command)?,
         Command::Rules(RulesCommand::Check { files, no_builtin }) => {
             return Ok(if rules::check(&files, !no_builtin)? {
                 Outcome::Done
@@ -407,6 +456,76 @@ fn import(client: &dyn Fn() -> Result<Client>, key: &str, file: &Path) -> Result
                 say(&text)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A baseline from a file, or from habitd when `source` is not a file.
+fn load_source(client: &dyn Fn() -> Result<Client>, source: &str) -> Result<Baseline> {
+    let path = Path::new(source);
+    if path.is_file() {
+        return Ok(offline::read_baseline(path)?.baseline);
+    }
+    let key = client::workload_key(source);
+    let shown = table::printable(key.as_str());
+    let bytes = client()?.export_baseline(&key).with_context(|| {
+        format!("{source} is not a file, and habitd has no baseline of {shown}")
+    })?;
+    Baseline::from_json_slice(&bytes)
+        .with_context(|| format!("the baseline of {shown} from habitd does not validate"))
+}
+
+fn export_artifact(client: &dyn Fn() -> Result<Client>, command: ExportCommand) -> Result<()> {
+    use habit_profiles::export;
+    let (value, output, what) = match command {
+        ExportCommand::Seccomp {
+            source,
+            output,
+            no_margin,
+        } => {
+            let baseline = load_source(client, &source)?;
+            let options = export::SeccompOptions {
+                runtime_margin: !no_margin,
+            };
+            (
+                export::seccomp_profile(&baseline, options)?,
+                output,
+                "seccomp profile",
+            )
+        }
+        ExportCommand::Netpol {
+            source,
+            output,
+            selector,
+            namespace,
+            name,
+            any_peer,
+        } => {
+            let baseline = load_source(client, &source)?;
+            let mut labels = std::collections::BTreeMap::new();
+            for pair in &selector {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--selector {pair}: expected KEY=VALUE"))?;
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            let options = export::NetpolOptions {
+                name,
+                namespace,
+                selector: labels,
+                any_peer,
+            };
+            (
+                export::network_policy(&baseline, &options)?,
+                output,
+                "NetworkPolicy",
+            )
+        }
+    };
+    let text = serde_json::to_string_pretty(&value).context("cannot encode the artifact")?;
+    offline::write_output(output.as_deref(), text.as_bytes())?;
+    if let Some(path) = output {
+        eprintln!("wrote the {what} to {}", path.display());
     }
     Ok(())
 }
