@@ -242,8 +242,13 @@ pub async fn put_baseline(
     let store = api.store.clone();
     let import_key = key.clone();
     let now = unix_ms(SystemTime::now());
-    let result =
-        tokio::task::spawn_blocking(move || store.import_baseline(&import_key, &body, now)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        // Every model is checked too (shapes, sizes), before anything is written.
+        store.import_baseline_checked(&import_key, &body, now, |b| {
+            habit_models::artifact::load_models(b).map(|_| ())
+        })
+    })
+    .await;
     match result {
         Ok(Ok(baseline)) => {
             let _ = api
