@@ -27,7 +27,8 @@ use crate::client::{Client, DEFAULT_API, Mode, Token};
 enum Outcome {
     /// Done (exit 0).
     Done,
-    /// `baseline diff` found differences, or `rules check` skipped rules (exit 1).
+    /// `baseline diff` found differences (with --fail-on-new: new items in a listed
+    /// dimension), or `rules check` skipped rules (exit 1).
     Different,
 }
 
@@ -202,16 +203,19 @@ enum BaselineCommand {
         file: PathBuf,
     },
 
-    /// Merge two baseline files of one workload into one that knows everything either knows.
+    /// Merge baseline files of one workload (replicas, nodes, periods) into one that knows
+    /// everything any of them knows.
     ///
-    /// Works offline. Counts are summed, directories and networks collapsed again; the result
-    /// has no calibration (the learning intervals changed). Both files must have been learned
-    /// with the same interval length and collapse thresholds.
+    /// Works offline. Items: counts summed, earliest first-seen, latest last-seen, provenance
+    /// kept, directories and networks collapsed again. Models: the sequence model rebuilt
+    /// from the summed 6-gram counts and calibrated again on the pooled calibration traces;
+    /// the rate model refitted on the pooled learning intervals; the novelty calibration
+    /// recomputed. The result depends only on the set of files, not their order. All files
+    /// must have been learned with the same interval length and collapse thresholds.
     Merge {
-        /// The first baseline file.
-        a: PathBuf,
-        /// The second baseline file.
-        b: PathBuf,
+        /// The baseline files (at least two).
+        #[arg(required = true, num_args = 2..)]
+        inputs: Vec<PathBuf>,
         /// Write the merged baseline to this file instead of standard output.
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
@@ -234,11 +238,23 @@ enum BaselineCommand {
     ///
     /// Works offline. Counts are not compared: a diff answers "what behaviour changed".
     /// Exits 0 when there is no difference, 1 when there is one.
+    ///
+    /// As a CI gate: with --fail-on-new, exits 1 only when NEW adds items in one of the listed
+    /// dimensions (e.g. `--fail-on-new exec,outbound`: "this release starts a new process or
+    /// connects somewhere new"), and 0 otherwise, whatever else changed. Exits 2 on error.
     Diff {
         /// The older baseline file.
         old: PathBuf,
         /// The newer baseline file.
         new: PathBuf,
+        /// Print the diff as JSON (`{old, new, workload, dimensions: {DIM: {added, removed}},
+        /// syscall_rates_added, syscall_rates_removed, new_in}`).
+        #[arg(long)]
+        json: bool,
+        /// Comma-separated dimensions (exec, process_edge, args, file, listen, inbound,
+        /// outbound, syscall, privileged) or `all`: exit 1 only when NEW adds items in one.
+        #[arg(long, value_name = "DIMENSIONS", value_delimiter = ',')]
+        fail_on_new: Option<Vec<String>>,
     },
 }
 
@@ -268,10 +284,15 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Baseline(BaselineCommand::Import { key, file }) => {
             import(&client, &key, &file)?;
         }
-        Command::Baseline(BaselineCommand::Merge { a, b, output }) => {
-            merge(&a, &b, output.as_deref())?;
+        Command::Baseline(BaselineCommand::Merge { inputs, output }) => {
+            merge(&inputs, output.as_deref())?;
         }
-        Command::Baseline(BaselineCommand::Diff { old, new }) => return diff(&old, &new),
+        Command::Baseline(BaselineCommand::Diff {
+            old,
+            new,
+            json,
+            fail_on_new,
+        }) => return diff(&old, &new, json, fail_on_new.as_deref()),
         Command::Baseline(BaselineCommand::Held {
             key,
             approve,
@@ -530,29 +551,41 @@ fn export_artifact(client: &dyn Fn() -> Result<Client>, command: ExportCommand) 
     Ok(())
 }
 
-fn merge(a: &Path, b: &Path, output: Option<&Path>) -> Result<()> {
-    let merged = offline::merge_files(a, b)?;
+fn merge(inputs: &[PathBuf], output: Option<&Path>) -> Result<()> {
+    let (merged, report) = offline::merge_files(inputs)?;
     let text = merged
         .to_json_pretty()
         .context("cannot encode the merged baseline")?;
     offline::write_output(output, text.as_bytes())?;
     eprintln!(
-        "merged {} and {}{}: {} items (no calibration: the learning intervals changed)",
-        a.display(),
-        b.display(),
+        "merged {} files{}: {} items",
+        inputs.len(),
         output.map_or_else(String::new, |p| format!(" into {}", p.display())),
         merged.items_total(),
     );
+    for note in report.notes {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 
-fn diff(old: &Path, new: &Path) -> Result<Outcome> {
+fn diff(old: &Path, new: &Path, json: bool, fail_on_new: Option<&[String]>) -> Result<Outcome> {
+    let gate = fail_on_new.map(offline::parse_dimensions).transpose()?;
     let result = offline::diff_files(old, new)?;
-    say(&result.report)?;
-    Ok(if result.diff.is_empty() {
-        Outcome::Done
+    if json {
+        let value = offline::diff_json(old, new, &result, gate.as_deref());
+        say(&serde_json::to_string_pretty(&value).context("cannot format the JSON")?)?;
     } else {
+        say(&result.report)?;
+    }
+    let different = match &gate {
+        Some(dimensions) => !offline::new_in(&result.diff, dimensions).is_empty(),
+        None => !result.diff.is_empty(),
+    };
+    Ok(if different {
         Outcome::Different
+    } else {
+        Outcome::Done
     })
 }
 
