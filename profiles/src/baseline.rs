@@ -12,11 +12,13 @@
 //! ```json
 //! {
 //!   "format": "habitd-baseline",
-//!   "version": 1,
+//!   "version": 2,
 //!   "workload": "docker.io/library/nginx:1.25",
 //!   "created": 1700000000000,
 //!   "node": "node-a",
 //!   "partial": false,
+//!   "metadata": { "habitd_version": "0.1.0", "digests": ["sha256:…"], "nodes": ["node-a"],
+//!                 "containers": ["…"], "namespace": "shop", "labels": { "app": "web" } },
 //!   "learning": { "started_at": …, "ended_at": …, "last_new_item_at": …,
 //!                 "intervals": 1440, "interval_ms": 60000, "rate_intervals": 1440 },
 //!   "generalise": { "dir_collapse_after": 32, "net_collapse_after": 8 },
@@ -27,9 +29,15 @@
 //!                                               "provenance": [{ "node": "node-a", "container_id": "…" }] } } }
 //!   },
 //!   "syscall_rates": { "read": { "intervals": 1440, "mean": 3.2, "m2": 10.1, "max": 40.0 } },
-//!   "calibration": { … }
+//!   "calibration": { … },
+//!   "models": { "sequence": { … }, "sequence_traces": [ … ], "rate": { … }, "rate_intervals": [ … ] }
 //! }
 //! ```
+//!
+//! The JSON Schema of this format is `profiles/schema/baseline.schema.json` (exported files
+//! are tested against it); `models` are described in `habit_models::artifact`, which also
+//! checks them on import. Version 1 files (no `metadata`) still read. Files larger than
+//! [`MAX_FILE_BYTES`] are refused before parsing.
 //!
 //! Items are sorted (the maps are ordered), so two exports of the same baseline are
 //! byte-identical and diff well in review. Unknown fields are rejected, so that a typo in a
@@ -284,9 +292,10 @@ pub struct Baseline {
     /// Score calibration, if computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
-    /// Fitted models of the models crate (`rate`, later `sequence`), by name, kept as JSON so
-    /// that this crate need not know their types; the models crate validates them on load.
-    /// Dropped by [`merge`] (they must be refitted on the merged learning).
+    /// Fitted models of the models crate (`sequence`, `rate`) and their learning data, by
+    /// name, kept as JSON so that this crate need not know their types; the models crate
+    /// validates them on load (`habit_models::artifact::load_models`). Dropped by [`merge`]:
+    /// `habit_models::artifact::merge_baselines` merges them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, serde_json::Value>,
 }
