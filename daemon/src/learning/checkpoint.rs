@@ -28,12 +28,18 @@ impl Engine {
         key: &WorkloadKey,
         now: UnixMillis,
     ) -> Result<(), ProfileError> {
-        let min = self.config.min.as_millis() as u64;
-        let stable = self.config.stable.as_millis() as u64;
-        let max = self.config.max.as_millis() as u64;
         let Some(entry) = self.workloads.get_mut(key) else {
             return Ok(());
         };
+        // An inheriting workload learns only what changed: shorter windows.
+        let scale = if entry.inherited {
+            self.config.inherit_window.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let min = (self.config.min.as_millis() as f64 * scale) as u64;
+        let stable = (self.config.stable.as_millis() as f64 * scale) as u64;
+        let max = self.config.max.as_millis() as u64;
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
@@ -127,6 +133,7 @@ impl Engine {
         entry.intervals = Vec::new();
         entry.sequence = SequenceLearning::default();
         entry.dirty = false;
+        entry.inherited = false;
         Ok(())
     }
 
