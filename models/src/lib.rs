@@ -1,4 +1,5 @@
 //! Scoring models.
+pub mod artifact;
 pub mod calibrate;
 pub mod novelty;
 pub mod priority;

@@ -12,11 +12,13 @@
 //! ```json
 //! {
 //!   "format": "habitd-baseline",
-//!   "version": 1,
+//!   "version": 2,
 //!   "workload": "docker.io/library/nginx:1.25",
 //!   "created": 1700000000000,
 //!   "node": "node-a",
 //!   "partial": false,
+//!   "metadata": { "habitd_version": "0.1.0", "digests": ["sha256:…"], "nodes": ["node-a"],
+//!                 "containers": ["…"], "namespace": "shop", "labels": { "app": "web" } },
 //!   "learning": { "started_at": …, "ended_at": …, "last_new_item_at": …,
 //!                 "intervals": 1440, "interval_ms": 60000, "rate_intervals": 1440 },
 //!   "generalise": { "dir_collapse_after": 32, "net_collapse_after": 8 },
@@ -27,9 +29,15 @@
 //!                                               "provenance": [{ "node": "node-a", "container_id": "…" }] } } }
 //!   },
 //!   "syscall_rates": { "read": { "intervals": 1440, "mean": 3.2, "m2": 10.1, "max": 40.0 } },
-//!   "calibration": { … }
+//!   "calibration": { … },
+//!   "models": { "sequence": { … }, "sequence_traces": [ … ], "rate": { … }, "rate_intervals": [ … ] }
 //! }
 //! ```
+//!
+//! The JSON Schema of this format is `profiles/schema/baseline.schema.json` (exported files
+//! are tested against it); `models` are described in `habit_models::artifact`, which also
+//! checks them on import. Version 1 files (no `metadata`) still read. Files larger than
+//! [`MAX_FILE_BYTES`] are refused before parsing.
 //!
 //! Items are sorted (the maps are ordered), so two exports of the same baseline are
 //! byte-identical and diff well in review. Unknown fields are rejected, so that a typo in a
@@ -54,7 +62,109 @@ use crate::workload::WorkloadKey;
 pub const FORMAT: &str = "habitd-baseline";
 /// The `version` this build writes and reads. A change that old readers would misread gets a
 /// new version; adding an optional field does not.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+/// The oldest `version` this build still reads (version 1 lacks `metadata`: read as empty).
+pub const MIN_VERSION: u32 = 1;
+/// Largest baseline file accepted on import (bytes): far above any real baseline (items and
+/// models are bounded), small enough that a hostile upload cannot exhaust memory.
+pub const MAX_FILE_BYTES: usize = 64 << 20;
+/// Most container ids kept in [`BaselineMetadata::containers`].
+pub const MAX_CONTAINERS: usize = 256;
+
+/// Who and what a baseline was learned from: reviewable context, kept through merges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineMetadata {
+    /// The habitd version that wrote the file (merges keep the newest writer's, by string).
+    #[serde(default)]
+    pub habitd_version: String,
+    /// Image digests (`sha256:…`) of the containers it was learned from.
+    #[serde(default)]
+    pub digests: BTreeSet<String>,
+    /// Nodes it was learned on.
+    #[serde(default)]
+    pub nodes: BTreeSet<String>,
+    /// Container ids it was learned from (at most [`MAX_CONTAINERS`], the smallest ones).
+    #[serde(default)]
+    pub containers: BTreeSet<String>,
+    /// The Kubernetes namespace of its pods, when every input agrees on one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pod labels every learned container carried (the NetworkPolicy's pod selector).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Rollout inheritance: the baselines (workload keys) this one started from, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited_from: Vec<String>,
+}
+
+impl BaselineMetadata {
+    /// What `profile` tells about its origin: nodes and containers from its items' provenance.
+    fn of_profile(profile: &Profile) -> Self {
+        let mut meta = BaselineMetadata {
+            habitd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..BaselineMetadata::default()
+        };
+        if !profile.node().is_empty() {
+            meta.nodes.insert(profile.node().to_owned());
+        }
+        for items in profile.dimensions().values() {
+            for stats in items.values() {
+                for p in &stats.provenance {
+                    if !p.node.is_empty() {
+                        meta.nodes.insert(p.node.clone());
+                    }
+                    if let Some(c) = &p.container_id {
+                        meta.containers.insert(c.clone());
+                    }
+                }
+            }
+        }
+        meta.bound();
+        meta
+    }
+
+    /// Keeps the smallest [`MAX_CONTAINERS`] container ids (a canonical choice, so that merges
+    /// do not depend on their order).
+    fn bound(&mut self) {
+        while self.containers.len() > MAX_CONTAINERS {
+            self.containers.pop_last();
+        }
+    }
+
+    /// The metadata of a merge: unions, labels every input had, the namespace if all agree.
+    /// Commutative and associative.
+    pub fn merge(&self, other: &BaselineMetadata) -> BaselineMetadata {
+        let mut merged = BaselineMetadata {
+            habitd_version: self
+                .habitd_version
+                .clone()
+                .max(other.habitd_version.clone()),
+            digests: self.digests.union(&other.digests).cloned().collect(),
+            nodes: self.nodes.union(&other.nodes).cloned().collect(),
+            containers: self.containers.union(&other.containers).cloned().collect(),
+            namespace: match (&self.namespace, &other.namespace) {
+                (Some(a), Some(b)) if a == b => Some(a.clone()),
+                _ => None,
+            },
+            labels: self
+                .labels
+                .iter()
+                .filter(|(k, v)| other.labels.get(*k) == Some(*v))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            inherited_from: self.inherited_from.clone(),
+        };
+        for key in &other.inherited_from {
+            if !merged.inherited_from.contains(key) {
+                merged.inherited_from.push(key.clone());
+            }
+        }
+        merged.inherited_from.sort();
+        merged.bound();
+        merged
+    }
+}
 
 /// When and how long the workload learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +274,9 @@ pub struct Baseline {
     pub node: String,
     /// Whether learning was cut short (forced to detect, or unstable) rather than converged.
     pub partial: bool,
+    /// Where it was learned: digests, nodes, containers, labels, habitd version, lineage.
+    #[serde(default)]
+    pub metadata: BaselineMetadata,
     /// When and how long it learned.
     pub learning: LearningSummary,
     /// The collapse thresholds it was learned with.
@@ -179,9 +292,10 @@ pub struct Baseline {
     /// Score calibration, if computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
-    /// Fitted models of the models crate (`rate`, later `sequence`), by name, kept as JSON so
-    /// that this crate need not know their types; the models crate validates them on load.
-    /// Dropped by [`merge`] (they must be refitted on the merged learning).
+    /// Fitted models of the models crate (`sequence`, `rate`) and their learning data, by
+    /// name, kept as JSON so that this crate need not know their types; the models crate
+    /// validates them on load (`habit_models::artifact::load_models`). Dropped by [`merge`]:
+    /// `habit_models::artifact::merge_baselines` merges them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, serde_json::Value>,
 }
@@ -211,6 +325,7 @@ impl Baseline {
             created: now,
             node: profile.node().to_owned(),
             partial,
+            metadata: BaselineMetadata::of_profile(profile),
             learning: LearningSummary {
                 started_at,
                 ended_at: profile
@@ -273,6 +388,15 @@ impl Baseline {
     /// ([`ProfileError::BaselineSyntax`] with line and column); that its content is
     /// consistent ([`Baseline::validate`]).
     pub fn from_json_slice(bytes: &[u8]) -> Result<Baseline, ProfileError> {
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(ProfileError::invalid(
+                "(file)",
+                format!(
+                    "is {} bytes, more than the {MAX_FILE_BYTES} a baseline may have",
+                    bytes.len()
+                ),
+            ));
+        }
         #[derive(Deserialize)]
         struct Header {
             format: Option<serde_json::Value>,
@@ -295,17 +419,25 @@ impl Baseline {
             }
         }
         match header.version {
-            Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
+            Some(serde_json::Value::Number(n))
+                if n.as_u64().is_some_and(|v| {
+                    (u64::from(MIN_VERSION)..=u64::from(VERSION)).contains(&v)
+                }) => {}
             Some(other) => {
                 return Err(ProfileError::invalid(
                     "version",
-                    format!("{other} is not supported; this habitd reads version {VERSION}"),
+                    format!(
+                        "{other} is not supported; this habitd reads versions {MIN_VERSION} to \
+                         {VERSION}"
+                    ),
                 ));
             }
             None => return Err(ProfileError::invalid("version", "is missing")),
         }
-        let baseline: Baseline =
+        let mut baseline: Baseline =
             serde_json::from_slice(bytes).map_err(|e| ProfileError::syntax(&e))?;
+        // Older versions differ only by fields that default: read, they are this version.
+        baseline.version = VERSION;
         baseline.validate()?;
         Ok(baseline)
     }
@@ -582,6 +714,7 @@ pub fn merge(left: &Baseline, right: &Baseline) -> Result<Baseline, ProfileError
         created: left.created.max(right.created),
         node: nodes.into_iter().collect::<Vec<_>>().join(","),
         partial: left.partial || right.partial,
+        metadata: left.metadata.merge(&right.metadata),
         learning: LearningSummary {
             started_at: left.learning.started_at.min(right.learning.started_at),
             ended_at: left.learning.ended_at.max(right.learning.ended_at),
@@ -594,7 +727,15 @@ pub fn merge(left: &Baseline, right: &Baseline) -> Result<Baseline, ProfileError
             rate_intervals: left.learning.rate_intervals + right.learning.rate_intervals,
         },
         generalise: left.generalise,
-        unstable_reason: left.unstable_reason.or(right.unstable_reason),
+        // The first of the two in a fixed order, so that merging does not depend on order.
+        unstable_reason: match (left.unstable_reason, right.unstable_reason) {
+            (Some(l), Some(r)) => Some(if format!("{l:?}") <= format!("{r:?}") {
+                l
+            } else {
+                r
+            }),
+            (l, r) => l.or(r),
+        },
         dimensions,
         syscall_rates,
         calibration: None,
@@ -782,10 +923,21 @@ mod tests {
             "{e}"
         );
         let mut v = valid_json();
-        v["version"] = 2.into();
+        v["version"] = (VERSION + 1).into();
         let e = reject(&v.to_string());
         assert!(e.to_string().contains("version"), "{e}");
-        assert!(e.to_string().contains("2 is not supported"), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("{} is not supported", VERSION + 1)),
+            "{e}"
+        );
+        // Version 1 (no metadata) still reads, as this version.
+        let mut v = valid_json();
+        v["version"] = 1.into();
+        v.as_object_mut().unwrap().remove("metadata");
+        let old = Baseline::from_json_slice(v.to_string().as_bytes()).unwrap();
+        assert_eq!(old.version, VERSION);
+        assert_eq!(old.metadata, BaselineMetadata::default());
         let e = reject("{\"hello\": 1}");
         assert!(e.to_string().contains("not a habitd baseline"), "{e}");
     }

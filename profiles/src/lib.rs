@@ -2,6 +2,7 @@
 pub mod api;
 pub mod baseline;
 pub mod error;
+pub mod export;
 pub mod generalise;
 pub mod held;
 pub mod observation;

@@ -84,20 +84,26 @@ impl ItemStats {
     /// `intervals_seen` is summed and capped at `max_intervals`, since two sets of intervals
     /// may overlap and the sum is only an upper bound.
     pub fn absorb(&mut self, other: &ItemStats, max_provenance: usize, max_intervals: u64) {
-        // The provenance of the earlier sighting comes first (ties broken by provenance, so
-        // that absorbing is symmetric and merges do not depend on argument order).
+        // The provenance of the earlier sighting comes first (ties broken by provenance), then
+        // the smallest others: a canonical choice, so that merges do not depend on their order.
         let other_first = (other.first_seen, other.provenance.first());
-        if other_first < (self.first_seen, self.provenance.first()) {
-            let mine = std::mem::replace(&mut self.provenance, other.provenance.clone());
-            self.provenance.truncate(max_provenance);
-            for p in &mine {
-                add_provenance(&mut self.provenance, p, max_provenance);
-            }
+        let first = if other_first < (self.first_seen, self.provenance.first()) {
+            other.provenance.first()
         } else {
-            for p in &other.provenance {
-                add_provenance(&mut self.provenance, p, max_provenance);
-            }
+            self.provenance.first()
         }
+        .cloned();
+        let mut rest: Vec<Provenance> = self
+            .provenance
+            .iter()
+            .chain(&other.provenance)
+            .filter(|p| Some(*p) != first.as_ref())
+            .cloned()
+            .collect();
+        rest.sort();
+        rest.dedup();
+        rest.truncate(max_provenance.saturating_sub(1));
+        self.provenance = first.into_iter().chain(rest).collect();
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
         self.count = self.count.saturating_add(other.count);
@@ -159,7 +165,8 @@ impl RateStats {
         let delta = other.mean - self.mean;
         RateStats {
             intervals: n,
-            mean: self.mean + delta * nb / n as f64,
+            // Written symmetrically, so that merging does not depend on argument order.
+            mean: (self.mean * na + other.mean * nb) / n as f64,
             m2: self.m2 + other.m2 + delta * delta * na * nb / n as f64,
             max: self.max.max(other.max),
         }

@@ -455,8 +455,22 @@ impl ProfileStore {
         bytes: &[u8],
         now: UnixMillis,
     ) -> Result<Baseline, ProfileError> {
+        self.import_baseline_checked(key, bytes, now, |_| Ok(()))
+    }
+
+    /// [`ProfileStore::import_baseline`] with one more check of the parsed file before
+    /// anything is written (the daemon checks the models' shapes, which this crate does not
+    /// know).
+    pub fn import_baseline_checked(
+        &self,
+        key: &WorkloadKey,
+        bytes: &[u8],
+        now: UnixMillis,
+        check: impl FnOnce(&Baseline) -> Result<(), ProfileError>,
+    ) -> Result<Baseline, ProfileError> {
         let baseline = Baseline::from_json_slice(bytes)?;
         check_key(key, &baseline.workload)?;
+        check(&baseline)?;
         let baseline_value = baseline.to_json_vec()?;
         let raw_key = key.as_str().as_bytes();
         self.transact(key, |workloads, profiles, baselines| {

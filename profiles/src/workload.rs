@@ -129,6 +129,22 @@ impl WorkloadKey {
         Self(format!("{}{unit}", Self::HOST_UNIT_PREFIX))
     }
 
+    /// The image repository of an image key (`repository:tag` or `repository@digest`), or
+    /// `None` for host keys: workloads of one repository are versions of one application.
+    pub fn repository(&self) -> Option<&str> {
+        let key = self.0.as_str();
+        if key == "host" || key.starts_with("host:") {
+            return None;
+        }
+        if let Some((repository, _)) = key.split_once('@') {
+            return Some(repository);
+        }
+        match key.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => Some(repository),
+            _ => Some(key),
+        }
+    }
+
     /// The key of containers of one image: `repository:tag`, or `repository@digest` when the
     /// image was referenced by digest alone (following Docker, which implies `latest` only when
     /// a reference has neither tag nor digest). A digest beside a tag is not part of the key: the

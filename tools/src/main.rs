@@ -19,13 +19,16 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
+use habit_profiles::baseline::Baseline;
+
 use crate::client::{Client, DEFAULT_API, Mode, Token};
 
 /// What a successful command tells the shell.
 enum Outcome {
     /// Done (exit 0).
     Done,
-    /// `baseline diff` found differences, or `rules check` skipped rules (exit 1).
+    /// `baseline diff` found differences (with --fail-on-new: new items in a listed
+    /// dimension), or `rules check` skipped rules (exit 1).
     Different,
 }
 
@@ -96,6 +99,12 @@ enum Command {
     #[command(subcommand)]
     Baseline(BaselineCommand),
 
+    /// Turn a baseline into an enforcement artifact: a seccomp profile or a NetworkPolicy.
+    ///
+    /// SOURCE is a baseline file, or a workload key whose baseline is fetched from habitd.
+    #[command(subcommand)]
+    Export(ExportCommand),
+
     /// Check Falco-format rules files offline.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -107,6 +116,46 @@ enum Command {
     /// thresholds of the --normal scores). Each directory is searched recursively for .txt
     /// files holding one process's syscall numbers.
     Eval(eval::EvalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// An OCI/Docker seccomp profile (JSON): errno (EPERM) by default, the learned syscalls
+    /// allowed by name, plus a commented safety margin of what the container runtime itself
+    /// needs (see `habit_profiles::export`). Use it with
+    /// `docker run --security-opt seccomp=PROFILE` or a pod's `seccompProfile: Localhost`.
+    Seccomp {
+        /// A baseline file, or a workload key (fetched from habitd).
+        source: String,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Leave out the runtime safety margin (allow only learned syscalls).
+        #[arg(long)]
+        no_margin: bool,
+    },
+    /// A Kubernetes NetworkPolicy (networking.k8s.io/v1, JSON, which kubectl also reads as
+    /// YAML): ingress from the learned peers to the learned listening ports, egress to the
+    /// learned destinations, pods selected by their learned labels.
+    Netpol {
+        /// A baseline file, or a workload key (fetched from habitd).
+        source: String,
+        /// Write it to this file instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The pod selector (repeatable KEY=VALUE); default: the learned pod labels.
+        #[arg(long, value_name = "KEY=VALUE")]
+        selector: Vec<String>,
+        /// The policy's namespace; default: the learned one.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The policy's name; default: habitd-<image name>.
+        #[arg(long)]
+        name: Option<String>,
+        /// Open the learned listening ports to any peer, not only to the learned ones.
+        #[arg(long)]
+        any_peer: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,16 +203,19 @@ enum BaselineCommand {
         file: PathBuf,
     },
 
-    /// Merge two baseline files of one workload into one that knows everything either knows.
+    /// Merge baseline files of one workload (replicas, nodes, periods) into one that knows
+    /// everything any of them knows.
     ///
-    /// Works offline. Counts are summed, directories and networks collapsed again; the result
-    /// has no calibration (the learning intervals changed). Both files must have been learned
-    /// with the same interval length and collapse thresholds.
+    /// Works offline. Items: counts summed, earliest first-seen, latest last-seen, provenance
+    /// kept, directories and networks collapsed again. Models: the sequence model rebuilt
+    /// from the summed 6-gram counts and calibrated again on the pooled calibration traces;
+    /// the rate model refitted on the pooled learning intervals; the novelty calibration
+    /// recomputed. The result depends only on the set of files, not their order. All files
+    /// must have been learned with the same interval length and collapse thresholds.
     Merge {
-        /// The first baseline file.
-        a: PathBuf,
-        /// The second baseline file.
-        b: PathBuf,
+        /// The baseline files (at least two).
+        #[arg(required = true, num_args = 2..)]
+        inputs: Vec<PathBuf>,
         /// Write the merged baseline to this file instead of standard output.
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
@@ -186,11 +238,23 @@ enum BaselineCommand {
     ///
     /// Works offline. Counts are not compared: a diff answers "what behaviour changed".
     /// Exits 0 when there is no difference, 1 when there is one.
+    ///
+    /// As a CI gate: with --fail-on-new, exits 1 only when NEW adds items in one of the listed
+    /// dimensions (e.g. `--fail-on-new exec,outbound`: "this release starts a new process or
+    /// connects somewhere new"), and 0 otherwise, whatever else changed. Exits 2 on error.
     Diff {
         /// The older baseline file.
         old: PathBuf,
         /// The newer baseline file.
         new: PathBuf,
+        /// Print the diff as JSON (`{old, new, workload, dimensions: {DIM: {added, removed}},
+        /// syscall_rates_added, syscall_rates_removed, new_in}`).
+        #[arg(long)]
+        json: bool,
+        /// Comma-separated dimensions (exec, process_edge, args, file, listen, inbound,
+        /// outbound, syscall, privileged) or `all`: exit 1 only when NEW adds items in one.
+        #[arg(long, value_name = "DIMENSIONS", value_delimiter = ',')]
+        fail_on_new: Option<Vec<String>>,
     },
 }
 
@@ -220,16 +284,22 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Baseline(BaselineCommand::Import { key, file }) => {
             import(&client, &key, &file)?;
         }
-        Command::Baseline(BaselineCommand::Merge { a, b, output }) => {
-            merge(&a, &b, output.as_deref())?;
+        Command::Baseline(BaselineCommand::Merge { inputs, output }) => {
+            merge(&inputs, output.as_deref())?;
         }
-        Command::Baseline(BaselineCommand::Diff { old, new }) => return diff(&old, &new),
+        Command::Baseline(BaselineCommand::Diff {
+            old,
+            new,
+            json,
+            fail_on_new,
+        }) => return diff(&old, &new, json, fail_on_new.as_deref()),
         Command::Baseline(BaselineCommand::Held {
             key,
             approve,
             discard,
         }) => held(&client()?, &key, approve, discard)?,
         Command::Eval(args) => say(&eval::run(&args)?)?,
+        Command::Export(command) => export_artifact(&client, command)?,
         Command::Rules(RulesCommand::Check { files, no_builtin }) => {
             return Ok(if rules::check(&files, !no_builtin)? {
                 Outcome::Done
@@ -411,29 +481,111 @@ fn import(client: &dyn Fn() -> Result<Client>, key: &str, file: &Path) -> Result
     Ok(())
 }
 
-fn merge(a: &Path, b: &Path, output: Option<&Path>) -> Result<()> {
-    let merged = offline::merge_files(a, b)?;
+/// A baseline from a file, or from habitd when `source` is not a file.
+fn load_source(client: &dyn Fn() -> Result<Client>, source: &str) -> Result<Baseline> {
+    let path = Path::new(source);
+    if path.is_file() {
+        return Ok(offline::read_baseline(path)?.baseline);
+    }
+    let key = client::workload_key(source);
+    let shown = table::printable(key.as_str());
+    let bytes = client()?.export_baseline(&key).with_context(|| {
+        format!("{source} is not a file, and habitd has no baseline of {shown}")
+    })?;
+    Baseline::from_json_slice(&bytes)
+        .with_context(|| format!("the baseline of {shown} from habitd does not validate"))
+}
+
+fn export_artifact(client: &dyn Fn() -> Result<Client>, command: ExportCommand) -> Result<()> {
+    use habit_profiles::export;
+    let (value, output, what) = match command {
+        ExportCommand::Seccomp {
+            source,
+            output,
+            no_margin,
+        } => {
+            let baseline = load_source(client, &source)?;
+            let options = export::SeccompOptions {
+                runtime_margin: !no_margin,
+            };
+            (
+                export::seccomp_profile(&baseline, options)?,
+                output,
+                "seccomp profile",
+            )
+        }
+        ExportCommand::Netpol {
+            source,
+            output,
+            selector,
+            namespace,
+            name,
+            any_peer,
+        } => {
+            let baseline = load_source(client, &source)?;
+            let mut labels = std::collections::BTreeMap::new();
+            for pair in &selector {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--selector {pair}: expected KEY=VALUE"))?;
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            let options = export::NetpolOptions {
+                name,
+                namespace,
+                selector: labels,
+                any_peer,
+            };
+            (
+                export::network_policy(&baseline, &options)?,
+                output,
+                "NetworkPolicy",
+            )
+        }
+    };
+    let text = serde_json::to_string_pretty(&value).context("cannot encode the artifact")?;
+    offline::write_output(output.as_deref(), text.as_bytes())?;
+    if let Some(path) = output {
+        eprintln!("wrote the {what} to {}", path.display());
+    }
+    Ok(())
+}
+
+fn merge(inputs: &[PathBuf], output: Option<&Path>) -> Result<()> {
+    let (merged, report) = offline::merge_files(inputs)?;
     let text = merged
         .to_json_pretty()
         .context("cannot encode the merged baseline")?;
     offline::write_output(output, text.as_bytes())?;
     eprintln!(
-        "merged {} and {}{}: {} items (no calibration: the learning intervals changed)",
-        a.display(),
-        b.display(),
+        "merged {} files{}: {} items",
+        inputs.len(),
         output.map_or_else(String::new, |p| format!(" into {}", p.display())),
         merged.items_total(),
     );
+    for note in report.notes {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 
-fn diff(old: &Path, new: &Path) -> Result<Outcome> {
+fn diff(old: &Path, new: &Path, json: bool, fail_on_new: Option<&[String]>) -> Result<Outcome> {
+    let gate = fail_on_new.map(offline::parse_dimensions).transpose()?;
     let result = offline::diff_files(old, new)?;
-    say(&result.report)?;
-    Ok(if result.diff.is_empty() {
-        Outcome::Done
+    if json {
+        let value = offline::diff_json(old, new, &result, gate.as_deref());
+        say(&serde_json::to_string_pretty(&value).context("cannot format the JSON")?)?;
     } else {
+        say(&result.report)?;
+    }
+    let different = match &gate {
+        Some(dimensions) => !offline::new_in(&result.diff, dimensions).is_empty(),
+        None => !result.diff.is_empty(),
+    };
+    Ok(if different {
         Outcome::Different
+    } else {
+        Outcome::Done
     })
 }
 

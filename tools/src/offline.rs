@@ -4,10 +4,12 @@
 //! that name the file so that an operator knows which of two inputs is wrong.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+use habit_models::artifact::{MergeReport, load_models, merge_baselines};
 use habit_profiles::baseline::{self, Baseline, BaselineDiff};
+use habit_profiles::observation::Dimension;
 use habit_profiles::workload::WorkloadKey;
 
 use crate::table::{format_unix_ms, printable};
@@ -27,6 +29,7 @@ pub fn read_baseline(path: &Path) -> Result<BaselineFile> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read baseline file {}", path.display()))?;
     let baseline = Baseline::from_json_slice(&bytes)
+        .and_then(|b| load_models(&b).map(|_| b))
         .with_context(|| format!("{} is not a valid baseline", path.display()))?;
     Ok(BaselineFile { baseline, bytes })
 }
@@ -48,13 +51,63 @@ pub fn read_for_import(path: &Path, key: &WorkloadKey) -> Result<BaselineFile> {
     Ok(file)
 }
 
-/// Merges two baseline files with [`baseline::merge`]. The result carries no calibration (the
-/// learning intervals changed).
-pub fn merge_files(a: &Path, b: &Path) -> Result<Baseline> {
-    let left = read_baseline(a)?;
-    let right = read_baseline(b)?;
-    baseline::merge(&left.baseline, &right.baseline)
-        .with_context(|| format!("cannot merge {} and {}", a.display(), b.display()))
+/// Merges baseline files, items and models ([`merge_baselines`]); the report notes what
+/// could not be merged soundly (a model dropped for lack of learning data).
+pub fn merge_files(paths: &[PathBuf]) -> Result<(Baseline, MergeReport)> {
+    let inputs: Vec<Baseline> = paths
+        .iter()
+        .map(|p| read_baseline(p).map(|f| f.baseline))
+        .collect::<Result<_>>()?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    merge_baselines(&inputs).with_context(|| format!("cannot merge {}", names.join(" and ")))
+}
+
+/// Dimension names (or `all`) as given to `--fail-on-new`.
+pub fn parse_dimensions(names: &[String]) -> Result<Vec<Dimension>> {
+    let mut out = Vec::new();
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if name == "all" {
+            return Ok(Dimension::ALL.to_vec());
+        }
+        let dimension: Dimension = name.parse().with_context(|| {
+            let all: Vec<&str> = Dimension::ALL.iter().map(|d| d.name()).collect();
+            format!(
+                "--fail-on-new: {name:?} is not a dimension ({} or all)",
+                all.join(", ")
+            )
+        })?;
+        out.push(dimension);
+    }
+    Ok(out)
+}
+
+/// The dimensions among `gate` in which the diff adds items.
+pub fn new_in(diff: &BaselineDiff, gate: &[Dimension]) -> Vec<Dimension> {
+    gate.iter()
+        .copied()
+        .filter(|d| diff.dimensions.get(d).is_some_and(|x| !x.added.is_empty()))
+        .collect()
+}
+
+/// The diff as JSON (`--json`).
+pub fn diff_json(
+    old: &Path,
+    new: &Path,
+    result: &FileDiff,
+    gate: Option<&[Dimension]>,
+) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "old": old.display().to_string(),
+        "new": new.display().to_string(),
+        "workload": result.workload,
+        "dimensions": result.diff.dimensions,
+        "syscall_rates_added": result.diff.syscall_rates_added,
+        "syscall_rates_removed": result.diff.syscall_rates_removed,
+    });
+    if let Some(gate) = gate {
+        value["new_in"] = serde_json::json!(new_in(&result.diff, gate));
+    }
+    value
 }
 
 /// The diff of two baseline files, and its readable rendering.
@@ -64,6 +117,8 @@ pub struct FileDiff {
     pub diff: BaselineDiff,
     /// The report to print.
     pub report: String,
+    /// The newer file's workload.
+    pub workload: String,
 }
 
 /// Diffs two baseline files: the items and syscalls `new` knows that `old` does not, and the
@@ -79,7 +134,11 @@ pub fn diff_files(old: &Path, new: &Path) -> Result<FileDiff> {
         &after.baseline,
         &diff,
     );
-    Ok(FileDiff { diff, report })
+    Ok(FileDiff {
+        diff,
+        report,
+        workload: after.baseline.workload.to_string(),
+    })
 }
 
 /// A diff as text, in the spirit of a unified diff: `---`/`+++` headers naming the files,
@@ -315,7 +374,7 @@ mod tests {
             "b.json",
             &learned(nginx(), "node-b", &["/bin/a", "/bin/c"], &["write"]),
         );
-        let merged = merge_files(&a, &b).unwrap();
+        let merged = merge_files(&[a.clone(), b.clone()]).unwrap().0;
         merged.validate().unwrap();
         let execs: Vec<&str> = merged.items(Dimension::Exec).map(|(k, _)| k).collect();
         assert_eq!(execs, ["/bin/a", "/bin/b", "/bin/c"]);
@@ -341,7 +400,7 @@ mod tests {
             "b.json",
             &learned(WorkloadKey::host(), "node-a", &["/bin/a"], &["read"]),
         );
-        let e = format!("{:#}", merge_files(&a, &b).unwrap_err());
+        let e = format!("{:#}", merge_files(&[a.clone(), b.clone()]).unwrap_err());
         assert!(
             e.starts_with(&format!(
                 "cannot merge {} and {}: ",
@@ -353,7 +412,7 @@ mod tests {
         assert!(e.contains("\"host\""), "{e}");
         // An invalid input is named before any merging.
         std::fs::write(&b, "[]").unwrap();
-        let e = format!("{:#}", merge_files(&a, &b).unwrap_err());
+        let e = format!("{:#}", merge_files(&[a.clone(), b.clone()]).unwrap_err());
         assert!(e.contains("b.json is not a valid baseline"), "{e}");
     }
 

@@ -103,6 +103,12 @@ settings! {
         /// themselves; `habitctl baseline held KEY` lists what is held, for an operator to
         /// decide.
         pub habit_min_containers: u32 = HabitCriterion::default().min_containers,
+        /// Rollout inheritance: a new tag or digest of an image repository that already has a
+        /// baseline starts from that baseline, learns only what changed for a shorter window
+        /// (`min` and `stable` times `inherit_window`), and then detects.
+        pub inherit: bool = true,
+        /// The fraction of `min` and `stable` an inheriting workload learns for.
+        pub inherit_window: f64 = 0.25,
     }
 }
 

@@ -38,6 +38,11 @@ pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
             "/api/v1/baselines/{*key}",
             get(api::get_baseline).put(api::put_baseline),
         )
+        // A baseline file with its models' learning data can exceed axum's 2 MB default;
+        // anything above the format's own limit is refused (413) before it is read whole.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            habit_profiles::baseline::MAX_FILE_BYTES,
+        ))
         .with_state(api);
     Router::new()
         .route("/healthz", get(healthz))

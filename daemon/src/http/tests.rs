@@ -286,3 +286,94 @@ fn each_command_error_has_its_status() {
         assert_eq!(command_status(&error).as_u16(), status, "{error:?}");
     }
 }
+
+/// A baseline file for `key` with a sequence and a rate model and their learning data.
+fn baseline_with_models(key: &str) -> String {
+    use habit_models::artifact::{LearningData, TimedInterval, store_models};
+    use habit_models::rate::{FEATURE_COUNT, FeatureVector, RateConfig, RateModel};
+    use habit_models::sequence::{SequenceConfig, SequenceModel};
+    let mut baseline = Baseline::from_json_slice(baseline_file(key).as_bytes()).unwrap();
+    let traces: Vec<Vec<u32>> = (0..6)
+        .map(|k| (0..50).map(|i| (i * (k + 1)) % 7).collect())
+        .collect();
+    let mut sequence = SequenceModel::train(&traces, SequenceConfig::default()).unwrap();
+    sequence.calibrate_on_traces(&traces).unwrap();
+    let intervals: Vec<TimedInterval> = (0u32..12)
+        .map(|i| {
+            let mut values = [0.0; FEATURE_COUNT];
+            values[0] = 1.0;
+            values[FEATURE_COUNT - 2] = 100.0 + f64::from(i % 4);
+            TimedInterval {
+                at: 10_000 * u64::from(i + 1),
+                features: FeatureVector::from_values(10.0, values, false).unwrap(),
+            }
+        })
+        .collect();
+    let vectors: Vec<FeatureVector> = intervals.iter().map(|i| i.features.clone()).collect();
+    let rate = RateModel::fit(&vectors, &RateConfig::default()).unwrap();
+    let data = LearningData { traces, intervals };
+    store_models(&mut baseline, Some(&sequence), Some(&rate), data).unwrap();
+    baseline.to_json_pretty().unwrap()
+}
+
+#[tokio::test]
+async fn malformed_baselines_are_refused_naming_the_field_and_nothing_changes() {
+    let daemon = start().await;
+    let path = format!("/api/v1/baselines/{IMPORTED_SEGMENT}");
+    let good = baseline_with_models(IMPORTED);
+    let (status, body) = daemon.call("PUT", &path, &good).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, stored) = daemon.call("GET", &path, "").await;
+    let mut doc: serde_json::Value = serde_json::from_str(&good).unwrap();
+    doc["created"] = 7.into();
+
+    let truncated = good[..good.len() / 2].to_owned();
+    let mut wrong_version = doc.clone();
+    wrong_version["version"] = 99.into();
+    let wrong_key = baseline_with_models(LEARNING);
+    let mut wrong_shape = doc.clone();
+    wrong_shape["models"]["rate"]["clusters"] = serde_json::json!([{ "weight": 1.0 }]);
+    let mut wrong_grams = doc.clone();
+    wrong_grams["models"]["sequence"]["grams"][0]["seq"] = serde_json::json!([1, 2, 3, 4, 5, 6, 7]);
+    let mut unknown_model = doc.clone();
+    unknown_model["models"]["lstm"] = serde_json::json!({});
+    let mut bad_count = doc.clone();
+    bad_count["dimensions"]["exec"]["items"]["/usr/bin/redis-server"]["count"] = 0.into();
+    let oversized = format!(
+        "{}{}",
+        good,
+        " ".repeat(habit_profiles::baseline::MAX_FILE_BYTES)
+    );
+    let cases: [(&str, String, &str); 8] = [
+        ("truncated", truncated, "line"),
+        ("wrong version", wrong_version.to_string(), "version"),
+        ("wrong key", wrong_key, "docker.io/library/nginx:1.25"),
+        (
+            "rate model of the wrong shape",
+            wrong_shape.to_string(),
+            "models.rate",
+        ),
+        (
+            "sequence gram of 7",
+            wrong_grams.to_string(),
+            "models.sequence",
+        ),
+        ("unknown model", unknown_model.to_string(), "models.lstm"),
+        ("count 0", bad_count.to_string(), "dimensions.exec.items"),
+        ("oversized", oversized, ""),
+    ];
+    for (what, body, names) in cases {
+        let (status, answer) = daemon.call("PUT", &path, &body).await;
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!((400..500).contains(&status), "{what}: {status} {answer}");
+        assert!(
+            answer.contains(names),
+            "{what}: the error names {names:?}: {answer}"
+        );
+        let (_, now) = daemon.call("GET", &path, "").await;
+        assert_eq!(now, stored, "{what}: the store changed");
+    }
+    // The good file with its models still imports.
+    let (status, _) = daemon.call("PUT", &path, &doc.to_string()).await;
+    assert_eq!(status, 200);
+}

@@ -7,16 +7,17 @@
 
 use std::time::SystemTime;
 
+use habit_models::artifact::{LearningData, TimedInterval, merge_baselines, store_models};
 use habit_models::calibrate::calibrate;
-use habit_models::rate::{RateConfig, RateModel};
+use habit_models::rate::{FeatureVector, RateConfig, RateModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::error::ProfileError;
 use habit_profiles::profile::UnixMillis;
 use habit_profiles::store::ForcedMode;
 use habit_profiles::workload::WorkloadKey;
 
-use super::score::{RATE_MODEL, detecting};
-use super::sequence::{SEQUENCE_MODEL, SequenceLearning, sequence_model_of};
+use super::score::detecting;
+use super::sequence::SequenceLearning;
 use super::{Engine, Phase, unix_ms};
 
 impl Engine {
@@ -27,12 +28,18 @@ impl Engine {
         key: &WorkloadKey,
         now: UnixMillis,
     ) -> Result<(), ProfileError> {
-        let min = self.config.min.as_millis() as u64;
-        let stable = self.config.stable.as_millis() as u64;
-        let max = self.config.max.as_millis() as u64;
         let Some(entry) = self.workloads.get_mut(key) else {
             return Ok(());
         };
+        // An inheriting workload learns only what changed: shorter windows.
+        let scale = if entry.inherited {
+            self.config.inherit_window.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        let min = (self.config.min.as_millis() as f64 * scale) as u64;
+        let stable = (self.config.stable.as_millis() as f64 * scale) as u64;
+        let max = self.config.max.as_millis() as u64;
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
@@ -71,20 +78,19 @@ impl Engine {
         let Phase::Learning { profile, carried } = &entry.phase else {
             return Ok(());
         };
+        // This learning's baseline and models, with their learning data (so that a merge
+        // or an extension can pool it); then merged with a carried baseline, models too.
         let mut baseline = Baseline::freeze(profile, now, partial);
-        if let Some(previous) = carried {
-            baseline = habit_profiles::baseline::merge(previous, &baseline)?;
-        }
         calibrate(&mut baseline, self.config.false_alarm_rate);
-        match RateModel::fit(&entry.intervals, &RateConfig::default()) {
-            Ok(model) => {
-                let model = encode_model("rate model", key, &model)?;
-                baseline.models.insert(RATE_MODEL.into(), model);
+        let rate = match RateModel::fit(&entry.intervals, &RateConfig::default()) {
+            Ok(model) => Some(model),
+            Err(e) => {
+                tracing::info!(message = "No rate model.", workload = %key, reason = %e);
+                None
             }
-            Err(e) => tracing::info!(message = "No rate model.", workload = %key, reason = %e),
-        }
-        let carried_sequence = carried.as_deref().and_then(sequence_model_of);
-        match entry.sequence.fit(carried_sequence.as_ref()) {
+        };
+        let traces = entry.sequence.take_traces();
+        let sequence = match entry.sequence.fit_with(None, &traces) {
             Ok(model) => {
                 tracing::info!(
                     message = "Sequence model learned.",
@@ -92,12 +98,24 @@ impl Engine {
                     grams = model.known_len(),
                     calibration_traces = model.calibration().map_or(0, |c| c.held_out),
                 );
-                let model = encode_model("sequence model", key, &model)?;
-                baseline.models.insert(SEQUENCE_MODEL.into(), model);
+                Some(model)
             }
             Err(e) => {
-                tracing::info!(message = "No sequence model.", workload = %key, reason = %e)
+                tracing::info!(message = "No sequence model.", workload = %key, reason = %e);
+                None
             }
+        };
+        let data = LearningData {
+            traces,
+            intervals: timed_intervals(std::mem::take(&mut entry.intervals), now),
+        };
+        store_models(&mut baseline, sequence.as_ref(), rate.as_ref(), data)?;
+        if let Some(previous) = carried {
+            let (merged, report) = merge_baselines(&[(**previous).clone(), baseline])?;
+            for note in report.notes {
+                tracing::info!(message = "Extending the baseline.", workload = %key, %note);
+            }
+            baseline = merged;
         }
         let mut record = entry.record.clone();
         record.update_from_baseline(&baseline, now);
@@ -115,6 +133,7 @@ impl Engine {
         entry.intervals = Vec::new();
         entry.sequence = SequenceLearning::default();
         entry.dirty = false;
+        entry.inherited = false;
         Ok(())
     }
 
@@ -154,15 +173,18 @@ impl Engine {
     }
 }
 
-/// A model as it is stored in a baseline's `models`.
-fn encode_model(
-    what: &'static str,
-    key: &WorkloadKey,
-    model: &impl serde::Serialize,
-) -> Result<serde_json::Value, ProfileError> {
-    serde_json::to_value(model).map_err(|source| ProfileError::Encode {
-        what,
-        key: key.to_string(),
-        source,
-    })
+/// Learning intervals (oldest first, the last ending at `now`) with when each ended.
+fn timed_intervals(intervals: Vec<FeatureVector>, now: UnixMillis) -> Vec<TimedInterval> {
+    let mut at = now;
+    let mut timed: Vec<TimedInterval> = intervals
+        .into_iter()
+        .rev()
+        .map(|features| {
+            let this = at;
+            at = at.saturating_sub((features.interval_secs() * 1000.0) as u64);
+            TimedInterval { at: this, features }
+        })
+        .collect();
+    timed.reverse();
+    timed
 }

@@ -131,7 +131,10 @@ impl Engine {
             }
             Command::Import { key, file, reply } => {
                 let now = unix_ms(SystemTime::now());
-                let result = self.store.import_baseline(&key, &file, now);
+                // Every model is checked too (shapes, sizes), before anything is written.
+                let result = self.store.import_baseline_checked(&key, &file, now, |b| {
+                    habit_models::artifact::load_models(b).map(|_| ())
+                });
                 if result.is_ok() {
                     self.reload(key);
                 }

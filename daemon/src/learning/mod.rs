@@ -11,6 +11,7 @@
 //! - `sequence`: what learning collects for the syscall-sequence model, and the kernel's
 //!   sequence mode of a workload;
 //! - `hold`: items a rule flagged during learning (never learn an attack);
+//! - `inherit`: rollout inheritance (a new tag starts from its predecessor's baseline);
 //! - `score`: observations learned or scored, findings, the detection phase of a baseline;
 //! - `checkpoint`: convergence, freezing a baseline, saving progress to sled;
 //! - `commands`: what an operator asks through the API, and its typed errors;
@@ -35,6 +36,7 @@ use crate::metrics::Metrics;
 mod checkpoint;
 mod commands;
 mod hold;
+mod inherit;
 mod score;
 mod sequence;
 mod views;
@@ -75,6 +77,9 @@ struct Entry {
     sequence: SequenceLearning,
     /// Learned something since the last checkpoint.
     dirty: bool,
+    /// Learning only what changed from a predecessor's baseline (rollout inheritance): the
+    /// learning windows are shorter.
+    inherited: bool,
 }
 
 impl Entry {
@@ -90,6 +95,7 @@ impl Entry {
             intervals: Vec::new(),
             sequence: SequenceLearning::default(),
             dirty: true,
+            inherited: false,
         }
     }
 }
@@ -201,6 +207,7 @@ impl Engine {
             intervals: Vec::new(),
             sequence: SequenceLearning::default(),
             dirty: false,
+            inherited: false,
         })
     }
 
@@ -209,11 +216,24 @@ impl Engine {
         if self.workloads.contains_key(key) {
             return;
         }
-        tracing::info!(message = "New workload: learning.", workload = %key);
-        let entry = Entry::learning(
+        let mut entry = Entry::learning(
             WorkloadRecord::new(key.clone(), now),
             self.new_profile(key, now),
         );
+        match self.predecessor(key) {
+            Some((from, baseline)) => {
+                tracing::info!(
+                    message = "New version of a learned repository: learning what changed.",
+                    workload = %key,
+                    inherits = %from
+                );
+                if let Phase::Learning { carried, .. } = &mut entry.phase {
+                    *carried = Some(Arc::new(inherit::inherited(&baseline, &from, key)));
+                }
+                entry.inherited = true;
+            }
+            None => tracing::info!(message = "New workload: learning.", workload = %key),
+        }
         self.workloads.insert(key.clone(), entry);
     }
 

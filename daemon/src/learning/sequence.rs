@@ -72,10 +72,28 @@ impl SequenceLearning {
         }
     }
 
+    /// The calibration traces collected so far (finished and still open), taken out.
+    pub(super) fn take_traces(&mut self) -> Vec<Vec<u32>> {
+        let mut traces = std::mem::take(&mut self.traces);
+        traces.extend(self.open.drain().map(|(_, t)| t).filter(|t| !t.is_empty()));
+        traces
+    }
+
     /// Learns the model: counts (plus a carried model's), calibrated on the traces.
+    #[cfg(test)]
     pub(super) fn fit(
         &mut self,
         carried: Option<&SequenceModel>,
+    ) -> Result<SequenceModel, sequence::SequenceError> {
+        let traces = self.take_traces();
+        self.fit_with(carried, &traces)
+    }
+
+    /// [`SequenceLearning::fit`] with the traces already taken out.
+    pub(super) fn fit_with(
+        &mut self,
+        carried: Option<&SequenceModel>,
+        traces: &[Vec<u32>],
     ) -> Result<SequenceModel, sequence::SequenceError> {
         let mut grams = std::mem::take(&mut self.grams);
         if let Some(previous) = carried {
@@ -83,8 +101,6 @@ impl SequenceLearning {
                 *grams.entry(key).or_insert(0) += count;
             }
         }
-        let mut traces = std::mem::take(&mut self.traces);
-        traces.extend(self.open.drain().map(|(_, t)| t).filter(|t| !t.is_empty()));
         let syscalls = grams.values().sum();
         let mut model = SequenceModel::from_counts(
             SequenceConfig::default(),
@@ -92,7 +108,7 @@ impl SequenceLearning {
             traces.len() as u64,
             syscalls,
         )?;
-        model.calibrate_on_traces(&traces)?;
+        model.calibrate_on_traces(traces)?;
         Ok(model)
     }
 }

@@ -337,6 +337,11 @@ impl SequenceModel {
         &self.config
     }
 
+    /// What it learned from: (traces, syscalls), as documented when it was built.
+    pub fn learned_from(&self) -> (u64, u64) {
+        (self.traces, self.syscalls)
+    }
+
     /// The calibration, if any.
     pub fn calibration(&self) -> Option<&SequenceCalibration> {
         self.calibration.as_ref()

@@ -1,0 +1,155 @@
+//! `habitctl baseline diff` as a CI gate: its exit codes, with and without --fail-on-new, and
+//! its JSON; `habitctl baseline merge` of more than two files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use habit_profiles::baseline::Baseline;
+use habit_profiles::observation::{Observation, Proto};
+use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::workload::WorkloadKey;
+
+fn learned(node: &str, execs: &[&str], destinations: &[&str]) -> Baseline {
+    let mut p = Profile::new(
+        WorkloadKey::from_raw("docker.io/shop/web:2.1"),
+        node,
+        0,
+        ProfileConfig::default(),
+    );
+    let here = Provenance::new(node, Some("c1"));
+    for e in execs {
+        let _ = p.observe(&Observation::exec(e), 0, &here);
+    }
+    for d in destinations {
+        let _ = p.observe(
+            &Observation::outbound(d.parse().unwrap(), 443, Proto::Tcp),
+            0,
+            &here,
+        );
+    }
+    Baseline::freeze(&p, 1, false)
+}
+
+fn write(dir: &Path, name: &str, b: &Baseline) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, b.to_json_pretty().unwrap()).unwrap();
+    path
+}
+
+fn habitctl(args: &[&str], files: &[&Path]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_habitctl"))
+        .args(["baseline"])
+        .args(args.iter().take(1))
+        .args(files)
+        .args(args.iter().skip(1))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn diff_exit_codes_make_a_ci_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = write(
+        dir.path(),
+        "old.json",
+        &learned("n", &["/bin/app"], &["10.0.0.1"]),
+    );
+    let same = write(
+        dir.path(),
+        "same.json",
+        &learned("n", &["/bin/app"], &["10.0.0.1"]),
+    );
+    let new_exec = write(
+        dir.path(),
+        "exec.json",
+        &learned("n", &["/bin/app", "/bin/sh"], &["10.0.0.1"]),
+    );
+    let dropped = write(
+        dir.path(),
+        "dropped.json",
+        &learned("n", &["/bin/app"], &[]),
+    );
+
+    // No gate: 0 when equal, 1 when anything differs.
+    assert_eq!(habitctl(&["diff"], &[&old, &same]).0, 0);
+    let (code, out, _) = habitctl(&["diff"], &[&old, &new_exec]);
+    assert_eq!(code, 1);
+    assert!(out.contains("  + /bin/sh"), "{out}");
+    assert_eq!(habitctl(&["diff"], &[&old, &dropped]).0, 1);
+
+    // Gate: 1 only for new items in a listed dimension.
+    let gate = ["diff", "--fail-on-new", "exec,outbound"];
+    assert_eq!(habitctl(&gate, &[&old, &new_exec]).0, 1);
+    assert_eq!(
+        habitctl(&gate, &[&old, &dropped]).0,
+        0,
+        "removed is not new"
+    );
+    assert_eq!(
+        habitctl(&["diff", "--fail-on-new", "outbound"], &[&old, &new_exec]).0,
+        0
+    );
+    assert_eq!(
+        habitctl(&["diff", "--fail-on-new", "all"], &[&old, &new_exec]).0,
+        1
+    );
+
+    // JSON names what is new where.
+    let (code, out, _) = habitctl(
+        &["diff", "--json", "--fail-on-new", "exec"],
+        &[&old, &new_exec],
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["dimensions"]["exec"]["added"],
+        serde_json::json!(["/bin/sh"])
+    );
+    assert_eq!(v["new_in"], serde_json::json!(["exec"]));
+    assert_eq!(v["workload"], "docker.io/shop/web:2.1");
+
+    // Errors exit 2: a bad dimension, a missing file, a broken file.
+    let (code, _, err) = habitctl(&["diff", "--fail-on-new", "exek"], &[&old, &same]);
+    assert_eq!(code, 2);
+    assert!(err.contains("\"exek\" is not a dimension"), "{err}");
+    assert_eq!(
+        habitctl(&["diff"], &[&old, &dir.path().join("nope.json")]).0,
+        2
+    );
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"format\": \"habitd-baseline\", \"version\": 2").unwrap();
+    assert_eq!(habitctl(&["diff"], &[&old, &broken]).0, 2);
+}
+
+#[test]
+fn merge_takes_any_number_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.json", &learned("node-a", &["/bin/a"], &[]));
+    let b = write(dir.path(), "b.json", &learned("node-b", &["/bin/b"], &[]));
+    let c = write(
+        dir.path(),
+        "c.json",
+        &learned("node-c", &["/bin/a", "/bin/c"], &[]),
+    );
+    let out = dir.path().join("out.json");
+    let (code, _, err) = habitctl(&["merge"], &[&a, &b, &c, Path::new("-o"), &out]);
+    assert_eq!(code, 0, "{err}");
+    let merged = Baseline::from_json_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(merged.items_total(), 3);
+    assert_eq!(merged.metadata.nodes.len(), 3);
+    assert_eq!(
+        merged
+            .item(habit_profiles::observation::Dimension::Exec, "/bin/a")
+            .unwrap()
+            .count,
+        2
+    );
+    // One file is not a merge.
+    assert_eq!(habitctl(&["merge"], &[&a]).0, 2);
+}
