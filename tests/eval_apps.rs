@@ -110,6 +110,8 @@ fn config(m: &Mode) -> String {
 /// Time an alert may take after a step or an attack (rate alerts close 5 s intervals, sequence
 /// findings come every 2 s; the machines here are heavily shared).
 const SETTLE: Duration = Duration::from_secs(8);
+/// The same after each attack technique.
+const ATTACK_SETTLE: Duration = Duration::from_secs(7);
 
 // ---------------------------------------------------------------------------------------------
 // The applications
@@ -1439,7 +1441,7 @@ fn applications_benign_life_and_attack_catalogue() {
                     );
                 }
             }
-            std::thread::sleep(Duration::from_secs(15));
+            std::thread::sleep(Duration::from_secs(12));
             drop(extra_loads);
             checked
                 .lock()
@@ -1539,7 +1541,7 @@ fn applications_benign_life_and_attack_catalogue() {
             let log: Vec<String> = (t.steps)(&x).iter().map(|s| run_step(&x, s)).collect();
             println!("attack {} on {}: {log:?}", t.id, app.name());
             runs.push((i, *app, t0, log));
-            std::thread::sleep(SETTLE);
+            std::thread::sleep(ATTACK_SETTLE);
         }
     }
     let t_end = SystemTime::now();
@@ -1682,6 +1684,20 @@ fn applications_benign_life_and_attack_catalogue() {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(target.join("eval_apps.alerts.jsonl"), &raw);
+    // The events of the applications' containers (what habitd saw), and when each attack ran.
+    let shorts: Vec<String> = containers.values().map(|c| c.short().to_string()).collect();
+    let _ = std::fs::write(
+        target.join("eval_apps.events.jsonl"),
+        events
+            .iter()
+            .filter(|e| {
+                e["output_fields"]["container.id"]
+                    .as_str()
+                    .is_some_and(|id| shorts.iter().any(|s| s == id))
+            })
+            .map(|e| format!("{e}\n"))
+            .collect::<String>(),
+    );
     let mut md = String::new();
     md.push_str(&format!(
         "# habitd on real applications (tests/eval_apps.rs, mode `{}`)\n\n",
@@ -1711,7 +1727,7 @@ fn applications_benign_life_and_attack_catalogue() {
             app.name(),
             w["state"].as_str().unwrap_or(""),
             if w["partial"] == true { " (partial)" } else { "" },
-            w["profile"]
+            w["profile_sizes"]
         ));
     }
     md.push_str("\n## Benign life in detection\n\n");
@@ -1808,6 +1824,7 @@ fn applications_benign_life_and_attack_catalogue() {
         })).collect::<Vec<_>>(),
         "attacks": outcomes.iter().map(|(i, a, o)| json!({
             "technique": techniques[*i].id, "name": techniques[*i].name,
+            "started": runs.iter().find(|r| r.0 == *i && r.1 == *a).map(|r| common::rfc3339(r.2)),
             "mitre": techniques[*i].mitre, "app": a.name(),
             "rules_alone": o.rules, "baseline_alone": o.baseline, "fused": o.fused,
             "escalated": o.escalated, "named": o.named, "fused_named": o.fused_named,
