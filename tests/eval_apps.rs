@@ -222,7 +222,10 @@ impl App {
             App::Pyapp => docker(&["kill", "-s", "HUP", &c.id]),
             // redis has no reload: its operators change settings at run time.
             App::Redis => {
-                redis_command(&c.ip(), &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+                redis_command(
+                    &c.ip(),
+                    &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+                );
                 return None;
             }
         })
@@ -470,22 +473,27 @@ fn resp(s: &mut TcpStream, args: &[&str]) -> Option<String> {
     s.write_all(req.as_bytes()).ok()?;
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).lines().next()?.to_string())
+    Some(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()?
+            .to_string(),
+    )
 }
 
 fn redis_command(ip: &str, args: &[&str]) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("{ip}:6379").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
+    let mut s =
+        TcpStream::connect_timeout(&format!("{ip}:6379").parse().ok()?, Duration::from_secs(2))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     resp(&mut s, args)
 }
 
 fn psql(ip: &str, sql: &str) -> Output {
     Command::new("psql")
-        .args(["-h", ip, "-U", "postgres", "-d", "postgres", "-q", "-X", "-c", sql])
+        .args([
+            "-h", ip, "-U", "postgres", "-d", "postgres", "-q", "-X", "-c", sql,
+        ])
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
         .expect("psql is needed (apt-get install postgresql-client-15)")
@@ -517,7 +525,7 @@ fn client_load(app: App, ip: Arc<Mutex<String>>, rate: Arc<AtomicU32>) -> Backgr
                 Duration::from_millis(125)
             }
             App::Pyapp => {
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     http(&ip_now, 8000, "POST", "/items", &format!("{{\"v\":{n}}}"));
                 } else {
                     http(&ip_now, 8000, "GET", "/items", "");
@@ -525,7 +533,7 @@ fn client_load(app: App, ip: Arc<Mutex<String>>, rate: Arc<AtomicU32>) -> Backgr
                 Duration::from_millis(250)
             }
             App::Redis => {
-                if conn.is_none() || n % 200 == 0 {
+                if conn.is_none() || n.is_multiple_of(200) {
                     conn = TcpStream::connect_timeout(
                         &format!("{ip_now}:6379")
                             .parse()
@@ -929,14 +937,7 @@ fn catalogue() -> Vec<Technique> {
             name: "outbound connection to a new destination and port (198.51.100.7:8443)",
             mitre: "T1071, T1571",
             applies: all,
-            steps: |_| {
-                vec![run(&[
-                    "eval-actions",
-                    "connect-nb",
-                    "198.51.100.7",
-                    "8443",
-                ])]
-            },
+            steps: |_| vec![run(&["eval-actions", "connect-nb", "198.51.100.7", "8443"])],
         },
         Technique {
             id: "lateral-db",
@@ -1257,6 +1258,10 @@ fn about(a: &Value, key: &str, short: &str) -> bool {
     }
 }
 
+/// Per (application, step): rule hits (rules alone), anomaly alerts (baseline alone), alerts
+/// not suppressed (habitd fused), what the first fused alerts name.
+type BenignCounts = (u64, u64, u64, Vec<String>);
+
 /// One benign step.
 struct StepWindow {
     app: Option<App>,
@@ -1331,7 +1336,11 @@ fn applications_benign_life_and_attack_catalogue() {
             &pg.ip(),
             "CREATE TABLE IF NOT EXISTS events(id serial PRIMARY KEY, v text, t timestamptz DEFAULT now())",
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let ips: BTreeMap<App, Arc<Mutex<String>>> = containers
         .iter()
@@ -1395,6 +1404,7 @@ fn applications_benign_life_and_attack_catalogue() {
             let t0 = SystemTime::now();
             let notes = f();
             std::thread::sleep(SETTLE);
+            println!("benign step {} / {name}: {notes}", app.name());
             windows.push(StepWindow {
                 app: Some(*app),
                 name: name.to_string(),
@@ -1402,7 +1412,6 @@ fn applications_benign_life_and_attack_catalogue() {
                 t1: SystemTime::now(),
                 notes,
             });
-            println!("benign step {} / {name}: {notes_short}", app.name(), notes_short = "");
         };
         step("restart", &mut || {
             let out = docker(&["restart", "-t", "5", &c.id]);
@@ -1461,7 +1470,10 @@ fn applications_benign_life_and_attack_catalogue() {
             let ls = c.exec(&["-u", "0"], &["ls", app.log_dir()]);
             format!(
                 "12 rotations ({fails} failed): {}",
-                String::from_utf8_lossy(&ls.stdout).split_whitespace().collect::<Vec<_>>().join(" ")
+                String::from_utf8_lossy(&ls.stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         });
         step("config reload", &mut || {
@@ -1559,9 +1571,13 @@ fn applications_benign_life_and_attack_catalogue() {
 
     // ---- benign counts -----------------------------------------------------------------------
     let is_ours = |a: &Value| keys.values().any(|k| a["habitd"]["workload"] == k.as_str());
-    let app_of = |a: &Value| keys.iter().find(|(_, k)| a["habitd"]["workload"] == k.as_str()).map(|(a, _)| *a);
+    let app_of = |a: &Value| {
+        keys.iter()
+            .find(|(_, k)| a["habitd"]["workload"] == k.as_str())
+            .map(|(a, _)| *a)
+    };
     // (app, step) -> (rule hits = rules alone, baseline anomaly alerts, fused alerts, examples)
-    let mut benign: BTreeMap<(App, String), (u64, u64, u64, Vec<String>)> = BTreeMap::new();
+    let mut benign: BTreeMap<(App, String), BenignCounts> = BTreeMap::new();
     for app in &m.apps {
         for w in &windows {
             if w.app.is_none() || w.app == Some(*app) {
@@ -1726,7 +1742,11 @@ fn applications_benign_life_and_attack_catalogue() {
             "- {}: state `{}`{}, profile sizes {}\n",
             app.name(),
             w["state"].as_str().unwrap_or(""),
-            if w["partial"] == true { " (partial)" } else { "" },
+            if w["partial"] == true {
+                " (partial)"
+            } else {
+                ""
+            },
             w["profile_sizes"]
         ));
     }
@@ -1775,7 +1795,11 @@ fn applications_benign_life_and_attack_catalogue() {
     }
     let n = outcomes.len();
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|(_, _, o)| f(o)).count();
-    let (nr, nb, nf) = (count(|o| o.rules), count(|o| o.baseline), count(|o| o.fused));
+    let (nr, nb, nf) = (
+        count(|o| o.rules),
+        count(|o| o.baseline),
+        count(|o| o.fused),
+    );
     md.push_str(&format!(
         "\n**Summary** ({n} technique×application runs, {} techniques): detected by rules alone \
          {nr}/{n}, by the baseline alone {nb}/{n}, by habitd fused {nf}/{n}; benign alerts \
@@ -1857,7 +1881,10 @@ fn applications_benign_life_and_attack_catalogue() {
         ));
     }
     if m.name == "full" && techniques.len() < 25 {
-        failures.push(format!("only {} techniques (at least 25)", techniques.len()));
+        failures.push(format!(
+            "only {} techniques (at least 25)",
+            techniques.len()
+        ));
     }
     println!(
         "eval_apps ({}) took {:.0} s; report in target/eval_apps.md",
@@ -1887,8 +1914,7 @@ fn is_routine(app: App, f: &Value) -> bool {
         App::Pyapp => &[],
     };
     own.contains(&name)
-        || app
-            .health_check()
-            .first()
-            .is_some_and(|h| *h == name && f["proc.args"].as_str().unwrap_or("").contains("127.0.0.1"))
+        || app.health_check().first().is_some_and(|h| {
+            *h == name && f["proc.args"].as_str().unwrap_or("").contains("127.0.0.1")
+        })
 }
