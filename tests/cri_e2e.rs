@@ -9,11 +9,11 @@ mod common;
 mod cri;
 
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, actions_binary, free_port, import_rootfs, require_docker, static_busybox};
+use common::{
+    ClientLoop, Daemon, actions_binary, free_port, import_rootfs, require_docker, static_busybox,
+};
 use cri::Containerd;
 use serde_json::Value;
 
@@ -70,38 +70,6 @@ fn config_for(ctd: &Containerd, extra: &str) -> String {
         "{FAST_LEARNING}[runtime]\ncri_sockets = [\"{}\"]\n{extra}",
         ctd.socket.display()
     )
-}
-
-/// A client fetching the index page from the pod's host-network web server every 200 ms.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClientLoop {
-    fn start(port: u16) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let _ = common::http_request(port, "GET", "/index.html", &[], "");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        ClientLoop {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for ClientLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 fn httpd_command(port: u16) -> Vec<String> {
@@ -173,6 +141,13 @@ fn is_entrypoint_exec(e: &Value) -> bool {
             .is_some_and(|c| c.starts_with("sh -c /bin/httpd"))
 }
 
+/// A client fetching the index page from the pod's host-network web server every 200 ms.
+fn web_client(port: u16) -> ClientLoop {
+    ClientLoop::start(move || {
+        let _ = common::http_request(port, "GET", "/index.html", &[], "");
+    })
+}
+
 #[test]
 fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields() {
     let _serial = serial();
@@ -186,7 +161,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let started = Instant::now();
     let id = ctd.run_container(&pod, "httpd", 0, &key, &cmd);
-    let client = ClientLoop::start(port);
+    let client = web_client(port);
 
     // The entrypoint's exec, before any description could exist, is attributed to the image.
     let entry = wait_event(&daemon, &key, "entrypoint exec", is_entrypoint_exec);
@@ -279,7 +254,7 @@ fn containers_are_described_when_containerd_comes_back() {
     // containerd stops; its containers run on under their shims.
     ctd.stop();
     let daemon = Daemon::start(&config_for(&ctd, "hold_events_for = \"1s\"\n"));
-    let client = ClientLoop::start(port);
+    let client = web_client(port);
     let provisional = format!("container:{}", &id[..12]);
     wait_event(
         &daemon,

@@ -11,11 +11,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Container, Daemon, busybox_image};
+use common::{ClientLoop, Container, Daemon, busybox_image};
 use serde_json::Value;
 
 /// The default settings but for the clock: 1-s intervals, about 20 of them of learning (the
@@ -34,43 +32,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A client fetching the index page every 200 ms: the workload's normal life.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClientLoop {
-    fn start(ip: String) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok(mut s) = TcpStream::connect((ip.as_str(), 8080)) {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let _ = write!(s, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n");
-                    let mut body = String::new();
-                    let _ = s.read_to_string(&mut body);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        ClientLoop {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for ClientLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
     daemon
         .alerts()
@@ -87,6 +48,18 @@ fn has_novel(a: &Value, dimension: &str, item_part: &str) -> bool {
     })
 }
 
+/// A client fetching the index page every 200 ms: the workload's normal life.
+fn web_client(ip: String) -> ClientLoop {
+    ClientLoop::start(move || {
+        if let Ok(mut s) = TcpStream::connect((ip.as_str(), 8080)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+        }
+    })
+}
+
 /// Issue 11: in a learned busybox httpd, `docker exec -d <c> nc -l -p 39300` raised no alert
 /// at all with the defaults (novelty scores could not reach the 0.99 threshold after a
 /// normal learning); nor did a new outbound destination of a workload that never connected
@@ -98,7 +71,7 @@ fn with_the_defaults_a_new_program_port_and_destination_alert_alone() {
     let image = busybox_image("detect-defaults");
     let key = "docker.io/habitd-e2e/busybox:detect-defaults";
     let c = Container::run(&image, &["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]);
-    let client = ClientLoop::start(c.ip());
+    let client = web_client(c.ip());
 
     let stable = daemon.wait_state(key, "stable", Duration::from_secs(90));
     assert_eq!(stable["partial"], false, "converged, not forced: {stable}");

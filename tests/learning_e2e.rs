@@ -7,11 +7,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Container, Daemon, TOKEN, busybox_image, http_request};
+use common::{ClientLoop, Container, Daemon, TOKEN, busybox_image, http_request};
 use serde_json::Value;
 
 /// Learning windows in seconds, so that a test converges in well under a minute.
@@ -43,35 +41,10 @@ fn http_get(ip: &str, path: &str) -> Option<String> {
 }
 
 /// The workload's normal life: a client fetching the index page every 200 ms.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClientLoop {
-    fn start(ip: String) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let _ = http_get(&ip, "/index.html");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        ClientLoop {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for ClientLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
+fn web_client(ip: String) -> ClientLoop {
+    ClientLoop::start(move || {
+        let _ = http_get(&ip, "/index.html");
+    })
 }
 
 /// A busybox web server container of a fresh image tag (so each test has its own workload).
@@ -103,7 +76,7 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
     let daemon = Daemon::start(FAST_LEARNING);
     let (key, c) = web_server("learn");
     let ip = c.ip();
-    let client = ClientLoop::start(ip.clone());
+    let client = web_client(ip.clone());
 
     let learning = daemon.wait_state(&key, "learning", WAIT);
     assert!(learning["learning"]["progress"].as_f64().unwrap() < 1.0);
@@ -175,7 +148,7 @@ fn a_burst_of_connects_raises_a_rate_alert_naming_the_feature() {
     let config = FAST_LEARNING.replace("min = \"3s\"", "min = \"14s\"");
     let daemon = Daemon::start(&config);
     let (key, c) = web_server("rates");
-    let client = ClientLoop::start(c.ip());
+    let client = web_client(c.ip());
     daemon.wait_state(&key, "stable", Duration::from_secs(60));
     let is_rate = |a: &Value| {
         a["habitd"]["novel"]
@@ -224,7 +197,7 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
     // Long enough learning that the first kill lands while learning.
     let slow = FAST_LEARNING.replace("min = \"3s\"", "min = \"12s\"");
     let (key, c) = web_server("restart");
-    let client = ClientLoop::start(c.ip());
+    let client = web_client(c.ip());
 
     let mut first = Daemon::start_in(dir.path(), &slow);
     let before = first.wait_state(&key, "learning", WAIT);
@@ -304,7 +277,7 @@ fn baseline_import_is_validated_and_authenticated() {
     let _serial = serial();
     let daemon = Daemon::start(FAST_LEARNING);
     let (key, c) = web_server("import");
-    let client = ClientLoop::start(c.ip());
+    let client = web_client(c.ip());
     daemon.wait_state(&key, "stable", Duration::from_secs(60));
     drop(client);
     let path = format!("/api/v1/baselines/{}", key.replace('/', "%2F"));

@@ -9,11 +9,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Container, Daemon, busybox_image};
+use common::{ClientLoop, Container, Daemon, busybox_image};
 use serde_json::Value;
 
 const FAST_LEARNING: &str = "[learning]\nmin = \"3s\"\nstable = \"4s\"\nmax = \"90s\"\n\
@@ -25,43 +23,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The busybox web server behind a shell entrypoint, as in issue 10's report.
 const ENTRYPOINT: [&str; 3] = ["/bin/sh", "-c", "/bin/httpd -f -p 8080 -h /www"];
-
-/// A client fetching the index page of every server in `ips` every 200 ms.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClientLoop {
-    fn start(containers: Vec<String>) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                for id in &containers {
-                    // Looked up each time: a restarted container may get another address.
-                    if let Some(ip) = ip_of(id) {
-                        let _ = get(&ip);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        ClientLoop {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for ClientLoop {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
 
 fn ip_of(id: &str) -> Option<String> {
     let out = Command::new("docker")
@@ -138,13 +99,25 @@ fn wait_entrypoint(daemon: &Daemon, key: &str, id: &str) -> Value {
     }
 }
 
+/// A client fetching the index page of every container in `containers` every 200 ms.
+fn web_clients(containers: Vec<String>) -> ClientLoop {
+    ClientLoop::start(move || {
+        for id in &containers {
+            // Looked up each time: a restarted container may get another address.
+            if let Some(ip) = ip_of(id) {
+                let _ = get(&ip);
+            }
+        }
+    })
+}
+
 #[test]
 fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_alert() {
     let daemon = Daemon::start(FAST_LEARNING);
     let image = busybox_image("entrypoint");
     let key = format!("docker.io/{image}");
     let c = Container::run(&image, &ENTRYPOINT);
-    let client = ClientLoop::start(vec![c.id.clone()]);
+    let client = web_clients(vec![c.id.clone()]);
 
     // The entrypoint ran before Docker could describe the container: held, then attributed.
     let entry = wait_entrypoint(&daemon, &key, &c.id);
@@ -192,7 +165,7 @@ fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_ale
 
     // A replica started in detection.
     let replica = Container::run(&image, &ENTRYPOINT);
-    let client2 = ClientLoop::start(vec![replica.id.clone()]);
+    let client2 = web_clients(vec![replica.id.clone()]);
     wait_entrypoint(&daemon, &key, &replica.id);
     std::thread::sleep(Duration::from_secs(5));
     let alerts = alerts_of(&daemon, &key);

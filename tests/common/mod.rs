@@ -593,3 +593,36 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
         d.subsec_nanos()
     )
 }
+
+/// A workload's normal life: `request` made every 200 ms on a thread, until dropped.
+pub struct ClientLoop {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    pub fn start(mut request: impl FnMut() + Send + 'static) -> ClientLoop {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                request();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        ClientLoop {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
