@@ -360,3 +360,83 @@ fn baseline_import_is_validated_and_authenticated() {
     let w: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(w["state"], "learning");
 }
+
+#[test]
+fn baselines_delivered_in_a_directory_detect_from_the_first_event() {
+    let _serial = serial();
+    // A baseline learned on "another node": this daemon learns it, the test exports it.
+    let key;
+    let baseline = {
+        let learner = Daemon::start(FAST_LEARNING);
+        let (k, c) = web_server("delivered");
+        key = k;
+        let client = web_client(c.ip());
+        learner.wait_state(&key, "stable", Duration::from_secs(60));
+        drop(client);
+        drop(c);
+        let (status, body) = learner
+            .get(&format!("/api/v1/baselines/{}", key.replace('/', "%2F")))
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+
+    // The deployment delivers it in a directory, beside a broken file.
+    let dir = tempfile::tempdir().unwrap();
+    let baselines = dir.path().join("baselines");
+    std::fs::create_dir(&baselines).unwrap();
+    std::fs::write(baselines.join("web.json"), &baseline).unwrap();
+    let mut broken: Value = serde_json::from_str(&baseline).unwrap();
+    broken["learning"] = "yesterday".into();
+    std::fs::write(baselines.join("broken.json"), broken.to_string()).unwrap();
+    let config = format!(
+        "baselines_dir = \"{}\"\n{FAST_LEARNING}",
+        baselines.display()
+    );
+    let daemon = Daemon::start_in(dir.path(), &config);
+
+    // Before its first container: detecting.
+    let w = daemon
+        .workload(&key)
+        .expect("the delivered baseline's workload");
+    assert_eq!(w["state"], "stable", "{w}");
+    let log = daemon.log();
+    assert!(
+        log.contains("broken.json") && log.contains("`learning`"),
+        "the refusal names the file and the field:\n{}",
+        common::tail(&log, 20)
+    );
+    assert_eq!(
+        daemon.metric("habitd_baseline_files_total{result=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        daemon.metric("habitd_baseline_files_total{result=\"imported\"}"),
+        1.0
+    );
+
+    // Its container's learned life raises nothing; a shell does.
+    let c = Container::run(
+        &busybox_image("delivered"),
+        &["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+    );
+    let client = web_client(c.ip());
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = alerts_of(&daemon, &key);
+    assert!(quiet.is_empty(), "learned behaviour raised: {quiet:#?}");
+    assert_eq!(daemon.workload(&key).unwrap()["state"], "stable");
+    c.exec(&["/bin/sh", "-c", "/bin/true"]);
+    daemon.wait_alert("a shell", &key, WAIT, |a| has_novel(a, "exec", "/bin/sh"));
+    drop(client);
+
+    // A file added while running is imported (the directory is polled).
+    let other = "docker.io/habitd-e2e/busybox:delivered-later";
+    let mut later: Value = serde_json::from_str(&baseline).unwrap();
+    later["workload"] = other.into();
+    std::fs::write(baselines.join("later.json"), later.to_string()).unwrap();
+    daemon.wait_state(other, "stable", Duration::from_secs(20));
+    assert_eq!(
+        daemon.metric("habitd_baseline_files_total{result=\"imported\"}"),
+        2.0
+    );
+}

@@ -76,6 +76,9 @@ pub struct Metrics {
     pub sequence_kernel_grams: IntGaugeVec,
     /// Times a bounded structure was full, by [`Limit`]; every label exists from start-up.
     pub limit_reached: IntCounterVec,
+    /// Files of the delivered-baselines directory read, by result (`imported`, `unchanged`,
+    /// `refused`; every label exists from start-up, also without a directory).
+    pub baseline_files: IntCounterVec,
 }
 
 impl Metrics {
@@ -196,6 +199,17 @@ impl Metrics {
         for limit in Limit::ALL {
             limit_reached.with_label_values(&[limit.label()]);
         }
+        let baseline_files = IntCounterVec::new(
+            Opts::new(
+                "habitd_baseline_files_total",
+                "Files of the baselines directory read, by result (imported, unchanged, refused)",
+            ),
+            &["result"],
+        )?;
+        for result in crate::learning::delivered::Outcome::LABELS {
+            baseline_files.with_label_values(&[result]);
+        }
+        registry.register(Box::new(baseline_files.clone()))?;
         registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
         registry.register(Box::new(sequence_kernel_grams.clone()))?;
@@ -248,6 +262,7 @@ impl Metrics {
             sequence_statistic,
             sequence_kernel_grams,
             limit_reached,
+            baseline_files,
         })
     }
 

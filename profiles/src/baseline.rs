@@ -435,7 +435,8 @@ impl Baseline {
             None => return Err(ProfileError::invalid("version", "is missing")),
         }
         let mut baseline: Baseline =
-            serde_json::from_slice(bytes).map_err(|e| ProfileError::syntax(&e))?;
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                .map_err(|e| ProfileError::at_path(&e))?;
         // Older versions differ only by fields that default: read, they are this version.
         baseline.version = VERSION;
         baseline.validate()?;
@@ -1016,6 +1017,17 @@ mod tests {
         });
         let e = reject(&v.to_string());
         assert!(e.to_string().contains("calibration.intervals"), "{e}");
+
+        // A value of the wrong type is named by its path, not only by its line and column (a
+        // dimension, an enum key, shows as `?`: the item and the position say which).
+        let mut v = valid_json();
+        v["dimensions"]["exec"]["items"]["/bin/a"]["count"] = "many".into();
+        let e = reject(&v.to_string());
+        assert!(e.to_string().contains(".items./bin/a.count`"), "{e}");
+        let mut v = valid_json();
+        v["learning"] = "yesterday".into();
+        let e = reject(&v.to_string());
+        assert!(e.to_string().contains("field `learning`"), "{e}");
     }
 
     #[test]

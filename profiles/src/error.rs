@@ -110,6 +110,28 @@ impl ProfileError {
         }
     }
 
+    /// A file that parses as JSON but not as a baseline names the field (`BaselineInvalid`, its
+    /// path as `dimensions.exec.items`, with the position); broken JSON is `BaselineSyntax`.
+    pub(crate) fn at_path(error: &serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let inner = error.inner();
+        let path = error.path().to_string();
+        if !inner.is_data() || path == "." {
+            return Self::syntax(inner);
+        }
+        let message = inner.to_string();
+        let message = message
+            .rfind(" at line ")
+            .map_or(message.as_str(), |at| &message[..at]);
+        Self::invalid(
+            path,
+            format!(
+                "{message} (line {}, column {})",
+                inner.line(),
+                inner.column()
+            ),
+        )
+    }
+
     /// A `BaselineSyntax` error from serde_json's.
     pub(crate) fn syntax(error: &serde_json::Error) -> Self {
         // serde_json appends " at line L column C" to its message; the variant shows the

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::http::api::Api;
 use crate::http::{self, AppState};
 use crate::learning::Engine;
+use crate::learning::delivered::BaselinesDir;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pipeline::pending::{Pending, PendingConfig, PendingMetrics};
@@ -156,6 +157,10 @@ pub async fn run(config: Config) -> Result<()> {
     }
 
     let (command_tx, mut commands) = mpsc::channel(64);
+    if !config.baselines_dir.as_os_str().is_empty() {
+        let dir = deliver_baselines(&config.baselines_dir, &store, &metrics, &mut pipeline)?;
+        tokio::spawn(dir.watch(command_tx.clone()));
+    }
     let api = Arc::new(Api {
         views,
         store: store.clone(),
@@ -250,6 +255,27 @@ pub async fn run(config: Config) -> Result<()> {
     alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
+}
+
+/// Imports the baselines delivered in `dir` before the first event is handled, so that their
+/// workloads detect from their first event; returns the directory to watch for changes.
+fn deliver_baselines(
+    dir: &std::path::Path,
+    store: &Arc<ProfileStore>,
+    metrics: &Metrics,
+    pipeline: &mut Pipeline,
+) -> Result<BaselinesDir> {
+    let mut baselines = BaselinesDir::open(dir, store.clone(), metrics.baseline_files.clone())?;
+    for delivery in baselines.changed() {
+        let (command, mut result) = delivery.command();
+        // The engine answers on this task, before `command` returns.
+        pipeline.command(command);
+        let result = result
+            .try_recv()
+            .context("the engine did not answer an import")?;
+        baselines.imported(&delivery, result);
+    }
+    Ok(baselines)
 }
 
 /// Opens the baseline store, creating its directory (0700: baselines describe workloads).

@@ -23,6 +23,8 @@ pub struct Flags {
     config: Option<PathBuf>,
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    baselines_dir: Option<PathBuf>,
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Repeatable; replaces the file's list.
@@ -183,7 +185,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 12);
+        assert_eq!(checked, 13);
     }
 
     #[test]

@@ -26,6 +26,11 @@ settings! {
     pub struct Config {
         /// Where baselines and learning progress are stored (sled).
         pub data_dir: PathBuf = "/var/lib/habitd".into(),
+        /// Baselines delivered with the deployment (e.g. a mounted ConfigMap): every `*.json`
+        /// baseline file in this directory is imported at start and whenever it changes, and
+        /// its workload detects at once; a bad file is refused (logged with the file and the
+        /// field, counted in habitd_baseline_files_total) and changes nothing. "" = none.
+        pub baselines_dir: PathBuf = PathBuf::new(),
         /// Address of the HTTP API and Prometheus /metrics.
         pub listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9477)),
         /// Falco-format rules files to load in addition to the built-in ones.

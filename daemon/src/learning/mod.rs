@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 
 mod checkpoint;
 mod commands;
+pub mod delivered;
 mod hold;
 mod inherit;
 mod score;

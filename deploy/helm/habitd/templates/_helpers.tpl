@@ -35,6 +35,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* The ConfigMap of delivered baselines, if any: an existing one, or the chart's. */}}
+{{- define "habitd.baselinesConfigMap" -}}
+{{- if .Values.baselines.existingConfigMap -}}
+{{- .Values.baselines.existingConfigMap -}}
+{{- else if .Values.baselines.files -}}
+{{- printf "%s-baselines" (include "habitd.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The alert sinks, as habitd's `alerts` key. */}}
 {{- define "habitd.sinks" -}}
 {{- $sinks := list -}}
