@@ -89,3 +89,6 @@ echo "== tests"
 # and pass: Falco's rules file (HABITD_FALCO_RULES, default ../shared/peers/falco_rules.yaml)
 # and ADFA-LD (HABITD_ADFA_LD, default ../shared/datasets/adfa-ld/ADFA-LD.zip).
 cargo test --workspace --no-fail-fast
+
+echo "== benchmarks, smoke mode (they run; their figures claim nothing here)"
+cargo test --bench servers -- --smoke --json target/servers-smoke.json
