@@ -177,6 +177,47 @@ fn listeners_from_before_the_daemon_are_attributed() {
 }
 
 #[test]
+fn bpf_calls_are_sent_once_per_process_command_and_interval() {
+    let daemon = Daemon::start("[learning]\ninterval = \"10m\"\n");
+    let actions = common::actions_binary();
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let child = Command::new(&actions)
+            .args(["bpf", "2000"])
+            .spawn()
+            .unwrap();
+        pids.push(u64::from(child.id()));
+        let status = child.wait_with_output().unwrap().status;
+        assert!(status.success(), "actions bpf failed");
+    }
+    let bpf_of = |pid: u64, cmd: i64| {
+        move |f: &Value| {
+            f["evt.type"] == "bpf" && u64_of(&f["proc.pid"]) == pid && f["evt.arg.cmd"] == cmd
+        }
+    };
+    for &pid in &pids {
+        for cmd in [0, 1] {
+            daemon.wait_event("the process's bpf command", WAIT, bpf_of(pid, cmd));
+        }
+    }
+    // The event loop reads the ring buffer every 10 ms: give the rest time to arrive.
+    std::thread::sleep(Duration::from_secs(1));
+    let events = daemon.events();
+    for &pid in &pids {
+        for cmd in [0, 1] {
+            let n = events
+                .iter()
+                .filter(|e| bpf_of(pid, cmd)(&e["output_fields"]))
+                .count();
+            assert_eq!(
+                n, 1,
+                "2000 bpf({cmd}) calls of process {pid} in one interval must give one event"
+            );
+        }
+    }
+}
+
+#[test]
 fn repeated_opens_are_sent_once_per_interval_and_syscalls_are_counted() {
     let image = busybox_image("opens");
     let daemon =

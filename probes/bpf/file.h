@@ -56,14 +56,6 @@ static __always_inline __u64 hash_path(const char *s, long len)
 	return h;
 }
 
-static __always_inline __u64 current_epoch(void)
-{
-	__u32 zero = 0;
-	__u64 *epoch = bpf_map_lookup_elem(&habit_epoch, &zero);
-
-	return epoch ? *epoch : 0;
-}
-
 /* True when this (workload, file, access mode) was already sent in the current interval;
  * `base` is the directory a relative path is resolved from (0 for an absolute one). */
 static __always_inline bool open_seen_this_interval(struct habit_file *f, long len,
@@ -128,7 +120,7 @@ static __always_inline void send_file(struct habit_file *f)
 	if (!e)
 		return;
 	bpf_probe_read_kernel(e, sizeof(*e), f);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 static __noinline int handle_open(struct pt_regs *regs, __u32 nr)

@@ -102,7 +102,7 @@ static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
 		e->local = sa;
 	e->fd = fd;
 	e->protocol = socket_protocol(fd);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -154,7 +154,7 @@ int BPF_PROG(habit_sock_state, const struct sock *sk, int oldstate, int newstate
 		__builtin_memset(&e->remote, 0, sizeof(e->remote));
 		e->protocol = IPPROTO_TCP;
 		e->fd = -1;
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 		return 0;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
@@ -180,7 +180,7 @@ int BPF_PROG(habit_sock_state, const struct sock *sk, int oldstate, int newstate
 	read_sock_addrs(sk, &e->local, &e->remote);
 	e->protocol = IPPROTO_TCP;
 	e->fd = -1;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

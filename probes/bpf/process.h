@@ -69,7 +69,7 @@ int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_bin
 	e->args_len = 0;
 	if (len > 0 && bpf_probe_read_user(e->args, len & (HABIT_ARGS_LEN * 2 - 1), (void *)arg_start) == 0)
 		e->args_len = len;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -87,7 +87,7 @@ int BPF_PROG(habit_fork, struct task_struct *parent, struct task_struct *child)
 	fill_hdr(&e->hdr, HABIT_EV_FORK);
 	e->child_pid = pid;
 	e->child_tgid = tgid;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -108,7 +108,7 @@ int BPF_PROG(habit_exit, struct task_struct *task)
 	fill_hdr(&e->hdr, HABIT_EV_EXIT);
 	e->exit_code = BPF_CORE_READ(task, exit_code);
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

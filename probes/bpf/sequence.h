@@ -69,7 +69,7 @@ static __noinline void seq_send(struct habit_task *ts, __u32 wid, __u32 flags)
 	e->flags = flags;
 	e->wid = wid;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 static __always_inline __u32 seq_learn(struct habit_task *ts, struct habit_seq_slot *cfg,

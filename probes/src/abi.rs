@@ -34,13 +34,14 @@ pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_EXE_TRUNCATED: u32 = 2;
 
 /// Reasons the kernel side lost a record (index into the per-CPU `habit_drops` array).
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     "ringbuf_full",
     "counter_slots_full",
     "open_dedup_full",
     "listeners_full",
     "task_storage",
     "grams_full",
+    "priv_dedup_full",
 ];
 pub const DROP_MAX: u32 = 8;
 
@@ -245,7 +246,11 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("HABIT_MAX_CGROUP_SLOTS", MAX_CGROUP_SLOTS.into()),
         ("HABIT_EV_PRIV", EV_PRIV.into()),
         ("HABIT_EV_SEQ", EV_SEQ.into()),
-        ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 1) as u64),
+        ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 2) as u64),
+        (
+            "HABIT_DROP_PRIV_DEDUP_FULL",
+            (DROP_REASONS.len() - 1) as u64,
+        ),
         ("HABIT_DROP_MAX", DROP_MAX.into()),
         ("HABIT_SEQ_OFF", SEQ_OFF.into()),
         ("HABIT_SEQ_LEARN", SEQ_LEARN.into()),

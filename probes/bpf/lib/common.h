@@ -35,6 +35,15 @@ struct {
 	__type(value, __u64);
 } habit_epoch SEC(".maps");
 
+/* The current de-duplication interval (user space advances it every learning interval). */
+static __always_inline __u64 current_epoch(void)
+{
+	__u32 zero = 0;
+	__u64 *epoch = bpf_map_lookup_elem(&habit_epoch, &zero);
+
+	return epoch ? *epoch : 0;
+}
+
 /* Per-task state: counter slot cache and syscall history (struct habit_task). */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -109,6 +118,24 @@ static __always_inline void *reserve(__u64 size)
 	if (!rec)
 		count_drop(HABIT_DROP_RINGBUF_FULL);
 	return rec;
+}
+
+/* Set by the loader: user space is woken only once this many bytes wait in the ring buffer;
+ * below that it reads on its own timer (EventStream, every few milliseconds). A busy server's
+ * thousands of records a second would otherwise each cost a wake-up: an IPI to the reader's
+ * CPU and a context switch. 0: wake on every record (the kernel's adaptive default). */
+const volatile __u64 habit_wakeup_bytes = 0;
+
+/* Submits a reserved record, waking the reader only when enough is waiting. */
+static __always_inline void submit(void *rec)
+{
+	__u64 flags = 0;
+
+	if (habit_wakeup_bytes)
+		flags = bpf_ringbuf_query(&habit_events, BPF_RB_AVAIL_DATA) >= habit_wakeup_bytes ?
+				BPF_RB_FORCE_WAKEUP :
+				BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
 }
 
 #endif

@@ -49,6 +49,7 @@ enum habit_drop {
 	HABIT_DROP_LISTENERS_FULL = 3,
 	HABIT_DROP_TASK_STORAGE = 4, /* task storage could not be created */
 	HABIT_DROP_GRAMS_FULL = 5,   /* the 6-gram map is full: a new gram was not counted */
+	HABIT_DROP_PRIV_DEDUP_FULL = 6, /* bpf() de-duplication map update failed */
 	HABIT_DROP_MAX = 8,
 };
 

@@ -140,6 +140,7 @@ impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
         let btf = Btf::from_sys_fs().map_err(ProbeError::Btf)?;
         let attach_ns = monotonic_ns();
+        let wakeup_bytes = events::wakeup_bytes(config.ring_buffer_bytes);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             // Task storage (the per-task counter-slot cache) has no aya wrapper; the kernel side
@@ -147,6 +148,7 @@ impl Probes {
             .allow_unsupported_maps()
             .override_global("habit_self_tgid", &config.self_tgid, true)
             .override_global("habit_attach_ns", &attach_ns, true)
+            .override_global("habit_wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("habit_events", config.ring_buffer_bytes)
             .load(PROBES_OBJECT)
             .map_err(ProbeError::Load)?;
