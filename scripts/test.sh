@@ -92,3 +92,4 @@ cargo test --workspace --no-fail-fast
 
 echo "== benchmarks, smoke mode (they run; their figures claim nothing here)"
 cargo test --bench servers -- --smoke --json target/servers-smoke.json
+cargo test --bench scale -- --smoke --json target/scale-smoke.json

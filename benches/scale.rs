@@ -1,0 +1,463 @@
+//! habitd's memory with many workloads (issue 13: 200 workloads in 100 MiB).
+//!
+//! Starts habitd (second-scale learning windows), then N busybox containers, each of its own
+//! image repository (`habitd-scale/wK`, so N workloads; distinct repositories, because tags of
+//! one repository would inherit each other's baseline), each doing a little of everything a
+//! service does every second (a program run, files read, a syscall mix). Waits until every
+//! workload is stable, lets detection run, then reports:
+//!
+//! - habitd's resident memory (VmRSS, and VmHWM, its peak) idle before the containers, while
+//!   learning, and after learning in detection; the increase per workload;
+//! - the kernel maps' memory (`memlock` of each map habitd holds, from /proc/PID/fdinfo) and
+//!   the 6-grams valued in the kernel map (`habitd_sequence_kernel_grams`).
+//!
+//! Written to `target/scale.json` and `target/scale.md`.
+//!
+//!     sudo -E cargo bench --bench scale                     # 200 workloads
+//!     sudo -E cargo bench --bench scale -- --workloads 60
+//!     cargo test --bench scale -- --smoke                   # CI: 8 workloads, claims nothing
+//!
+//! habitd is `target/release/habitd` when present, else `target/debug/habitd` (the report says
+//! which: the debug build's memory is not the release build's). Needs root, BTF, Docker and
+//! busybox-static.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: scale [--workloads N] [--smoke] [--json PATH]
+  --workloads N  containers, each its own image repository (default 200)
+  --smoke        8 workloads (CI: checks that it runs, claims nothing)
+  --json PATH    results (default target/scale.json; the table beside it as .md)
+run it with: sudo -E cargo bench --bench scale -- [FLAGS]";
+
+const PORT: u16 = 19_478;
+const PREFIX: &str = "habitd-scale";
+
+struct Args {
+    workloads: usize,
+    smoke: bool,
+    json: PathBuf,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        workloads: 200,
+        smoke: false,
+        json: PathBuf::from("target/scale.json"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--workloads" => {
+                args.workloads = value("--workloads")?
+                    .parse()
+                    .map_err(|e| format!("--workloads: {e}"))?
+            }
+            "--json" => args.json = value("--json")?.into(),
+            "--smoke" => args.smoke = true,
+            "--bench" => {}
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.smoke {
+        args.workloads = 8;
+    }
+    if args.workloads == 0 {
+        return Err("--workloads must be at least 1".into());
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("scale: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "scale: needs root (eBPF programs, containers): sudo -E cargo bench --bench scale"
+        );
+        return ExitCode::FAILURE;
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Removes the benchmark's containers when dropped (also on an error).
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for chunk in self.0.chunks(50) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(chunk)
+                .output();
+        }
+    }
+}
+
+/// A running habitd, stopped when dropped.
+struct Habitd(Child);
+
+impl Drop for Habitd {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let habitd_bin = habitd_binary()?;
+    let image = base_image()?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let config = work.path().join("habitd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlisten = \"127.0.0.1:{PORT}\"\nalerts = [\"file:{}\"]\n\
+             log = \"warn\"\n[learning]\nmin = \"20s\"\nstable = \"20s\"\nmax = \"5m\"\n\
+             interval = \"2s\"\n",
+            work.path().join("data").display(),
+            work.path().join("alerts.jsonl").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(work.path().join("habitd.log")).map_err(|e| e.to_string())?;
+    let habitd = Habitd(
+        Command::new(&habitd_bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", habitd_bin.display()))?,
+    );
+    wait_for(Duration::from_secs(60), "habitd to become healthy", || {
+        get("/healthz").is_some_and(|(s, _)| s == 200)
+    })?;
+    let pid = habitd.0.id();
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = memory(pid);
+    eprintln!("== habitd idle: {} KiB RSS", idle.rss_kib);
+
+    let mut containers = Containers(Vec::new());
+    let mut keys = Vec::new();
+    for k in 0..args.workloads {
+        let repository = format!("{PREFIX}/w{k}");
+        docker(&["tag", &image, &format!("{repository}:latest")])?;
+        let name = format!("{PREFIX}-{k}");
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            &format!("{repository}:latest"),
+            "sh",
+            "-c",
+            "while true; do cat /etc/hostname /etc/passwd >/dev/null; ls /bin >/dev/null; \
+             echo $$ > /tmp/pid; sleep 1; done",
+        ])?;
+        containers.0.push(name);
+        keys.push(format!("docker.io/{repository}:latest"));
+        if (k + 1) % 50 == 0 {
+            eprintln!("== {} containers started", k + 1);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(10));
+    let learning = memory(pid);
+    eprintln!(
+        "== learning: {} KiB RSS; waiting for every workload to be stable",
+        learning.rss_kib
+    );
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(600),
+        "every workload to be stable",
+        || {
+            let stable = stable_count(&keys);
+            eprint!("\r   {stable} / {} stable", keys.len());
+            stable == keys.len()
+        },
+    )?;
+    eprintln!();
+    let learned_in = started.elapsed();
+    // Detection for a while: what stays after learning.
+    std::thread::sleep(Duration::from_secs(if args.smoke { 5 } else { 30 }));
+    let detecting = memory(pid);
+    let maps = kernel_maps(pid);
+    let grams = metric_sum("habitd_sequence_kernel_grams");
+    drop(containers);
+    drop(habitd);
+
+    let per_workload = (detecting.rss_kib as f64 - idle.rss_kib as f64) / args.workloads as f64;
+    let maps_kib: u64 = maps.values().map(|m| m.memlock / 1024).sum();
+    let mut md = format!(
+        "# habitd with {} workloads ({}; habitd: {})\n\n\
+         | phase | RSS MiB | peak (VmHWM) MiB |\n|---|---|---|\n\
+         | idle, before the containers | {:.1} | {:.1} |\n\
+         | learning (10 s after the last container started) | {:.1} | {:.1} |\n\
+         | detecting, every workload stable ({:.0} s after) | {:.1} | {:.1} |\n\n\
+         Per workload (detecting − idle) / {}: {:.0} KiB. Kernel maps held by habitd: {:.1} MiB \
+         (memlock; the largest below). 6-grams valued in the kernel map: {:.0}.\n\n\
+         | map | type | max entries | memlock KiB |\n|---|---|---|---|\n",
+        args.workloads,
+        if args.smoke {
+            "smoke: claims nothing"
+        } else {
+            "full run"
+        },
+        habitd_bin.display(),
+        idle.rss_kib as f64 / 1024.0,
+        idle.hwm_kib as f64 / 1024.0,
+        learning.rss_kib as f64 / 1024.0,
+        learning.hwm_kib as f64 / 1024.0,
+        learned_in.as_secs_f64(),
+        detecting.rss_kib as f64 / 1024.0,
+        detecting.hwm_kib as f64 / 1024.0,
+        args.workloads,
+        per_workload,
+        maps_kib as f64 / 1024.0,
+        grams,
+    );
+    let mut by_size: Vec<_> = maps.iter().collect();
+    by_size.sort_by_key(|(_, m)| std::cmp::Reverse(m.memlock));
+    for (name, m) in &by_size {
+        md.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            m.map_type,
+            m.max_entries,
+            m.memlock / 1024
+        ));
+    }
+    println!("{md}");
+    let doc = json!({
+        "workloads": args.workloads,
+        "smoke": args.smoke,
+        "habitd": habitd_bin.display().to_string(),
+        "rss_kib": {"idle": idle.rss_kib, "learning": learning.rss_kib, "detecting": detecting.rss_kib},
+        "hwm_kib": {"idle": idle.hwm_kib, "learning": learning.hwm_kib, "detecting": detecting.hwm_kib},
+        "per_workload_kib": per_workload,
+        "learned_in_s": learned_in.as_secs_f64(),
+        "kernel_maps": by_size.iter().map(|(name, m)| json!({
+            "name": name, "type": m.map_type, "max_entries": m.max_entries, "memlock": m.memlock
+        })).collect::<Vec<Value>>(),
+        "kernel_maps_memlock_bytes": maps.values().map(|m| m.memlock).sum::<u64>(),
+        "kernel_grams": grams,
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        &args.json,
+        serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(args.json.with_extension("md"), md).map_err(|e| e.to_string())?;
+    eprintln!("written: {} and .md", args.json.display());
+    Ok(())
+}
+
+fn habitd_binary() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    );
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("habitd"))
+        .find(|b| b.exists())
+        .ok_or_else(|| {
+            format!(
+                "no habitd under {}: cargo build --release -p habitd",
+                target.display()
+            )
+        })
+}
+
+/// `habitd-scale/base`: the host's static busybox and a few files.
+fn base_image() -> Result<String, String> {
+    let name = format!("{PREFIX}/base:latest");
+    if !Path::new("/bin/busybox").exists() {
+        return Err("/bin/busybox is missing: apt-get install busybox-static".into());
+    }
+    let script = format!(
+        "set -e; root=$(mktemp -d); trap 'rm -rf $root' EXIT; cd $root; mkdir -p bin etc tmp; \
+         cp /bin/busybox bin/; for a in sh cat ls sleep echo; do ln -sf busybox bin/$a; done; \
+         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo scale > etc/hostname; \
+         tar -c . | docker import - {name} >/dev/null"
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "building {name}: {} (is Docker running?)",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(name)
+}
+
+fn docker(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Ok(())
+}
+
+/// A plain HTTP/1.0 GET to habitd: (status, body).
+fn get(path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", PORT)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn stable_count(keys: &[String]) -> usize {
+    let Some((_, body)) = get("/api/v1/workloads") else {
+        return 0;
+    };
+    let all: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let stable: std::collections::HashSet<&str> = all
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|w| w["state"] == "stable")
+                .filter_map(|w| w["key"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.iter().filter(|k| stable.contains(k.as_str())).count()
+}
+
+fn metric_sum(name: &str) -> f64 {
+    get("/metrics").map_or(0.0, |(_, body)| {
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |a, b| a + b)
+    })
+}
+
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn memory(pid: u32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Memory {
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+    }
+}
+
+struct MapUse {
+    map_type: u64,
+    max_entries: u64,
+    memlock: u64,
+}
+
+/// The BPF maps habitd holds open, by name (from /proc/PID/fdinfo and the maps' info).
+fn kernel_maps(pid: u32) -> BTreeMap<String, MapUse> {
+    let names: BTreeMap<u32, String> = aya::maps::loaded_maps()
+        .flatten()
+        .filter_map(|m| Some((m.id(), m.name_as_str()?.to_string())))
+        .collect();
+    let mut maps = BTreeMap::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return maps;
+    };
+    for fd in fds.flatten() {
+        let info = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let (Some(id), Some(map_type), Some(max_entries), Some(memlock)) = (
+            field("map_id:"),
+            field("map_type:"),
+            field("max_entries:"),
+            field("memlock:"),
+        ) else {
+            continue;
+        };
+        let name = names
+            .get(&(id as u32))
+            .cloned()
+            .unwrap_or_else(|| format!("map {id}"));
+        maps.insert(
+            name,
+            MapUse {
+                map_type,
+                max_entries,
+                memlock,
+            },
+        );
+    }
+    maps
+}
