@@ -243,16 +243,19 @@ fn run(args: &Args) -> Result<(), String> {
 
     let mut samples: BTreeMap<(Workload, Config), Vec<Sample>> = BTreeMap::new();
     let mut programs: BTreeMap<Config, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    // Other habitds' programs seen before a sample (the benchmark's own are detached then).
+    let mut foreign = 0;
     for round in 0..args.rounds {
         let mut order = Config::ALL.to_vec();
         order.rotate_left(round % Config::ALL.len());
         for config in order {
             eprintln!("== round {} / {}: {}", round + 1, args.rounds, config.key());
+            foreign = foreign.max(foreign_sys_enter_programs());
             let holder = Holder::attach(config, &habitd, work.path(), &learned)?;
             // Let habitd's start-up (seeding, first descriptions) pass.
             std::thread::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 }));
             let cpu_before = holder.cpu_seconds();
-            let runs_before = program_stats();
+            let runs_before = program_stats(holder.pid());
             for workload in Workload::ALL {
                 let sample = measure(workload, args)?;
                 samples.entry((workload, config)).or_default().push(sample);
@@ -266,7 +269,7 @@ fn run(args: &Args) -> Result<(), String> {
                     sample.habitd_cpu = cpu;
                 }
             }
-            let runs_after = program_stats();
+            let runs_after = program_stats(holder.pid());
             let entry = programs.entry(config).or_default();
             for (name, (count, ns)) in runs_after {
                 let (c0, n0) = runs_before.get(&name).copied().unwrap_or((0, 0));
@@ -277,7 +280,7 @@ fn run(args: &Args) -> Result<(), String> {
             holder.stop()?;
         }
     }
-    report(args, &habitd, &samples, &programs)
+    report(args, &habitd, &samples, &programs, foreign)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,6 +445,15 @@ impl Holder {
         }
     }
 
+    /// The process whose BPF programs are this configuration's: habitd, or this benchmark.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Holder::Habitd(child) => Some(child.id()),
+            Holder::Empty(_) => Some(std::process::id()),
+            Holder::Nothing => None,
+        }
+    }
+
     /// habitd's user and system CPU seconds so far (0 for the others).
     fn cpu_seconds(&self) -> f64 {
         let Holder::Habitd(child) = self else {
@@ -495,21 +507,43 @@ impl Drop for BpfStats {
     }
 }
 
-/// (run count, run time ns) of every loaded program named `habit*`, by name.
-fn program_stats() -> BTreeMap<String, (u64, u64)> {
+/// (run count, run time ns) of each BPF program process `pid` holds, by name (not those of
+/// another habitd that may be running: it would be counted in every configuration alike).
+fn program_stats(pid: Option<u32>) -> BTreeMap<String, (u64, u64)> {
     let mut stats = BTreeMap::new();
+    let Some(pid) = pid else {
+        return stats;
+    };
+    let held: std::collections::HashSet<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(fd.path()).ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
     for info in aya::programs::loaded_programs().flatten() {
-        let Some(name) = info.name_as_str() else {
-            continue;
-        };
-        if !name.starts_with("habit") {
+        if !held.contains(&info.id()) {
             continue;
         }
-        let e = stats.entry(name.to_string()).or_insert((0, 0));
+        let name = info.name_as_str().unwrap_or("?").to_string();
+        let e = stats.entry(name).or_insert((0, 0));
         e.0 += info.run_count();
         e.1 += info.run_time().as_nanos() as u64;
     }
     stats
+}
+
+/// Tracing programs on sys_enter that are not this benchmark's (another habitd, a test run):
+/// they slow every configuration and the report says so.
+fn foreign_sys_enter_programs() -> usize {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str() == Some("habit_sys_enter"))
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -821,17 +855,26 @@ fn report(
     habitd: &Path,
     samples: &BTreeMap<(Workload, Config), Vec<Sample>>,
     programs: &BTreeMap<Config, BTreeMap<String, (u64, u64)>>,
+    foreign: usize,
 ) -> Result<(), String> {
     let mut md = format!(
         "# habitd on real servers ({} round(s), {} s per server sample{}; habitd: {})\n\n\
          Medians over rounds; changes against nothing attached and against the empty \
-         program (the floor).\n\n\
+         program (the floor).{}\n\n\
          | workload | configuration | throughput | vs nothing | vs floor | p99 ms | p99 vs floor | habitd CPU s |\n\
          |---|---|---|---|---|---|---|---|\n",
         args.rounds,
         args.seconds,
         if args.smoke { ", smoke: no claims" } else { "" },
-        habitd.display()
+        habitd.display(),
+        if foreign > 0 {
+            format!(
+                " **{foreign} other habitd probe set(s) were attached during the run: every \
+                 configuration paid for them, the figures are not clean.**"
+            )
+        } else {
+            String::new()
+        }
     );
     let mut rows = Vec::new();
     for workload in Workload::ALL {
@@ -913,6 +956,7 @@ fn report(
         "seconds": args.seconds,
         "smoke": args.smoke,
         "habitd": habitd.display().to_string(),
+        "foreign_habitd_probes": foreign,
         "results": rows,
         "programs": program_rows,
     });
