@@ -47,6 +47,8 @@ const USAGE: &str = "usage: servers [--rounds N] [--seconds S] [--smoke] [--json
   --seconds S   wrk duration per nginx sample (default 4); redis runs 15000 GETs per second of it
   --smoke       one round of 1 s samples and few spawns (CI: checks that it runs, claims nothing)
   --json PATH   results (default target/servers.json; the table beside it as .md)
+  --compare BIN another habitd binary (e.g. the previous release's) measured in the same rounds,
+                learning and detecting with the defaults (its store is prepared by this one)
 run it with: sudo -E cargo bench --bench servers -- [FLAGS]";
 
 const NGINX_PORT: u16 = 18_080;
@@ -61,16 +63,26 @@ enum Config {
     Learn,
     DetectNoSeq,
     Detect,
+    /// `--compare`'s habitd, learning and detecting with the defaults.
+    LearnOther,
+    DetectOther,
 }
 
 impl Config {
-    const ALL: [Config; 5] = [
-        Config::Nothing,
-        Config::Empty,
-        Config::Learn,
-        Config::DetectNoSeq,
-        Config::Detect,
-    ];
+    /// The configurations of a run: `--compare` adds the other habitd's.
+    fn all(compare: bool) -> Vec<Config> {
+        let mut all = vec![
+            Config::Nothing,
+            Config::Empty,
+            Config::Learn,
+            Config::DetectNoSeq,
+            Config::Detect,
+        ];
+        if compare {
+            all.extend([Config::LearnOther, Config::DetectOther]);
+        }
+        all
+    }
 
     fn key(self) -> &'static str {
         match self {
@@ -79,6 +91,8 @@ impl Config {
             Config::Learn => "learn",
             Config::DetectNoSeq => "detect-noseq",
             Config::Detect => "detect",
+            Config::LearnOther => "learn-compared",
+            Config::DetectOther => "detect-compared",
         }
     }
 
@@ -89,6 +103,8 @@ impl Config {
             Config::Learn => "habitd learning, sequences on",
             Config::DetectNoSeq => "habitd detecting, sequences off",
             Config::Detect => "habitd detecting, defaults",
+            Config::LearnOther => "--compare habitd learning, sequences on",
+            Config::DetectOther => "--compare habitd detecting, defaults",
         }
     }
 }
@@ -132,6 +148,8 @@ struct Args {
     seconds: u64,
     smoke: bool,
     json: PathBuf,
+    /// Another habitd binary measured in the same rounds (e.g. the previous release).
+    compare: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -140,6 +158,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         seconds: 4,
         smoke: false,
         json: PathBuf::from("target/servers.json"),
+        compare: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -150,6 +169,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                 args.seconds = value("--seconds")?.parse().map_err(|e| format!("{e}"))?
             }
             "--json" => args.json = value("--json")?.into(),
+            "--compare" => args.compare = Some(value("--compare")?.into()),
             "--smoke" => args.smoke = true,
             // `cargo bench` passes --bench.
             "--bench" => {}
@@ -246,12 +266,19 @@ fn run(args: &Args) -> Result<(), String> {
     // Other habitds' programs seen before a sample (the benchmark's own are detached then).
     let mut foreign = 0;
     for round in 0..args.rounds {
-        let mut order = Config::ALL.to_vec();
-        order.rotate_left(round % Config::ALL.len());
+        let mut order = Config::all(args.compare.is_some());
+        let n = order.len();
+        order.rotate_left(round % n);
         for config in order {
             eprintln!("== round {} / {}: {}", round + 1, args.rounds, config.key());
             foreign = foreign.max(foreign_sys_enter_programs());
-            let holder = Holder::attach(config, &habitd, work.path(), &learned)?;
+            let binary = match config {
+                Config::LearnOther | Config::DetectOther => {
+                    args.compare.as_deref().unwrap_or(&habitd)
+                }
+                _ => &habitd,
+            };
+            let holder = Holder::attach(config, binary, work.path(), &learned)?;
             // Let habitd's start-up (seeding, first descriptions) pass.
             std::thread::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 }));
             let cpu_before = holder.cpu_seconds();
@@ -435,13 +462,13 @@ impl Holder {
             })
             .map(|p| Holder::Empty(Box::new(p)))
             .map_err(|e| format!("loading the empty program: {e}")),
-            Config::Learn => run("learn", "", None),
+            Config::Learn | Config::LearnOther => run(config.key(), "", None),
             Config::DetectNoSeq => run(
                 "detect-noseq",
                 "[probes]\nsequences = false\n",
                 Some(learned),
             ),
-            Config::Detect => run("detect", "", Some(learned)),
+            Config::Detect | Config::DetectOther => run(config.key(), "", Some(learned)),
         }
     }
 
@@ -858,7 +885,7 @@ fn report(
     foreign: usize,
 ) -> Result<(), String> {
     let mut md = format!(
-        "# habitd on real servers ({} round(s), {} s per server sample{}; habitd: {})\n\n\
+        "# habitd on real servers ({} round(s), {} s per server sample{}; habitd: {}{})\n\n\
          Medians over rounds; changes against nothing attached and against the empty \
          program (the floor).{}\n\n\
          | workload | configuration | throughput | vs nothing | vs floor | p99 ms | p99 vs floor | habitd CPU s |\n\
@@ -867,6 +894,10 @@ fn report(
         args.seconds,
         if args.smoke { ", smoke: no claims" } else { "" },
         habitd.display(),
+        args.compare
+            .as_ref()
+            .map(|p| format!("; compared: {}", p.display()))
+            .unwrap_or_default(),
         if foreign > 0 {
             format!(
                 " **{foreign} other habitd probe set(s) were attached during the run: every \
@@ -889,7 +920,7 @@ fn report(
         let nothing = stat(Config::Nothing, &|s| Some(s.throughput));
         let floor = stat(Config::Empty, &|s| Some(s.throughput));
         let floor_p99 = stat(Config::Empty, &|s| s.p99_ms);
-        for config in Config::ALL {
+        for config in Config::all(args.compare.is_some()) {
             let throughput = stat(config, &|s| Some(s.throughput));
             let p99 = stat(config, &|s| s.p99_ms);
             let cpu = stat(config, &|s| Some(s.habitd_cpu));
@@ -956,6 +987,7 @@ fn report(
         "seconds": args.seconds,
         "smoke": args.smoke,
         "habitd": habitd.display().to_string(),
+        "compared": args.compare.as_ref().map(|p| p.display().to_string()),
         "foreign_habitd_probes": foreign,
         "results": rows,
         "programs": program_rows,
