@@ -47,6 +47,7 @@ const USAGE: &str = "usage: servers [--rounds N] [--seconds S] [--smoke] [--json
   --seconds S   wrk duration per nginx sample (default 4); redis runs 15000 GETs per second of it
   --smoke       one round of 1 s samples and few spawns (CI: checks that it runs, claims nothing)
   --json PATH   results (default target/servers.json; the table beside it as .md)
+  --habitd BIN  the habitd measured (default: target/release/habitd, else target/debug/habitd)
   --compare BIN another habitd binary (e.g. the previous release's) measured in the same rounds,
                 learning and detecting with the defaults (its store is prepared by this one)
 run it with: sudo -E cargo bench --bench servers -- [FLAGS]";
@@ -150,6 +151,8 @@ struct Args {
     json: PathBuf,
     /// Another habitd binary measured in the same rounds (e.g. the previous release).
     compare: Option<PathBuf>,
+    /// The habitd binary measured (default: the workspace's release build, else debug).
+    habitd: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -159,6 +162,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         smoke: false,
         json: PathBuf::from("target/servers.json"),
         compare: None,
+        habitd: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -170,6 +174,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             }
             "--json" => args.json = value("--json")?.into(),
             "--compare" => args.compare = Some(value("--compare")?.into()),
+            "--habitd" => args.habitd = Some(value("--habitd")?.into()),
             "--smoke" => args.smoke = true,
             // `cargo bench` passes --bench.
             "--bench" => {}
@@ -247,7 +252,10 @@ fn preflight() -> Result<(), String> {
 
 fn run(args: &Args) -> Result<(), String> {
     preflight()?;
-    let habitd = habitd_binary()?;
+    let habitd = match &args.habitd {
+        Some(bin) => bin.clone(),
+        None => habitd_binary()?,
+    };
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let nginx = build_image("nginx")?;
     let redis = build_image("redis")?;
