@@ -21,13 +21,14 @@
 //! which: the debug build's memory is not the release build's). Needs root, BTF, Docker and
 //! busybox-static.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use common::Habitd;
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: scale [--workloads N] [--smoke] [--json PATH]
@@ -77,31 +78,7 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("scale: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "scale: needs root (eBPF programs, containers): sudo -E cargo bench --bench scale"
-        );
-        return ExitCode::FAILURE;
-    }
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("scale: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with("scale", USAGE, parse_args, run)
 }
 
 /// Removes the benchmark's containers when dropped (also on an error).
@@ -118,27 +95,8 @@ impl Drop for Containers {
     }
 }
 
-/// A running habitd, stopped when dropped.
-struct Habitd(Child);
-
-impl Drop for Habitd {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn run(args: &Args) -> Result<(), String> {
-    let habitd_bin = habitd_binary()?;
+    let habitd_bin = common::habitd_binary()?;
     let image = base_image()?;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = work.path().join("habitd.toml");
@@ -153,20 +111,8 @@ fn run(args: &Args) -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(work.path().join("habitd.log")).map_err(|e| e.to_string())?;
-    let habitd = Habitd(
-        Command::new(&habitd_bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", habitd_bin.display()))?,
-    );
-    wait_for(Duration::from_secs(60), "habitd to become healthy", || {
-        get("/healthz").is_some_and(|(s, _)| s == 200)
-    })?;
-    let pid = habitd.0.id();
+    let habitd = Habitd::start(&habitd_bin, &config, &work.path().join("habitd.log"), PORT)?;
+    let pid = habitd.pid();
     std::thread::sleep(Duration::from_secs(5));
     let idle = memory(pid);
     eprintln!("== habitd idle: {} KiB RSS", idle.rss_kib);
@@ -219,7 +165,7 @@ fn run(args: &Args) -> Result<(), String> {
     let maps = kernel_maps(pid);
     let grams = metric_sum("habitd_sequence_kernel_grams");
     drop(containers);
-    drop(habitd);
+    habitd.stop()?;
 
     let per_workload = (detecting.rss_kib as f64 - idle.rss_kib as f64) / args.workloads as f64;
     let maps_kib: u64 = maps.values().map(|m| m.memlock / 1024).sum();
@@ -289,23 +235,6 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn habitd_binary() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
-    ["release", "debug"]
-        .iter()
-        .map(|p| target.join(p).join("habitd"))
-        .find(|b| b.exists())
-        .ok_or_else(|| {
-            format!(
-                "no habitd under {}: cargo build --release -p habitd",
-                target.display()
-            )
-        })
-}
-
 /// `habitd-scale/base`: the host's static busybox and a few files.
 fn base_image() -> Result<String, String> {
     let name = format!("{PREFIX}/base:latest");
@@ -358,19 +287,8 @@ fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Re
     Ok(())
 }
 
-/// A plain HTTP/1.0 GET to habitd: (status, body).
-fn get(path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", PORT)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, text.split_once("\r\n\r\n")?.1.to_string()))
-}
-
 fn stable_count(keys: &[String]) -> usize {
-    let Some((_, body)) = get("/api/v1/workloads") else {
+    let Some((_, body)) = common::http_get(PORT, "/api/v1/workloads") else {
         return 0;
     };
     let all: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -387,7 +305,7 @@ fn stable_count(keys: &[String]) -> usize {
 }
 
 fn metric_sum(name: &str) -> f64 {
-    get("/metrics").map_or(0.0, |(_, body)| {
+    common::http_get(PORT, "/metrics").map_or(0.0, |(_, body)| {
         body.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

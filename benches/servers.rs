@@ -32,13 +32,15 @@
 //! probes are the same object). Needs root, BTF, Docker, wrk, redis-benchmark (redis-tools) and
 //! the packages nginx and redis-server; refuses with what to install.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Habitd;
 use habit_probes::{ProbeConfig, Probes};
 use serde_json::{Value, json};
 
@@ -193,34 +195,11 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("servers: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("servers: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main_with("servers", USAGE, parse_args, run)
 }
 
 /// Checks what the benchmark needs, with what to install.
 fn preflight() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "needs root (eBPF programs, containers): sudo -E cargo bench --bench servers".into(),
-        );
-    }
     for (tool, package) in [
         ("wrk", "wrk"),
         ("redis-benchmark", "redis-tools"),
@@ -254,7 +233,7 @@ fn run(args: &Args) -> Result<(), String> {
     preflight()?;
     let habitd = match &args.habitd {
         Some(bin) => bin.clone(),
-        None => habitd_binary()?,
+        None => common::habitd_binary()?,
     };
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let nginx = build_image("nginx")?;
@@ -322,23 +301,6 @@ fn run(args: &Args) -> Result<(), String> {
 // habitd and the floor
 // ---------------------------------------------------------------------------------------------
 
-fn habitd_binary() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    );
-    for profile in ["release", "debug"] {
-        let bin = target.join(profile).join("habitd");
-        if bin.exists() {
-            return Ok(bin);
-        }
-    }
-    Err(format!(
-        "no habitd binary under {}: cargo build --release -p habitd",
-        target.display()
-    ))
-}
-
 /// A habitd config for the benchmark (alerts to a file: detection may alert on the clients'
 /// first connections).
 fn habitd_config(dir: &Path, data: &Path, extra: &str) -> Result<PathBuf, String> {
@@ -356,40 +318,6 @@ fn habitd_config(dir: &Path, data: &Path, extra: &str) -> Result<PathBuf, String
     Ok(config)
 }
 
-fn start_habitd(habitd: &Path, config: &Path, log: &Path) -> Result<Child, String> {
-    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    let child = Command::new(habitd)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", habitd.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http_get(HABITD_PORT, "/healthz").is_some_and(|(status, _)| status == 200) {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err("habitd did not become healthy within 60 s".into())
-}
-
-fn stop_child(mut child: Child) -> Result<(), String> {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    Err("habitd did not stop within 20 s of SIGTERM".into())
-}
-
 /// Learns both servers to stability under their clients' load, with second-scale windows, and
 /// keeps the store for the detection configurations.
 fn prepare_store(habitd: &Path, data: &Path, keys: &[String], args: &Args) -> Result<(), String> {
@@ -400,13 +328,13 @@ fn prepare_store(habitd: &Path, data: &Path, keys: &[String], args: &Args) -> Re
         data,
         "[learning]\nmin = \"8s\"\nstable = \"6s\"\nmax = \"120s\"\ninterval = \"1s\"\n",
     )?;
-    let child = start_habitd(habitd, &config, &dir.join("habitd.log"))?;
+    let habitd = Habitd::start(habitd, &config, &dir.join("habitd.log"), HABITD_PORT)?;
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut stable = false;
     while Instant::now() < deadline && !stable {
         measure(Workload::Nginx, args)?;
         measure(Workload::Redis, args)?;
-        let body = http_get(HABITD_PORT, "/api/v1/workloads").map(|(_, b)| b);
+        let body = common::http_get(HABITD_PORT, "/api/v1/workloads").map(|(_, b)| b);
         let workloads: Value = body
             .and_then(|b| serde_json::from_str(&b).ok())
             .unwrap_or(Value::Null);
@@ -417,7 +345,7 @@ fn prepare_store(habitd: &Path, data: &Path, keys: &[String], args: &Args) -> Re
             })
         });
     }
-    stop_child(child)?;
+    habitd.stop()?;
     if stable {
         Ok(())
     } else {
@@ -432,7 +360,7 @@ fn prepare_store(habitd: &Path, data: &Path, keys: &[String], args: &Args) -> Re
 enum Holder {
     Nothing,
     Empty(Box<Probes>),
-    Habitd(Child),
+    Habitd(Habitd),
 }
 
 impl Holder {
@@ -459,7 +387,7 @@ impl Holder {
                 }
             }
             let config = habitd_config(&dir, &data, extra)?;
-            start_habitd(habitd, &config, &dir.join("habitd.log")).map(Holder::Habitd)
+            Habitd::start(habitd, &config, &dir.join("habitd.log"), HABITD_PORT).map(Holder::Habitd)
         };
         match config {
             Config::Nothing => Ok(Holder::Nothing),
@@ -483,7 +411,7 @@ impl Holder {
     /// The process whose BPF programs are this configuration's: habitd, or this benchmark.
     fn pid(&self) -> Option<u32> {
         match self {
-            Holder::Habitd(child) => Some(child.id()),
+            Holder::Habitd(habitd) => Some(habitd.pid()),
             Holder::Empty(_) => Some(std::process::id()),
             Holder::Nothing => None,
         }
@@ -491,11 +419,11 @@ impl Holder {
 
     /// habitd's user and system CPU seconds so far (0 for the others).
     fn cpu_seconds(&self) -> f64 {
-        let Holder::Habitd(child) = self else {
+        let Holder::Habitd(habitd) = self else {
             return 0.0;
         };
         let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/stat", habitd.pid())).unwrap_or_default();
         // After the command's closing parenthesis: fields 14 and 15 (utime, stime) are the
         // 12th and 13th.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -511,7 +439,7 @@ impl Holder {
 
     fn stop(self) -> Result<(), String> {
         match self {
-            Holder::Habitd(child) => stop_child(child),
+            Holder::Habitd(habitd) => habitd.stop(),
             Holder::Empty(probes) => {
                 drop(probes);
                 Ok(())
@@ -847,21 +775,6 @@ fn on_first_cpu(work: impl FnOnce() -> Result<u32, String>) -> Result<Sample, St
         p99_ms: None,
         habitd_cpu: 0.0,
     })
-}
-
-/// A plain HTTP/1.0 GET: (status, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((status, body))
 }
 
 // ---------------------------------------------------------------------------------------------

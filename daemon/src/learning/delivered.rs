@@ -136,7 +136,7 @@ impl BaselinesDir {
             let baseline = match Baseline::from_json_slice(&bytes) {
                 Ok(baseline) => baseline,
                 Err(e) => {
-                    self.refuse(&path, &error_chain(&e));
+                    self.refuse(&path, &format!("{:#}", anyhow::Error::new(e)));
                     continue;
                 }
             };
@@ -173,7 +173,7 @@ impl BaselinesDir {
                 );
                 self.count(Outcome::Imported);
             }
-            Err(e) => self.refuse(&delivery.path, &error_chain(&e)),
+            Err(e) => self.refuse(&delivery.path, &format!("{:#}", anyhow::Error::new(e))),
         }
     }
 
@@ -231,18 +231,6 @@ fn content_hash(bytes: &[u8]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
     hasher.finish()
-}
-
-/// An error with its causes, on one line ("baseline file, field `x`: …").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
