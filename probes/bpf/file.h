@@ -62,7 +62,7 @@ static __always_inline bool open_seen_this_interval(struct habit_file *f, long l
 						    struct dentry *base)
 {
 	struct habit_open_key key = {
-		.cgroup_id = f->hdr.cgroup_id,
+		.cgroup_id = bpf_get_current_cgroup_id(),
 		.path_hash = hash_path(f->path, len),
 		.base = (__u64)base,
 		.accmode = f->flags & O_ACCMODE,
@@ -132,7 +132,6 @@ static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 
 	if (!f)
 		return 0;
-	fill_hdr(&f->hdr, HABIT_EV_OPEN);
 	f->syscall = nr;
 	f->mode = 0;
 	if (nr == NR_open) {
@@ -164,6 +163,9 @@ static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 	base = path_base(f);
 	if (open_seen_this_interval(f, len, base))
 		return 0;
+	/* The header (a dozen helper calls and kernel reads) only for what is sent: most opens
+	 * are repeats of the interval. */
+	fill_hdr(&f->hdr, HABIT_EV_OPEN);
 	fill_base(f, base);
 	send_file(f);
 	return 0;

@@ -235,6 +235,8 @@ struct habit_seq {
  * the syscall history. */
 struct habit_task {
 	__u64 cgroup_id;
+	/* The task's css_set when cgroup_id was read: while it is unchanged, so is the cgroup. */
+	__u64 css_set;
 	__u32 slot;
 	__u32 flags; /* HABIT_TASK_* */
 	__u64 history;
