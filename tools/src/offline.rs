@@ -143,6 +143,8 @@ pub fn diff_files(old: &Path, new: &Path) -> Result<FileDiff> {
 
 /// A diff as text, in the spirit of a unified diff: `---`/`+++` headers naming the files,
 /// then per dimension the added (`+`) and removed (`-`) items, then syscall rate statistics.
+/// An added item that a new version introduced over its predecessor (rollout inheritance)
+/// names it: `+ /usr/bin/helper  (added by docker.io/shop/web:2.1 (sha256:0123456789ab))`.
 pub fn render_diff(
     old_name: &str,
     old: &Baseline,
@@ -183,7 +185,20 @@ pub fn render_diff(
             d.removed.len()
         );
         for item in &d.added {
-            let _ = writeln!(out, "  + {}", printable(item));
+            match d.introduced_by.get(item) {
+                // Rollout inheritance: the version whose learning added it.
+                Some(by) => {
+                    let _ = writeln!(
+                        out,
+                        "  + {}  (added by {})",
+                        printable(item),
+                        printable(&by.to_string())
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  + {}", printable(item));
+                }
+            }
         }
         for item in &d.removed {
             let _ = writeln!(out, "  - {}", printable(item));
