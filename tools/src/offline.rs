@@ -165,7 +165,20 @@ pub fn render_diff(
     // Writing to a String cannot fail.
     let _ = writeln!(out, "--- {} ({})", printable(old_name), describe(old));
     let _ = writeln!(out, "+++ {} ({})", printable(new_name), describe(new));
-    if old.workload != new.workload {
+    if new
+        .metadata
+        .inherited_from
+        .iter()
+        .any(|k| k == old.workload.as_str())
+    {
+        // Rollout inheritance: the usual diff of a release.
+        let _ = writeln!(
+            out,
+            "note: {} was built on the baseline of {} (rollout inheritance)",
+            printable(new.workload.as_str()),
+            printable(old.workload.as_str())
+        );
+    } else if old.workload != new.workload {
         let _ = writeln!(
             out,
             "note: the baselines describe different workloads ({} and {})",

@@ -157,6 +157,24 @@ fn diff_cites_the_version_that_introduced_an_item() {
         out.contains("  + 10.0.0.2 443/tcp  (added by docker.io/shop/web:2.2"),
         "{out}"
     );
+    // Versions of one repository, the new one built on the old: the diff says so.
+    let mut v1 = v1;
+    v1.workload = WorkloadKey::from_raw("docker.io/shop/web:2.1");
+    v2.workload = WorkloadKey::from_raw("docker.io/shop/web:2.2");
+    v2.metadata
+        .inherited_from
+        .push("docker.io/shop/web:2.1".to_owned());
+    let old = write(dir.path(), "v1.json", &v1);
+    let new = write(dir.path(), "v2.json", &v2);
+    let (_, out, _) = habitctl(&["diff"], &[&old, &new]);
+    assert!(
+        out.contains(
+            "note: docker.io/shop/web:2.2 was built on the baseline of docker.io/shop/web:2.1 \
+             (rollout inheritance)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("different workloads"), "{out}");
     let (_, out, _) = habitctl(&["diff", "--json"], &[&old, &new]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
