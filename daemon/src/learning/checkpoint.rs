@@ -32,7 +32,8 @@ pub(super) struct Windows {
 
 /// The windows of `entry`: the configured ones, or for an inheriting workload
 /// `inherit_window` times them, quiet counted from the last item its predecessor did not
-/// know (rollout inheritance).
+/// know (rollout inheritance), and not before its first event was learned (never, while
+/// only its counters were: `quiet_since` is then in the future).
 pub(super) fn windows(config: &Learning, entry: &Entry) -> Windows {
     let started = entry.record.learning_started_at;
     let millis = |d: std::time::Duration| d.as_millis() as u64;
@@ -45,7 +46,9 @@ pub(super) fn windows(config: &Learning, entry: &Entry) -> Windows {
             Windows {
                 min: (millis(config.min) as f64 * scale) as u64,
                 stable: (millis(config.stable) as f64 * scale) as u64,
-                quiet_since: last_change(profile, previous).map_or(started, |t| t.max(started)),
+                quiet_since: last_change(profile, previous)
+                    .map_or(started, |t| t.max(started))
+                    .max(entry.events_since.unwrap_or(UnixMillis::MAX)),
             }
         }
         _ => Windows {

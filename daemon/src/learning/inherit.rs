@@ -321,6 +321,31 @@ mod tests {
         assert_eq!(other.state(&key), WorkloadState::Stable);
     }
 
+    /// The counters can make a new version known before its events come out of a lagging
+    /// ring buffer: until an event of it is learned, it does not converge (nothing can be
+    /// judged unchanged before its start-up is seen).
+    #[test]
+    fn counters_alone_do_not_make_an_inheriting_workload_converge() {
+        let (mut engine, _dir) = engine(true);
+        let key = WorkloadKey::from_raw(NEW);
+        let start = SystemTime::now();
+        engine.observe_syscalls(
+            &key,
+            Some("c2"),
+            &[("read".to_owned(), 5)],
+            Duration::from_secs(60),
+            unix_ms(start),
+            &mut Vec::new(),
+        );
+        engine.tick(start + Duration::from_secs(1250));
+        assert_eq!(engine.state(&key), WorkloadState::Learning);
+        let view = engine.view_of(&key, start).unwrap();
+        assert_eq!(view.inheriting_from.as_ref().map(|k| k.as_str()), Some(OLD));
+        observe(&mut engine, &key, "/usr/bin/web", start);
+        engine.tick(start + Duration::from_secs(2500));
+        assert_eq!(engine.state(&key), WorkloadState::Stable);
+    }
+
     /// Inheriting is stored with the workload: a restarted engine goes on learning what
     /// changed, from the predecessor's baseline, with the short windows.
     #[test]

@@ -84,6 +84,12 @@ struct Entry {
     /// Containers whose description was recorded in the profile (see `origin`): each is
     /// recorded once. In memory only; recording again after a restart changes nothing.
     described: std::collections::HashSet<String>,
+    /// When (wall clock) this habitd first learned an event of the workload — not a counter
+    /// — or resumed it from the store. An inheriting workload is quiet only from then on: the
+    /// counters can make a new version known seconds before its events (its start-up, what
+    /// it changed) come out of a lagging ring buffer, and nothing can be judged unchanged
+    /// before they are seen.
+    events_since: Option<UnixMillis>,
 }
 
 impl Entry {
@@ -116,6 +122,7 @@ impl Entry {
             sequence: SequenceLearning::default(),
             dirty: true,
             described: Default::default(),
+            events_since: None,
         }
     }
 }
@@ -225,6 +232,7 @@ impl Engine {
             dirty: was_inheriting && record.inheriting_from.is_none(),
             record,
             described: Default::default(),
+            events_since: Some(unix_ms(SystemTime::now())),
         })
     }
 
