@@ -51,10 +51,7 @@ impl Engine {
     /// when it was inheriting (if that baseline is gone or unreadable, the workload learns in
     /// full: `inheriting_from` is cleared), or its own, when an operator forced `mode learn`
     /// on it (the baseline stays in the store until the next freeze replaces it).
-    pub(super) fn carried_on_resume(
-        &self,
-        record: &mut WorkloadRecord,
-    ) -> anyhow::Result<Option<Arc<Baseline>>> {
+    pub(super) fn carried_on_resume(&self, record: &mut WorkloadRecord) -> Option<Arc<Baseline>> {
         if let Some(from) = record.inheriting_from.clone() {
             match self.store.baselines().get(&from) {
                 Ok(Some(previous)) => {
@@ -63,7 +60,7 @@ impl Engine {
                         workload = %record.key,
                         inherits = %from
                     );
-                    return Ok(Some(Arc::new(inherited(&previous, &from, &record.key))));
+                    return Some(Arc::new(inherited(&previous, &from, &record.key)));
                 }
                 Ok(None) => tracing::warn!(
                     message = "The baseline this workload inherited is gone: it learns in full.",
@@ -80,9 +77,17 @@ impl Engine {
             record.inheriting_from = None;
         }
         if record.mode_forced == Some(ForcedMode::Learn) {
-            return Ok(self.store.baselines().get(&record.key)?.map(Arc::new));
+            match self.store.baselines().get(&record.key) {
+                Ok(own) => return own.map(Arc::new),
+                Err(e) => tracing::warn!(
+                    message = "The baseline this workload extends does not read: the next \
+                               freeze replaces it with what it learns now.",
+                    workload = %record.key,
+                    %e
+                ),
+            }
         }
-        Ok(None)
+        None
     }
 }
 

@@ -219,7 +219,7 @@ impl Engine {
                     Some(p) => Box::new(p),
                     None => self.new_profile(&key, record.learning_started_at),
                 },
-                carried: self.carried_on_resume(&mut record)?,
+                carried: self.carried_on_resume(&mut record),
             },
         };
         let held = self.store.held().get(&key)?;
