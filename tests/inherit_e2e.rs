@@ -22,9 +22,9 @@ use serde_json::Value;
 
 use common::{ClientLoop, Container, Daemon, import_rootfs, static_busybox};
 
-/// Second-scale learning: tag 1 learns for at least 8 s and until nothing is new for 4 s; an
-/// inheriting tag for a quarter of that (2 s, 1 s).
-const LEARNING: &str = "[learning]\nmin = \"8s\"\nstable = \"4s\"\nmax = \"90s\"\n\
+/// Second-scale learning: tag 1 learns for at least 12 s and until nothing is new for 8 s; an
+/// inheriting tag for a quarter of that (3 s, 2 s).
+const LEARNING: &str = "[learning]\nmin = \"12s\"\nstable = \"8s\"\nmax = \"90s\"\n\
     interval = \"250ms\"\nfalse_alarm_rate = 0.2\ncheckpoint = \"300ms\"\n\
     inherit = true\ninherit_window = 0.25\n\
     [probes]\ncounters_interval = \"1s\"\n";
@@ -140,9 +140,14 @@ fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
 
 /// Polls the API every 50 ms until `key` is listed; returns its first view.
 fn first_view(daemon: &Daemon, key: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
+    let started = Instant::now();
+    let deadline = started + WAIT;
     loop {
         if let Some(w) = daemon.workload(key) {
+            eprintln!(
+                "{key} first listed {:.1} s after polling began",
+                started.elapsed().as_secs_f64()
+            );
             return w;
         }
         assert!(
@@ -256,25 +261,24 @@ fn a_new_tag_inherits_detects_sooner_and_its_new_behaviour_is_in_the_diff() {
         t2 < t1 && d2 < d1,
         "tag 2 detects sooner: {t2:?} / {d2} s vs {t1:?} / {d1} s"
     );
-    assert!(d1 >= 8.0, "tag 1 learned at least its min: {d1} s");
+    assert!(d1 >= 12.0, "tag 1 learned at least its min: {d1} s");
     assert!(
-        d2 < 8.0,
-        "tag 2 learned a quarter of the windows, not the full min: {d2} s"
+        d2 < 12.0,
+        "tag 2 learned a quarter of the windows (3 s, 2 s quiet), not the full min: {d2} s"
     );
 
-    // (c) Tag 2's unchanged behaviour raises nothing: it keeps serving, and a second replica
-    // starts (its entrypoint, configuration read, the new start-up command, the server).
-    std::thread::sleep(Duration::from_secs(3));
-    let replica = start(&k2, "v2-replica");
-    let load3 = client(&replica);
-    std::thread::sleep(Duration::from_secs(5));
+    // (c) Tag 2's unchanged behaviour raises nothing: it keeps serving as tag 1 did. (Not a
+    // container restart: runc's own syscalls in a new container's cgroup, tgkill from its Go
+    // runtime now and then, are counted as the workload's and can be novel; see the README's
+    // limits.)
+    std::thread::sleep(Duration::from_secs(6));
     let raised = alerts_of(&daemon, &k2);
     assert!(
         raised.is_empty(),
         "tag 2's learned behaviour raised alerts: {raised:#?}\n{}",
         common::tail(&daemon.log(), 40)
     );
-    drop((load2, load3));
+    drop(load2);
 
     // (d) The new behaviour is what the diff of the exported baselines shows, added by tag 2.
     let dir = tempfile::tempdir().unwrap();
@@ -291,6 +295,11 @@ fn a_new_tag_inherits_detects_sooner_and_its_new_behaviour_is_in_the_diff() {
     let (code, text, err) = habitctl(&[], &[&f1, &f2]);
     eprintln!("habitctl baseline diff v1.json v2.json:\n{text}");
     assert_eq!(code, 1, "{err}");
+    assert!(
+        b2.item(Dimension::Exec, "/bin/wc").is_some(),
+        "tag 2's start-up was not seen; kernel drops: {}",
+        common::drops(&daemon)
+    );
     let short = &id2["sha256:".len().."sha256:".len() + 12];
     assert!(
         text.contains(&format!("  + /bin/wc  (added by {k2} (sha256:{short}))")),
@@ -341,9 +350,10 @@ fn a_new_tag_inherits_detects_sooner_and_its_new_behaviour_is_in_the_diff() {
 #[test]
 fn inheriting_survives_a_restart_with_its_short_window() {
     let _serial = serial();
-    // Tag 1: at least 16 s; tag 2 inherits with half the windows: 8 s, 2 s.
+    // Tag 1: at least 16 s, 4 s quiet; tag 2 inherits with half the windows: 8 s, 2 s.
     let config = LEARNING
-        .replace("min = \"8s\"", "min = \"16s\"")
+        .replace("min = \"12s\"", "min = \"16s\"")
+        .replace("stable = \"8s\"", "stable = \"4s\"")
         .replace("inherit_window = 0.25", "inherit_window = 0.5");
     let (k1, k2) = two_tags("r1", "r2");
     let dir = tempfile::tempdir().unwrap();
@@ -363,6 +373,12 @@ fn inheriting_survives_a_restart_with_its_short_window() {
     assert_eq!(
         before["state"], "learning",
         "still learning at the kill: {before}"
+    );
+    assert!(
+        before["profile_sizes"]["exec"].as_u64().unwrap_or(0) >= 2,
+        "tag 2's start-up (busybox, /bin/wc) was learned before the kill: {before}\nkernel \
+         drops: {}",
+        common::drops(&first)
     );
     first.kill9();
     let killed = Instant::now();
@@ -390,7 +406,8 @@ fn inheriting_survives_a_restart_with_its_short_window() {
     assert!(
         (8.0..16.0).contains(&d2),
         "the short window (8 s) still applies after the restart, not the full one (16 s): \
-         {d2} s"
+         {d2} s; kernel drops: {}",
+        common::drops(&second)
     );
     // The baseline is built on tag 1's (read back from the store after the restart), and what
     // tag 2 added names it.
