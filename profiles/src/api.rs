@@ -129,6 +129,14 @@ pub struct WorkloadView {
     /// Items a rule flagged during learning, waiting to prove habitual or for an operator.
     #[serde(default)]
     pub held: usize,
+    /// Rollout inheritance: the earlier version of its repository whose baseline this
+    /// workload started from, while it learns only what changed (shorter windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inheriting_from: Option<WorkloadKey>,
+    /// The lineage of its baseline (`metadata.inherited_from`): the versions it was built on,
+    /// oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherited_from: Vec<String>,
 }
 
 /// The `learning` object of a [`WorkloadView`].

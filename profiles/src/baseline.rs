@@ -17,8 +17,9 @@
 //!   "created": 1700000000000,
 //!   "node": "node-a",
 //!   "partial": false,
-//!   "metadata": { "habitd_version": "0.1.0", "digests": ["sha256:…"], "nodes": ["node-a"],
-//!                 "containers": ["…"], "namespace": "shop", "labels": { "app": "web" } },
+//!   "metadata": { "habitd_version": "0.1.0", "digests": ["sha256:…"], "image_ids": ["sha256:…"],
+//!                 "nodes": ["node-a"], "containers": ["…"], "namespace": "shop",
+//!                 "labels": { "app": "web" }, "inherited_from": ["docker.io/library/nginx:1.24"] },
 //!   "learning": { "started_at": …, "ended_at": …, "last_new_item_at": …,
 //!                 "intervals": 1440, "interval_ms": 60000, "rate_intervals": 1440 },
 //!   "generalise": { "dir_collapse_after": 32, "net_collapse_after": 8 },
@@ -26,13 +27,23 @@
 //!     "exec": { "stats": { "items": 1, "observations": 3, "singletons": 0, "item_intervals": 2 },
 //!               "items": { "/usr/sbin/nginx": { "first_seen": …, "last_seen": …, "count": 3,
 //!                                               "intervals_seen": 2,
-//!                                               "provenance": [{ "node": "node-a", "container_id": "…" }] } } }
+//!                                               "provenance": [{ "node": "node-a", "container_id": "…" }],
+//!                                               "introduced_by": { "version": "docker.io/library/nginx:1.25",
+//!                                                                  "digest": "sha256:…" } } } }
 //!   },
 //!   "syscall_rates": { "read": { "intervals": 1440, "mean": 3.2, "m2": 10.1, "max": 40.0 } },
 //!   "calibration": { … },
 //!   "models": { "sequence": { … }, "sequence_traces": [ … ], "rate": { … }, "rate_intervals": [ … ] }
 //! }
 //! ```
+//!
+//! Rollout inheritance shows in two places: `metadata.inherited_from` lists the baselines of
+//! earlier versions this one started from, and an item that a version added over its
+//! predecessor's baseline names that version in `introduced_by` (its workload key, and its
+//! image's digest or id when the runtime reported them), which `habitctl baseline diff`
+//! prints. `metadata.digests`, `image_ids`, `namespace` and `labels` are what the container
+//! runtime reported about the containers learned from (`labels` feed the NetworkPolicy's pod
+//! selector).
 //!
 //! The JSON Schema of this format is `profiles/schema/baseline.schema.json` (exported files
 //! are tested against it); `models` are described in `habit_models::artifact`, which also
@@ -52,9 +63,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProfileError;
 use crate::generalise::{self, GeneraliseConfig, MAX_ITEM_BYTES, TRUNCATED};
-use crate::observation::Dimension;
+use crate::observation::{Dimension, Observation};
 use crate::profile::{
-    ItemStats, Profile, ProfileLimits, RateStats, UnixMillis, UnstableReason, collapse_items,
+    Introduced, ItemStats, MAX_IMAGES, Profile, ProfileLimits, RateStats, UnixMillis,
+    UnstableReason, collapse_items,
 };
 use crate::workload::WorkloadKey;
 
@@ -78,19 +90,27 @@ pub struct BaselineMetadata {
     /// The habitd version that wrote the file (merges keep the newest writer's, by string).
     #[serde(default)]
     pub habitd_version: String,
-    /// Image digests (`sha256:…`) of the containers it was learned from.
+    /// Repository digests (`sha256:…`) of the images of the containers it was learned from,
+    /// as their runtime reported them (at most [`MAX_IMAGES`], the smallest).
     #[serde(default)]
     pub digests: BTreeSet<String>,
+    /// Image ids (`sha256:…` of the image configuration) of those containers: what names a
+    /// locally built image, which has no repository digest (at most [`MAX_IMAGES`]).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub image_ids: BTreeSet<String>,
     /// Nodes it was learned on.
     #[serde(default)]
     pub nodes: BTreeSet<String>,
     /// Container ids it was learned from (at most [`MAX_CONTAINERS`], the smallest ones).
     #[serde(default)]
     pub containers: BTreeSet<String>,
-    /// The Kubernetes namespace of its pods, when every input agrees on one.
+    /// The Kubernetes namespace of its pods, when every container's pod (and every merged
+    /// input) was in that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Pod labels every learned container carried (the NetworkPolicy's pod selector).
+    /// Pod labels every learned container carried, as the runtime reported them (CRI: the pod
+    /// sandbox's labels without the kubelet's `io.kubernetes.*`): the NetworkPolicy's pod
+    /// selector (`habitctl export netpol`). Empty outside Kubernetes.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Rollout inheritance: the baselines (workload keys) this one started from, oldest first.
@@ -99,10 +119,17 @@ pub struct BaselineMetadata {
 }
 
 impl BaselineMetadata {
-    /// What `profile` tells about its origin: nodes and containers from its items' provenance.
+    /// What `profile` tells about its origin: nodes and containers from its items'
+    /// provenance; image digests and ids, the pods' namespace and labels from what the
+    /// runtime said about its containers ([`Profile::note_container`]).
     fn of_profile(profile: &Profile) -> Self {
+        let origin = profile.origin();
         let mut meta = BaselineMetadata {
             habitd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            digests: origin.digests.clone(),
+            image_ids: origin.image_ids.clone(),
+            namespace: origin.namespace().map(str::to_owned),
+            labels: origin.labels.clone().unwrap_or_default(),
             ..BaselineMetadata::default()
         };
         if !profile.node().is_empty() {
@@ -124,11 +151,17 @@ impl BaselineMetadata {
         meta
     }
 
-    /// Keeps the smallest [`MAX_CONTAINERS`] container ids (a canonical choice, so that merges
-    /// do not depend on their order).
+    /// Keeps the smallest [`MAX_CONTAINERS`] container ids and [`MAX_IMAGES`] digests and
+    /// image ids (a canonical choice, so that merges do not depend on their order).
     fn bound(&mut self) {
         while self.containers.len() > MAX_CONTAINERS {
             self.containers.pop_last();
+        }
+        while self.digests.len() > MAX_IMAGES {
+            self.digests.pop_last();
+        }
+        while self.image_ids.len() > MAX_IMAGES {
+            self.image_ids.pop_last();
         }
     }
 
@@ -141,6 +174,7 @@ impl BaselineMetadata {
                 .clone()
                 .max(other.habitd_version.clone()),
             digests: self.digests.union(&other.digests).cloned().collect(),
+            image_ids: self.image_ids.union(&other.image_ids).cloned().collect(),
             nodes: self.nodes.union(&other.nodes).cloned().collect(),
             containers: self.containers.union(&other.containers).cloned().collect(),
             namespace: match (&self.namespace, &other.namespace) {
@@ -364,6 +398,39 @@ impl Baseline {
         self.dimensions.get(&dimension)?.items.get(generalised)
     }
 
+    /// Whether the baseline knows an observation: its generalised item, or the collapsed
+    /// directory or network it falls in, is one of its items.
+    pub fn knows(&self, observation: &Observation) -> bool {
+        self.knows_item(observation.dimension, &observation.generalised())
+    }
+
+    /// Whether the baseline knows a generalised item (itself, or the collapsed directory or
+    /// network it falls in).
+    pub fn knows_item(&self, dimension: Dimension, item: &str) -> bool {
+        let Some(ours) = self.dimensions.get(&dimension) else {
+            return false;
+        };
+        ours.items.contains_key(item)
+            || generalise::collapse_key(dimension, item)
+                .is_some_and(|key| ours.items.contains_key(&key))
+    }
+
+    /// Rollout inheritance: marks every item that `predecessor` (the baseline of the previous
+    /// version this one started from) does not have as introduced by `version`, unless it
+    /// already names the version that introduced it. Returns how many items it marked.
+    pub fn mark_introduced(&mut self, predecessor: &Baseline, version: &Introduced) -> usize {
+        let mut marked = 0;
+        for (dimension, ours) in &mut self.dimensions {
+            for (item, stats) in &mut ours.items {
+                if stats.introduced_by.is_none() && !predecessor.knows_item(*dimension, item) {
+                    stats.introduced_by = Some(version.clone());
+                    marked += 1;
+                }
+            }
+        }
+        marked
+    }
+
     /// The statistics of one dimension (all zero if it has no items).
     pub fn stats(&self, dimension: Dimension) -> DimensionStats {
         self.dimensions
@@ -580,6 +647,14 @@ fn validate_item(
             "is after last_seen",
         ));
     }
+    if let Some(by) = &stats.introduced_by
+        && by.version.trim().is_empty()
+    {
+        return Err(ProfileError::invalid(
+            field(".introduced_by.version"),
+            "must name the version (a workload key)",
+        ));
+    }
     Ok(())
 }
 
@@ -791,6 +866,10 @@ pub struct DimensionDiff {
     pub added: Vec<String>,
     /// Items in the older baseline only, in order.
     pub removed: Vec<String>,
+    /// The version that introduced each added item the newer baseline says one introduced
+    /// (rollout inheritance: [`ItemStats::introduced_by`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub introduced_by: BTreeMap<String, Introduced>,
 }
 
 impl BaselineDiff {
@@ -821,9 +900,21 @@ pub fn diff(old: &Baseline, new: &Baseline) -> BaselineDiff {
             .cloned()
             .collect();
         if !added.is_empty() || !removed.is_empty() {
-            result
-                .dimensions
-                .insert(dimension, DimensionDiff { added, removed });
+            let introduced_by = added
+                .iter()
+                .filter_map(|item| {
+                    let by = after.get(item)?.introduced_by.clone()?;
+                    Some((item.clone(), by))
+                })
+                .collect();
+            result.dimensions.insert(
+                dimension,
+                DimensionDiff {
+                    added,
+                    removed,
+                    introduced_by,
+                },
+            );
         }
     }
     result.syscall_rates_added = new
@@ -1103,6 +1194,127 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn version(tag: &str) -> Introduced {
+        Introduced {
+            version: format!("docker.io/library/nginx:{tag}"),
+            digest: None,
+            image_id: Some(format!("sha256:{}", "e".repeat(64))),
+        }
+    }
+
+    #[test]
+    fn items_a_new_version_added_name_it_and_the_diff_cites_it() {
+        let old = learned("node-a", &["/bin/a"]);
+        let mut new = learned("node-a", &["/bin/a", "/bin/new"]);
+        assert!(new.knows_item(Dimension::Exec, "/bin/a"));
+        assert!(!old.knows_item(Dimension::Exec, "/bin/new"));
+        assert!(old.knows(&Observation::file("/proc/7/stat", FileMode::Read)));
+        assert_eq!(new.mark_introduced(&old, &version("1.26")), 1);
+        // Marking again changes nothing: an item keeps the version that introduced it.
+        assert_eq!(new.mark_introduced(&old, &version("1.27")), 0);
+        new.validate().unwrap();
+        let json = new.to_json_pretty().unwrap();
+        assert_eq!(Baseline::from_json_slice(json.as_bytes()).unwrap(), new);
+        assert!(json.contains("\"introduced_by\""), "{json}");
+        let d = diff(&old, &new);
+        let exec = &d.dimensions[&Dimension::Exec];
+        assert_eq!(exec.added, ["/bin/new"]);
+        assert_eq!(exec.introduced_by["/bin/new"], version("1.26"));
+        assert_eq!(
+            exec.introduced_by["/bin/new"].to_string(),
+            "docker.io/library/nginx:1.26 (sha256:eeeeeeeeeeee)"
+        );
+        // Items learned without inheritance name nothing, in the file and the diff.
+        assert!(!old.to_json_pretty().unwrap().contains("introduced_by"));
+        assert!(
+            diff(&new, &old).dimensions[&Dimension::Exec]
+                .introduced_by
+                .is_empty()
+        );
+
+        // Merging keeps the version, in any order; of two versions, the same one either way.
+        let plain = learned("node-b", &["/bin/new"]);
+        for (l, r) in [(&new, &plain), (&plain, &new)] {
+            let m = merge(l, r).unwrap();
+            let by = &m.item(Dimension::Exec, "/bin/new").unwrap().introduced_by;
+            assert_eq!(by.as_ref(), Some(&version("1.26")));
+        }
+        let mut later = learned("node-b", &["/bin/new"]);
+        later.mark_introduced(&old, &version("1.27"));
+        let a = merge(&new, &later).unwrap();
+        let b = merge(&later, &new).unwrap();
+        assert_eq!(a.dimensions, b.dimensions);
+
+        // An empty version is refused, naming the field.
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["dimensions"]["exec"]["items"]["/bin/new"]["introduced_by"]["version"] = "".into();
+        let e = reject(&v.to_string());
+        assert!(e.to_string().contains(".introduced_by.version"), "{e}");
+    }
+
+    #[test]
+    fn metadata_records_what_the_runtime_said_about_the_containers() {
+        use crate::profile::ContainerOrigin;
+        let mut p = Profile::new(nginx(), "node-a", 0, ProfileConfig::default());
+        let web = BTreeMap::from([
+            ("app".to_owned(), "web".to_owned()),
+            ("pod-template-hash".to_owned(), "abc".to_owned()),
+        ]);
+        let first = ContainerOrigin {
+            digest: Some("sha256:d1"),
+            image_id: Some("sha256:i1"),
+            namespace: Some("shop"),
+            labels: &web,
+        };
+        assert!(p.note_container(&first));
+        assert!(
+            !p.note_container(&first),
+            "the same container again changes nothing"
+        );
+        let b = Baseline::freeze(&p, 1, false);
+        assert_eq!(b.metadata.labels, web);
+        assert_eq!(b.metadata.namespace.as_deref(), Some("shop"));
+        assert_eq!(b.metadata.digests.len(), 1);
+        assert_eq!(b.metadata.image_ids.len(), 1);
+
+        // Another pod of the workload: labels in common only.
+        let other = BTreeMap::from([
+            ("app".to_owned(), "web".to_owned()),
+            ("pod-template-hash".to_owned(), "def".to_owned()),
+        ]);
+        assert!(p.note_container(&ContainerOrigin {
+            digest: None,
+            image_id: Some("sha256:i1"),
+            namespace: Some("shop"),
+            labels: &other,
+        }));
+        let b = Baseline::freeze(&p, 1, false);
+        assert_eq!(
+            b.metadata.labels,
+            BTreeMap::from([("app".to_owned(), "web".to_owned())])
+        );
+        assert_eq!(b.metadata.namespace.as_deref(), Some("shop"));
+        // A container outside Kubernetes: no labels in common, no one namespace.
+        let none = BTreeMap::new();
+        assert!(p.note_container(&ContainerOrigin {
+            digest: None,
+            image_id: None,
+            namespace: None,
+            labels: &none,
+        }));
+        let b = Baseline::freeze(&p, 1, false);
+        assert!(b.metadata.labels.is_empty());
+        assert_eq!(b.metadata.namespace, None);
+        // The profile keeps it through a checkpoint (JSON), and old profiles without it read.
+        let json = serde_json::to_value(&p).unwrap();
+        let back: Profile = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, p);
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("origin");
+        let back: Profile = serde_json::from_value(old).unwrap();
+        assert!(back.origin().labels.is_none());
     }
 
     #[test]

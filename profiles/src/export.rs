@@ -34,11 +34,13 @@
 //! * **egress**: one rule per learned destination (`outbound`), as an `ipBlock` and a port.
 //! * Loopback peers and destinations are left out (NetworkPolicy does not filter loopback),
 //!   and so are protocols other than TCP, UDP and SCTP.
-//! * **podSelector**: `matchLabels` from the labels every learned container carried
-//!   ([`BaselineMetadata::labels`](crate::baseline::BaselineMetadata)), without the
-//!   per-pod ones (`pod-template-hash`, `controller-revision-hash`, `io.kubernetes.*`), or
-//!   those given explicitly. With none, export fails: an empty selector would select every
-//!   pod of the namespace.
+//! * **podSelector**: `matchLabels` from the labels every learned container's pod carried
+//!   ([`BaselineMetadata::labels`](crate::baseline::BaselineMetadata), recorded by habitd
+//!   from the CRI runtime's pod sandbox while learning), without the per-pod ones
+//!   (`pod-template-hash`, `controller-revision-hash`, `io.kubernetes.*`), or those given
+//!   explicitly ([`NetpolOptions::selector`], `--selector`, which overrides the learned ones).
+//!   With none, export fails with [`ExportError::NoSelector`]: an empty selector would select
+//!   every pod of the namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -132,7 +134,9 @@ pub enum ExportError {
     NoSyscalls(String),
     /// No pod selector: neither learned labels nor given ones.
     #[error(
-        "the baseline of {0} has no learned pod labels: give the pod selector (--selector KEY=VALUE)"
+        "the baseline of {0} has no learned pod labels to select its pods by (it was not \
+         learned from Kubernetes pods, or they had only per-pod labels in common): pass the pod \
+         selector with --selector KEY=VALUE"
     )]
     NoSelector(String),
 }

@@ -14,7 +14,7 @@
 //! kernel de-duplicates already-seen items, its seen-set must be reset at each interval while
 //! a workload is learning.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,41 @@ impl Provenance {
     }
 }
 
+/// The version of an image that introduced an item (rollout inheritance): the item was learned
+/// while that version learned what changed from its predecessor's baseline, and the
+/// predecessor did not know it. `habitctl baseline diff` prints it ("added by …").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introduced {
+    /// The workload key of the version (`repository:tag` or `repository@digest`).
+    pub version: String,
+    /// Its image's repository digest (`sha256:…`), when the runtime reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Its image id (`sha256:…` of the image's configuration), when the runtime reported one:
+    /// what names a locally built image that has no repository digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+}
+
+impl fmt::Display for Introduced {
+    /// `docker.io/shop/web:2.1 (sha256:0123456789ab)`: the version, and its digest (else its
+    /// image id) shortened to 12 hex digits as `docker images` shows ids.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.version)?;
+        if let Some(id) = self.digest.as_ref().or(self.image_id.as_ref()) {
+            let hex = id.strip_prefix("sha256:").unwrap_or(id);
+            let short: String = hex.chars().take(12).collect();
+            if id.starts_with("sha256:") {
+                write!(f, " (sha256:{short})")?;
+            } else {
+                write!(f, " ({short})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a profile knows about one generalised item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +100,10 @@ pub struct ItemStats {
     /// Where it was seen: the first provenance, then up to
     /// [`ProfileLimits::provenance_per_item`] − 1 other distinct ones.
     pub provenance: Vec<Provenance>,
+    /// The image version that introduced it, for an item a new version added over its
+    /// predecessor's baseline (rollout inheritance); absent for items learned otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introduced_by: Option<Introduced>,
 }
 
 impl ItemStats {
@@ -76,14 +115,21 @@ impl ItemStats {
             count: 1,
             intervals_seen: 1,
             provenance: vec![provenance.clone()],
+            introduced_by: None,
         }
     }
 
     /// Adds the statistics of `other` (the same item seen elsewhere or the siblings of a
     /// collapsed directory): counts summed, the earliest first sighting, the latest last one.
     /// `intervals_seen` is summed and capped at `max_intervals`, since two sets of intervals
-    /// may overlap and the sum is only an upper bound.
+    /// may overlap and the sum is only an upper bound. Of two versions that introduced it, the
+    /// smaller (by version, then digest) is kept, so that merges do not depend on their order;
+    /// an item that one input learned without inheritance keeps the other's version.
     pub fn absorb(&mut self, other: &ItemStats, max_provenance: usize, max_intervals: u64) {
+        self.introduced_by = match (self.introduced_by.take(), &other.introduced_by) {
+            (Some(ours), Some(theirs)) => Some(ours.min(theirs.clone())),
+            (ours, theirs) => ours.or_else(|| theirs.clone()),
+        };
         // The provenance of the earlier sighting comes first (ties broken by provenance), then
         // the smallest others: a canonical choice, so that merges do not depend on their order.
         let other_first = (other.first_seen, other.provenance.first());
@@ -327,6 +373,86 @@ impl fmt::Display for UnstableReason {
     }
 }
 
+/// Most image digests and image ids a profile (and a baseline's metadata) records.
+pub const MAX_IMAGES: usize = 64;
+
+/// One container of a workload as its runtime describes it: the part a baseline records in
+/// its metadata (see [`Profile::note_container`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerOrigin<'a> {
+    /// The repository digest of its image (`sha256:…`), if known.
+    pub digest: Option<&'a str>,
+    /// The id of its image (`sha256:…`), if known.
+    pub image_id: Option<&'a str>,
+    /// Its pod's Kubernetes namespace, if it runs in a pod.
+    pub namespace: Option<&'a str>,
+    /// Its pod's labels (empty outside Kubernetes).
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// What the container runtimes said about the containers a profile learned from: the
+/// baseline's `metadata.digests`, `image_ids`, `namespace` and `labels` come from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origins {
+    /// Repository digests of their images (at most [`MAX_IMAGES`], the smallest).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub digests: BTreeSet<String>,
+    /// Ids of their images (at most [`MAX_IMAGES`], the smallest).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub image_ids: BTreeSet<String>,
+    /// Their pods' namespaces (`null` for a container outside Kubernetes). At most two are
+    /// kept: two already mean that there is no one namespace.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub namespaces: BTreeSet<Option<String>>,
+    /// The pod labels every described container carried (absent before the first one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+impl Origins {
+    /// The one namespace every described container's pod is in, if there is one.
+    pub fn namespace(&self) -> Option<&str> {
+        match self.namespaces.first() {
+            Some(Some(namespace)) if self.namespaces.len() == 1 => Some(namespace),
+            _ => None,
+        }
+    }
+
+    /// Adds one container; returns whether anything changed.
+    pub fn note(&mut self, container: &ContainerOrigin<'_>) -> bool {
+        let before = self.clone();
+        let add = |set: &mut BTreeSet<String>, value: Option<&str>| {
+            if let Some(v) = value.filter(|v| !v.is_empty())
+                && !set.contains(v)
+            {
+                set.insert(v.to_owned());
+                while set.len() > MAX_IMAGES {
+                    set.pop_last();
+                }
+            }
+        };
+        add(&mut self.digests, container.digest);
+        add(&mut self.image_ids, container.image_id);
+        let namespace = container
+            .namespace
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        if self.namespaces.len() < 2 {
+            self.namespaces.insert(namespace);
+        }
+        match &mut self.labels {
+            Some(labels) => labels.retain(|k, v| container.labels.get(k) == Some(v)),
+            None => self.labels = Some(container.labels.clone()),
+        }
+        *self != before
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Origins::default()
+    }
+}
+
 /// What [`Profile::observe_syscall_counts`] learned from one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RatesObserved {
@@ -369,6 +495,10 @@ pub struct Profile {
     rate_intervals: u64,
     unstable_reason: Option<UnstableReason>,
     refused: u64,
+    /// What the runtimes said about the containers it learned from (absent in profiles
+    /// checkpointed by older versions: read as empty).
+    #[serde(default, skip_serializing_if = "Origins::is_empty")]
+    origin: Origins,
     #[serde(skip)]
     scratch: Scratch,
 }
@@ -395,8 +525,22 @@ impl Profile {
             rate_intervals: 0,
             unstable_reason: None,
             refused: 0,
+            origin: Origins::default(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// Records what the runtime says about one container the workload runs in (its image's
+    /// digest and id, its pod's namespace and labels): the frozen baseline's metadata. The
+    /// daemon calls it once per container; calling it again is harmless. Returns whether
+    /// anything changed.
+    pub fn note_container(&mut self, container: &ContainerOrigin<'_>) -> bool {
+        self.origin.note(container)
+    }
+
+    /// What the runtimes said about the containers it learned from.
+    pub fn origin(&self) -> &Origins {
+        &self.origin
     }
 
     /// Learns one observation made at `now` at `provenance`.

@@ -113,6 +113,12 @@ pub struct WorkloadRecord {
     /// When its baseline was created, if it has one.
     #[serde(default)]
     pub baseline_created: Option<UnixMillis>,
+    /// Rollout inheritance: while this workload learns only what changed from the baseline of
+    /// an earlier version of its repository, that version's key (its learning windows are
+    /// `inherit_window` times the usual ones). Stored so that a restart resumes inheriting;
+    /// cleared when the workload gets its own baseline. Absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inheriting_from: Option<WorkloadKey>,
     /// When this record last changed.
     pub updated_at: UnixMillis,
 }
@@ -131,6 +137,7 @@ impl WorkloadRecord {
             alerts: 0,
             unstable_reason: None,
             baseline_created: None,
+            inheriting_from: None,
             updated_at: now,
         }
     }
@@ -149,8 +156,10 @@ impl WorkloadRecord {
     }
 
     /// Copies what a baseline says about the workload: it is now stable (or unstable, if the
-    /// baseline says learning hit a limit).
+    /// baseline says learning hit a limit), and no longer inheriting (its lineage is in the
+    /// baseline's `metadata.inherited_from`).
     pub fn update_from_baseline(&mut self, baseline: &Baseline, now: UnixMillis) {
+        self.inheriting_from = None;
         self.state = if baseline.unstable_reason.is_some() {
             WorkloadState::Unstable
         } else {
@@ -855,6 +864,26 @@ mod tests {
             .unwrap();
         let e = store.baselines().get(&key()).unwrap_err();
         assert!(matches!(e, ProfileError::StoredBaseline { .. }), "{e}");
+    }
+
+    /// Records written before rollout inheritance was stored (no `inheriting_from`) read;
+    /// the field round-trips, and getting a baseline clears it.
+    #[test]
+    fn inheriting_from_is_optional_and_cleared_by_a_baseline() {
+        let mut record = WorkloadRecord::new(key(), 5);
+        record.inheriting_from = Some(WorkloadKey::from_raw("docker.io/library/nginx:1.24"));
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["inheriting_from"], "docker.io/library/nginx:1.24");
+        assert_eq!(
+            serde_json::from_value::<WorkloadRecord>(json.clone()).unwrap(),
+            record
+        );
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("inheriting_from");
+        let old: WorkloadRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.inheriting_from, None);
+        record.update_from_baseline(&crate::baseline::Baseline::freeze(&profile(), 9, false), 9);
+        assert_eq!(record.inheriting_from, None);
     }
 
     #[test]

@@ -237,7 +237,9 @@ enum BaselineCommand {
     /// Show which items and syscalls one baseline knows that the other does not.
     ///
     /// Works offline. Counts are not compared: a diff answers "what behaviour changed".
-    /// Exits 0 when there is no difference, 1 when there is one.
+    /// Exits 0 when there is no difference, 1 when there is one. An added item that a new
+    /// image version introduced over its predecessor (rollout inheritance) names it: "added
+    /// by REPOSITORY:TAG (sha256:…)".
     ///
     /// As a CI gate: with --fail-on-new, exits 1 only when NEW adds items in one of the listed
     /// dimensions (e.g. `--fail-on-new exec,outbound`: "this release starts a new process or
@@ -247,8 +249,9 @@ enum BaselineCommand {
         old: PathBuf,
         /// The newer baseline file.
         new: PathBuf,
-        /// Print the diff as JSON (`{old, new, workload, dimensions: {DIM: {added, removed}},
-        /// syscall_rates_added, syscall_rates_removed, new_in}`).
+        /// Print the diff as JSON (`{old, new, workload, dimensions: {DIM: {added, removed,
+        /// introduced_by: {ITEM: {version, digest, image_id}}}}, syscall_rates_added,
+        /// syscall_rates_removed, new_in}`).
         #[arg(long)]
         json: bool,
         /// Comma-separated dimensions (exec, process_edge, args, file, listen, inbound,

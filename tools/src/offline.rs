@@ -143,6 +143,8 @@ pub fn diff_files(old: &Path, new: &Path) -> Result<FileDiff> {
 
 /// A diff as text, in the spirit of a unified diff: `---`/`+++` headers naming the files,
 /// then per dimension the added (`+`) and removed (`-`) items, then syscall rate statistics.
+/// An added item that a new version introduced over its predecessor (rollout inheritance)
+/// names it: `+ /usr/bin/helper  (added by docker.io/shop/web:2.1 (sha256:0123456789ab))`.
 pub fn render_diff(
     old_name: &str,
     old: &Baseline,
@@ -163,7 +165,20 @@ pub fn render_diff(
     // Writing to a String cannot fail.
     let _ = writeln!(out, "--- {} ({})", printable(old_name), describe(old));
     let _ = writeln!(out, "+++ {} ({})", printable(new_name), describe(new));
-    if old.workload != new.workload {
+    if new
+        .metadata
+        .inherited_from
+        .iter()
+        .any(|k| k == old.workload.as_str())
+    {
+        // Rollout inheritance: the usual diff of a release.
+        let _ = writeln!(
+            out,
+            "note: {} was built on the baseline of {} (rollout inheritance)",
+            printable(new.workload.as_str()),
+            printable(old.workload.as_str())
+        );
+    } else if old.workload != new.workload {
         let _ = writeln!(
             out,
             "note: the baselines describe different workloads ({} and {})",
@@ -183,7 +198,20 @@ pub fn render_diff(
             d.removed.len()
         );
         for item in &d.added {
-            let _ = writeln!(out, "  + {}", printable(item));
+            match d.introduced_by.get(item) {
+                // Rollout inheritance: the version whose learning added it.
+                Some(by) => {
+                    let _ = writeln!(
+                        out,
+                        "  + {}  (added by {})",
+                        printable(item),
+                        printable(&by.to_string())
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  + {}", printable(item));
+                }
+            }
         }
         for item in &d.removed {
             let _ = writeln!(out, "  - {}", printable(item));

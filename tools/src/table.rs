@@ -158,8 +158,8 @@ pub fn format_progress(progress: Option<f64>) -> String {
     }
 }
 
-/// The state column: the state, then in parentheses whether the baseline is partial and
-/// which mode an operator forced.
+/// The state column: the state, then in parentheses whether the baseline is partial, which
+/// mode an operator forced, and the earlier version it inherits from (rollout inheritance).
 fn state_cell(workload: &WorkloadView) -> String {
     let mut notes = Vec::new();
     if workload.partial {
@@ -171,6 +171,9 @@ fn state_cell(workload: &WorkloadView) -> String {
             ForcedMode::Detect => "detect",
         };
         notes.push(format!("forced {mode}"));
+    }
+    if let Some(from) = &workload.inheriting_from {
+        notes.push(format!("inherits {from}"));
     }
     let state = workload.state.name();
     if notes.is_empty() {
@@ -308,12 +311,15 @@ mod tests {
             unstable_reason: None,
             baseline_created: None,
             held: 0,
+            inheriting_from: None,
+            inherited_from: Vec::new(),
         }
     }
 
     #[test]
     fn workloads_render_sorted_with_states_and_reasons() {
         let mut nginx = workload("docker.io/library/nginx:1.25", WorkloadState::Learning);
+        nginx.inheriting_from = Some(WorkloadKey::from_raw("docker.io/library/nginx:1.24"));
         nginx.items = 42;
         nginx.held = 2;
         nginx.learning = LearningView {
@@ -338,10 +344,10 @@ mod tests {
         assert_eq!(
             out,
             "\
-KEY                           STATE                            PROGRESS  ITEMS  HELD  SINCE NEW ITEM  ALERTS
-docker.io/library/nginx:1.25  learning                              50%     42     2           1m15s       0
-docker.io/library/redis:7     unstable                               0%   8192     0               -       0
-host                          stable (partial, forced detect)      100%      7     0               -       3
+KEY                           STATE                                             PROGRESS  ITEMS  HELD  SINCE NEW ITEM  ALERTS
+docker.io/library/nginx:1.25  learning (inherits docker.io/library/nginx:1.24)       50%     42     2           1m15s       0
+docker.io/library/redis:7     unstable                                                0%   8192     0               -       0
+host                          stable (partial, forced detect)                       100%      7     0               -       3
 
 unstable:
   docker.io/library/redis:7: the profile reached its limit of 8192 items

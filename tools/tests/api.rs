@@ -341,6 +341,8 @@ fn what_habitd_serves_habitctl_reads() {
         unstable_reason: Some("file reached its limit of 4096 items".into()),
         baseline_created: Some(1_700_000_100_000),
         held: 4,
+        inheriting_from: Some(WorkloadKey::from_raw("docker.io/library/nginx:1.24")),
+        inherited_from: vec!["docker.io/library/nginx:1.23".to_owned()],
     }];
     let body = serde_json::to_string(&served).unwrap();
     let api = FakeApi::start(move |_| (200, body.clone()));
@@ -356,7 +358,9 @@ fn what_habitd_serves_habitctl_reads() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].contains(" HELD "), "{text}");
     assert!(
-        lines[1].starts_with(&format!("{NGINX}  unstable (partial, forced learn) ")),
+        lines[1].starts_with(&format!(
+            "{NGINX}  unstable (partial, forced learn, inherits docker.io/library/nginx:1.24) "
+        )),
         "{text}"
     );
     assert!(lines[1].contains(" 25%   4096     4 "), "{text}");

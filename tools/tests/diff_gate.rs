@@ -1,5 +1,6 @@
 //! `habitctl baseline diff` as a CI gate: its exit codes, with and without --fail-on-new, and
-//! its JSON; `habitctl baseline merge` of more than two files.
+//! its JSON; the version a new item was introduced by, cited; `habitctl baseline merge` of more
+//! than two files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::process::Command;
 
 use habit_profiles::baseline::Baseline;
 use habit_profiles::observation::{Observation, Proto};
-use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::profile::{Introduced, Profile, ProfileConfig, Provenance};
 use habit_profiles::workload::WorkloadKey;
 
 fn learned(node: &str, execs: &[&str], destinations: &[&str]) -> Baseline {
@@ -125,6 +126,74 @@ fn diff_exit_codes_make_a_ci_gate() {
     let broken = dir.path().join("broken.json");
     std::fs::write(&broken, "{\"format\": \"habitd-baseline\", \"version\": 2").unwrap();
     assert_eq!(habitctl(&["diff"], &[&old, &broken]).0, 2);
+}
+
+/// Rollout inheritance: the diff of a new version's baseline cites the version that added each
+/// new item, in text ("added by …") and JSON (`introduced_by`).
+#[test]
+fn diff_cites_the_version_that_introduced_an_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = learned("n", &["/bin/app"], &["10.0.0.1"]);
+    let mut v2 = learned(
+        "n",
+        &["/bin/app", "/bin/migrate"],
+        &["10.0.0.1", "10.0.0.2"],
+    );
+    let by = Introduced {
+        version: "docker.io/shop/web:2.2".to_owned(),
+        digest: Some(format!("sha256:{}", "ab".repeat(32))),
+        image_id: None,
+    };
+    assert_eq!(v2.mark_introduced(&v1, &by), 2);
+    let old = write(dir.path(), "v1.json", &v1);
+    let new = write(dir.path(), "v2.json", &v2);
+    let (code, out, err) = habitctl(&["diff"], &[&old, &new]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.contains("  + /bin/migrate  (added by docker.io/shop/web:2.2 (sha256:abababababab))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  + 10.0.0.2 443/tcp  (added by docker.io/shop/web:2.2"),
+        "{out}"
+    );
+    // Versions of one repository, the new one built on the old: the diff says so.
+    let mut v1 = v1;
+    v1.workload = WorkloadKey::from_raw("docker.io/shop/web:2.1");
+    v2.workload = WorkloadKey::from_raw("docker.io/shop/web:2.2");
+    v2.metadata
+        .inherited_from
+        .push("docker.io/shop/web:2.1".to_owned());
+    let old = write(dir.path(), "v1.json", &v1);
+    let new = write(dir.path(), "v2.json", &v2);
+    let (_, out, _) = habitctl(&["diff"], &[&old, &new]);
+    assert!(
+        out.contains(
+            "note: docker.io/shop/web:2.2 was built on the baseline of docker.io/shop/web:2.1 \
+             (rollout inheritance)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("different workloads"), "{out}");
+    let (_, out, _) = habitctl(&["diff", "--json"], &[&old, &new]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["dimensions"]["exec"]["introduced_by"]["/bin/migrate"]["version"],
+        "docker.io/shop/web:2.2"
+    );
+    assert_eq!(
+        v["dimensions"]["exec"]["introduced_by"]["/bin/migrate"]["digest"],
+        by.digest.unwrap()
+    );
+    // An item learned without inheritance cites nothing.
+    let plain = write(
+        dir.path(),
+        "plain.json",
+        &learned("n", &["/bin/app", "/bin/migrate"], &["10.0.0.1"]),
+    );
+    let (_, out, _) = habitctl(&["diff"], &[&old, &plain]);
+    assert!(out.contains("  + /bin/migrate\n"), "{out}");
+    assert!(!out.contains("added by"), "{out}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The NetworkPolicy `habitctl export netpol` writes is valid against the Kubernetes schema
-//! (`kubernetes-validate` from PyPI, strict: no unknown properties). Fails with an install
-//! hint when the validator is missing.
+//! (`kubernetes-validate` from PyPI, strict: no unknown properties), and selects its pods by
+//! the labels the baseline learned (recorded from the runtime's pod description, as habitd
+//! does), `--selector` overriding them; a baseline without pod labels is refused with the
+//! advice to pass `--selector`. Fails with an install hint when the validator is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -8,7 +10,7 @@ use std::process::Command;
 
 use habit_profiles::baseline::Baseline;
 use habit_profiles::observation::{Observation, Proto};
-use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::profile::{ContainerOrigin, Profile, ProfileConfig, Provenance};
 use habit_profiles::workload::WorkloadKey;
 
 fn learned() -> Baseline {
@@ -33,13 +35,30 @@ fn learned() -> Baseline {
     ] {
         let _ = p.observe(&o, 0, &here);
     }
-    let mut b = Baseline::freeze(&p, 1, false);
-    b.metadata.labels = BTreeMap::from([
+    // What the CRI runtime described of the pod (habitd records it while learning).
+    let labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "web".to_owned()),
         ("pod-template-hash".to_owned(), "5d9c7".to_owned()),
     ]);
-    b.metadata.namespace = Some("shop".to_owned());
+    p.note_container(&ContainerOrigin {
+        digest: Some("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        image_id: None,
+        namespace: Some("shop"),
+        labels: &labels,
+    });
+    let b = Baseline::freeze(&p, 1, false);
+    assert_eq!(b.metadata.labels, labels);
+    assert_eq!(b.metadata.namespace.as_deref(), Some("shop"));
     b
+}
+
+fn export(baseline: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_habitctl"))
+        .args(["export", "netpol"])
+        .arg(baseline)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn validate(path: &std::path::Path) -> std::process::Output {
@@ -91,6 +110,46 @@ fn exported_network_policy_validates_against_the_kubernetes_schema() {
             String::from_utf8_lossy(&checked.stderr)
         );
     }
+
+    // --selector overrides the learned labels (and the result validates too).
+    let policy = dir.path().join("selected.json");
+    let out = export(
+        &file,
+        &["--selector", "tier=front", "-o", policy.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(
+        v["spec"]["podSelector"]["matchLabels"],
+        serde_json::json!({"tier": "front"})
+    );
+    assert!(validate(&policy).status.success());
+
+    // Without learned pod labels (not learned from Kubernetes pods): refused, saying to pass
+    // --selector; with it, exported.
+    let mut unlabelled = learned();
+    unlabelled.metadata.labels.clear();
+    let bare = dir.path().join("unlabelled.json");
+    std::fs::write(&bare, unlabelled.to_json_pretty().unwrap()).unwrap();
+    let out = export(&bare, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no learned pod labels") && err.contains("--selector KEY=VALUE"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing written on error");
+    let out = export(&bare, &["--selector", "app=web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The validator is not a rubber stamp: a wrong policy fails.
     let bad = dir.path().join("bad.json");

@@ -1,6 +1,8 @@
 //! Exported baseline files match the JSON Schema shipped in the repository
 //! (`profiles/schema/baseline.schema.json`): a freshly frozen one, one with every model and
-//! its learning data and full metadata, and a merge of two.
+//! its learning data and full metadata, a merge of two, and a new version's baseline built on
+//! its predecessor's (rollout inheritance: lineage, and items naming the version that
+//! introduced them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use habit_models::artifact::{LearningData, TimedInterval, merge_baselines, store_models};
@@ -9,7 +11,7 @@ use habit_models::rate::{FEATURE_COUNT, FeatureVector, RateConfig, RateModel};
 use habit_models::sequence::{SequenceConfig, SequenceModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::observation::{FileMode, Observation, Proto};
-use habit_profiles::profile::{Profile, ProfileConfig, Provenance};
+use habit_profiles::profile::{Introduced, Profile, ProfileConfig, Provenance};
 use habit_profiles::workload::WorkloadKey;
 
 fn schema() -> jsonschema::Validator {
@@ -46,6 +48,9 @@ fn learned(node: &str, seed: u32) -> Baseline {
     b.metadata
         .digests
         .insert(format!("sha256:{}", "a".repeat(64)));
+    b.metadata
+        .image_ids
+        .insert(format!("sha256:{}", "b".repeat(64)));
     b.metadata.labels.insert("app".into(), "web".into());
     b.metadata.namespace = Some("shop".into());
     let traces: Vec<Vec<u32>> = (0..6)
@@ -98,6 +103,44 @@ fn exported_files_match_the_schema() {
     check(&validator, "a baseline with models", &a);
     let (merged, _) = merge_baselines(&[a.clone(), learned("node-b", 2)]).unwrap();
     check(&validator, "a merged baseline", &merged);
+
+    // Rollout inheritance: version 2.2 started from 2.1's baseline and added an executable.
+    let mut previous = learned("node-a", 1);
+    previous.workload = WorkloadKey::from_raw("docker.io/shop/web:2.2");
+    let mut p = Profile::new(
+        WorkloadKey::from_raw("docker.io/shop/web:2.2"),
+        "node-a",
+        0,
+        ProfileConfig::default(),
+    );
+    let here = Provenance::new("node-a", Some("4567cdef"));
+    let _ = p.observe(&Observation::exec("/usr/bin/web"), 1000, &here);
+    let _ = p.observe(&Observation::exec("/usr/bin/migrate"), 1000, &here);
+    let mut fresh = Baseline::freeze(&p, 60_000, false);
+    calibrate(&mut fresh, 0.01);
+    let (mut inherited, _) = merge_baselines(&[previous.clone(), fresh]).unwrap();
+    inherited
+        .metadata
+        .inherited_from
+        .push("docker.io/shop/web:2.1".to_owned());
+    let version = Introduced {
+        version: "docker.io/shop/web:2.2".to_owned(),
+        digest: Some(format!("sha256:{}", "c".repeat(64))),
+        image_id: Some(format!("sha256:{}", "d".repeat(64))),
+    };
+    assert_eq!(inherited.mark_introduced(&previous, &version), 1);
+    check(&validator, "an inherited baseline", &inherited);
+    let text = inherited.to_json_pretty().unwrap();
+    assert!(text.contains("\"introduced_by\""), "{text}");
+
+    // An `introduced_by` must name the version, and nothing unknown.
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value["dimensions"]["exec"]["items"]["/usr/bin/migrate"]["introduced_by"] =
+        serde_json::json!({ "digest": "sha256:00" });
+    assert!(!validator.is_valid(&value));
+    value["dimensions"]["exec"]["items"]["/usr/bin/migrate"]["introduced_by"] =
+        serde_json::json!({ "version": "docker.io/shop/web:2.2", "tag": "2.2" });
+    assert!(!validator.is_valid(&value));
 
     // The schema is not a rubber stamp.
     let mut value: serde_json::Value = serde_json::from_str(&a.to_json_pretty().unwrap()).unwrap();

@@ -12,13 +12,52 @@ use habit_models::calibrate::calibrate;
 use habit_models::rate::{FeatureVector, RateConfig, RateModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::error::ProfileError;
-use habit_profiles::profile::UnixMillis;
+use habit_profiles::profile::{Introduced, UnixMillis};
 use habit_profiles::store::ForcedMode;
 use habit_profiles::workload::WorkloadKey;
 
+use super::inherit::last_change;
 use super::score::detecting;
 use super::sequence::SequenceLearning;
-use super::{Engine, Phase, unix_ms};
+use super::{Engine, Entry, Phase, unix_ms};
+use crate::config::Learning;
+
+/// The convergence test of one learning workload: learned for `min`, and nothing new since
+/// `quiet_since` for `stable` (all in milliseconds).
+pub(super) struct Windows {
+    pub min: u64,
+    pub stable: u64,
+    pub quiet_since: UnixMillis,
+}
+
+/// The windows of `entry`: the configured ones, or for an inheriting workload
+/// `inherit_window` times them, quiet counted from the last item its predecessor did not
+/// know (rollout inheritance), and not before its first event was learned (never, while
+/// only its counters were: `quiet_since` is then in the future).
+pub(super) fn windows(config: &Learning, entry: &Entry) -> Windows {
+    let started = entry.record.learning_started_at;
+    let millis = |d: std::time::Duration| d.as_millis() as u64;
+    match &entry.phase {
+        Phase::Learning {
+            profile,
+            carried: Some(previous),
+        } if entry.inheriting() => {
+            let scale = config.inherit_window.clamp(0.0, 1.0);
+            Windows {
+                min: (millis(config.min) as f64 * scale) as u64,
+                stable: (millis(config.stable) as f64 * scale) as u64,
+                quiet_since: last_change(profile, previous)
+                    .map_or(started, |t| t.max(started))
+                    .max(entry.events_since.unwrap_or(UnixMillis::MAX)),
+            }
+        }
+        _ => Windows {
+            min: millis(config.min),
+            stable: millis(config.stable),
+            quiet_since: entry.record.last_new_item_at.unwrap_or(started),
+        },
+    }
+}
 
 impl Engine {
     /// Moves one learning workload on: unstable when a limit was hit, frozen when converged
@@ -31,26 +70,19 @@ impl Engine {
         let Some(entry) = self.workloads.get_mut(key) else {
             return Ok(());
         };
-        // An inheriting workload learns only what changed: shorter windows.
-        let scale = if entry.inherited {
-            self.config.inherit_window.clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        let min = (self.config.min.as_millis() as f64 * scale) as u64;
-        let stable = (self.config.stable.as_millis() as f64 * scale) as u64;
         let max = self.config.max.as_millis() as u64;
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
         entry.record.update_from_profile(profile, now);
+        // An inheriting workload learns only what changed: shorter windows.
+        let Windows {
+            min,
+            stable,
+            quiet_since,
+        } = windows(&self.config, entry);
         let elapsed = now.saturating_sub(entry.record.learning_started_at);
-        let quiet = now.saturating_sub(
-            entry
-                .record
-                .last_new_item_at
-                .unwrap_or(entry.record.learning_started_at),
-        );
+        let quiet = now.saturating_sub(quiet_since);
         let converged = elapsed >= min && quiet >= stable;
         let freeze = match entry.record.mode_forced {
             Some(ForcedMode::Learn) => None,
@@ -111,11 +143,26 @@ impl Engine {
         };
         store_models(&mut baseline, sequence.as_ref(), rate.as_ref(), data)?;
         if let Some(previous) = carried {
+            // Rollout inheritance: what this version adds over its predecessor names it.
+            let introduced = entry.record.inheriting_from.is_some().then(|| Introduced {
+                version: key.to_string(),
+                digest: baseline.metadata.digests.first().cloned(),
+                image_id: baseline.metadata.image_ids.first().cloned(),
+            });
             let (merged, report) = merge_baselines(&[(**previous).clone(), baseline])?;
             for note in report.notes {
                 tracing::info!(message = "Extending the baseline.", workload = %key, %note);
             }
             baseline = merged;
+            if let Some(version) = introduced {
+                let added = baseline.mark_introduced(previous, &version);
+                tracing::info!(
+                    message = "New version learned: the items it added name it.",
+                    workload = %key,
+                    inherits = ?entry.record.inheriting_from,
+                    added
+                );
+            }
         }
         let mut record = entry.record.clone();
         record.update_from_baseline(&baseline, now);
@@ -133,7 +180,6 @@ impl Engine {
         entry.intervals = Vec::new();
         entry.sequence = SequenceLearning::default();
         entry.dirty = false;
-        entry.inherited = false;
         Ok(())
     }
 

@@ -46,6 +46,9 @@ impl Engine {
         let Phase::Learning { profile, .. } = &mut entry.phase else {
             return;
         };
+        entry
+            .events_since
+            .get_or_insert_with(|| super::unix_ms(std::time::SystemTime::now()));
         for obs in observations {
             let item = obs.generalised();
             if profile.item(obs.dimension, &item).is_some() {

@@ -11,7 +11,10 @@
 //! - `sequence`: what learning collects for the syscall-sequence model, and the kernel's
 //!   sequence mode of a workload;
 //! - `hold`: items a rule flagged during learning (never learn an attack);
-//! - `inherit`: rollout inheritance (a new tag starts from its predecessor's baseline);
+//! - `inherit`: rollout inheritance (a new tag starts from its predecessor's baseline, learns
+//!   what changed, and the items it adds name it);
+//! - `origin`: what the container runtime says about a workload's containers (image digest
+//!   and id, pod namespace and labels), recorded for the baseline's metadata;
 //! - `score`: observations learned or scored, findings, the detection phase of a baseline;
 //! - `checkpoint`: convergence, freezing a baseline, saving progress to sled;
 //! - `commands`: what an operator asks through the API, and its typed errors;
@@ -38,6 +41,7 @@ mod commands;
 pub mod delivered;
 mod hold;
 mod inherit;
+mod origin;
 mod score;
 mod sequence;
 mod views;
@@ -78,9 +82,31 @@ struct Entry {
     sequence: SequenceLearning,
     /// Learned something since the last checkpoint.
     dirty: bool,
+    /// Containers whose description was recorded in the profile (see `origin`): each is
+    /// recorded once. In memory only; recording again after a restart changes nothing.
+    described: std::collections::HashSet<String>,
+    /// When (wall clock) this habitd first learned an event of the workload — not a counter
+    /// — or resumed it from the store. An inheriting workload is quiet only from then on: the
+    /// counters can make a new version known seconds before its events (its start-up, what
+    /// it changed) come out of a lagging ring buffer, and nothing can be judged unchanged
+    /// before they are seen.
+    events_since: Option<UnixMillis>,
+}
+
+impl Entry {
     /// Learning only what changed from a predecessor's baseline (rollout inheritance): the
-    /// learning windows are shorter.
-    inherited: bool,
+    /// learning windows are shorter and convergence looks only at what the predecessor did
+    /// not know. Stored in the record (`inheriting_from`), so it survives a restart.
+    fn inheriting(&self) -> bool {
+        self.record.inheriting_from.is_some()
+            && matches!(
+                self.phase,
+                Phase::Learning {
+                    carried: Some(_),
+                    ..
+                }
+            )
+    }
 }
 
 impl Entry {
@@ -96,7 +122,8 @@ impl Entry {
             intervals: Vec::new(),
             sequence: SequenceLearning::default(),
             dirty: true,
-            inherited: false,
+            described: Default::default(),
+            events_since: None,
         }
     }
 }
@@ -175,40 +202,38 @@ impl Engine {
         ))
     }
 
-    /// Rebuilds a workload's in-memory state from its stored record.
-    fn load(&self, record: WorkloadRecord) -> anyhow::Result<Entry> {
+    /// Rebuilds a workload's in-memory state from its stored record. A learning workload
+    /// gets back the baseline it extends: its predecessor's, when it was inheriting, or its
+    /// own, when an operator forced `mode learn` on it.
+    fn load(&self, mut record: WorkloadRecord) -> anyhow::Result<Entry> {
         let key = record.key.clone();
-        let phase = match record.state {
-            WorkloadState::Learning => Phase::Learning {
+        let was_inheriting = record.inheriting_from.is_some();
+        let stored = match record.state {
+            WorkloadState::Learning => None,
+            WorkloadState::Stable | WorkloadState::Unstable => self.store.baselines().get(&key)?,
+        };
+        let phase = match stored {
+            Some(b) => detecting(b),
+            // Learning, or unstable while still learning (a limit was hit): keep the profile.
+            None => Phase::Learning {
                 profile: match self.store.profiles().get(&key)? {
                     Some(p) => Box::new(p),
                     None => self.new_profile(&key, record.learning_started_at),
                 },
-                carried: None,
+                carried: self.carried_on_resume(&mut record),
             },
-            WorkloadState::Stable | WorkloadState::Unstable => {
-                match self.store.baselines().get(&key)? {
-                    Some(b) => detecting(b),
-                    // Unstable while still learning (a limit was hit): keep the profile.
-                    None => Phase::Learning {
-                        profile: match self.store.profiles().get(&key)? {
-                            Some(p) => Box::new(p),
-                            None => self.new_profile(&key, record.learning_started_at),
-                        },
-                        carried: None,
-                    },
-                }
-            }
         };
         let held = self.store.held().get(&key)?;
         Ok(Entry {
-            record,
             phase,
             held,
             intervals: Vec::new(),
             sequence: SequenceLearning::default(),
-            dirty: false,
-            inherited: false,
+            // A record that stopped inheriting (its predecessor's baseline is gone) is saved so.
+            dirty: was_inheriting && record.inheriting_from.is_none(),
+            record,
+            described: Default::default(),
+            events_since: Some(unix_ms(SystemTime::now())),
         })
     }
 
@@ -231,7 +256,7 @@ impl Engine {
                 if let Phase::Learning { carried, .. } = &mut entry.phase {
                     *carried = Some(Arc::new(inherit::inherited(&baseline, &from, key)));
                 }
-                entry.inherited = true;
+                entry.record.inheriting_from = Some(from);
             }
             None => tracing::info!(message = "New workload: learning.", workload = %key),
         }

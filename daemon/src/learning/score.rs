@@ -101,6 +101,10 @@ impl Engine {
         };
         match &mut entry.phase {
             Phase::Learning { profile, .. } => {
+                // The wall clock, not the event's time (see `Entry::events_since`).
+                entry
+                    .events_since
+                    .get_or_insert_with(|| super::unix_ms(std::time::SystemTime::now()));
                 for obs in observations {
                     match profile.observe(obs, now, &provenance) {
                         Observed::New | Observed::LimitReached => entry.dirty = true,

@@ -13,6 +13,7 @@ use habit_profiles::observation::Dimension;
 use habit_profiles::profile::UnixMillis;
 use habit_profiles::workload::WorkloadKey;
 
+use super::checkpoint::windows;
 use super::{Engine, Entry, Phase, unix_ms};
 
 /// The published snapshot of every workload, for the API.
@@ -49,11 +50,20 @@ impl Engine {
         let progress = match entry.phase {
             Phase::Detecting { .. } => 1.0,
             Phase::Learning { .. } => {
-                let min = self.config.min.as_millis().max(1) as f64;
-                let stable = self.config.stable.as_millis().max(1) as f64;
-                let quiet = since_new.unwrap_or(elapsed) as f64;
-                (elapsed as f64 / min).min(quiet / stable).clamp(0.0, 0.99)
+                // The windows this workload converges on (shorter when inheriting).
+                let w = windows(&self.config, entry);
+                let quiet = now.saturating_sub(w.quiet_since) as f64;
+                (elapsed as f64 / w.min.max(1) as f64)
+                    .min(quiet / w.stable.max(1) as f64)
+                    .clamp(0.0, 0.99)
             }
+        };
+        let lineage = match &entry.phase {
+            Phase::Detecting { baseline, .. } => baseline.metadata.inherited_from.clone(),
+            Phase::Learning { carried, .. } => carried
+                .as_ref()
+                .map(|b| b.metadata.inherited_from.clone())
+                .unwrap_or_default(),
         };
         WorkloadView {
             key: r.key.clone(),
@@ -73,6 +83,8 @@ impl Engine {
             unstable_reason: r.unstable_reason.map(|u| u.to_string()),
             baseline_created: r.baseline_created,
             held: entry.held.len(),
+            inheriting_from: r.inheriting_from.clone().filter(|_| entry.inheriting()),
+            inherited_from: lineage,
         }
     }
 

@@ -18,6 +18,7 @@ use habit_models::rules::Rule;
 use habit_probes::event::SeqRecord;
 use habit_probes::{Event, EventBody};
 use habit_profiles::observation::Observation;
+use habit_profiles::profile::ContainerOrigin;
 use habit_profiles::store::WorkloadState;
 
 use crate::alerts::alert::Alert;
@@ -356,6 +357,17 @@ impl Pipeline {
             observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
             self.findings.clear();
             let now = learn_now;
+            if let Some(info) = &workload.container {
+                // For the baseline's metadata: image digest and id, pod namespace and labels.
+                let origin = ContainerOrigin {
+                    digest: info.image_digest.as_deref(),
+                    image_id: info.image_id.as_deref(),
+                    namespace: info.k8s_namespace.as_deref(),
+                    labels: &info.k8s_pod_labels,
+                };
+                self.engine
+                    .note_container(&workload.key, &info.id, &origin, now);
+            }
             let state = self.engine.state(&workload.key);
             if entrypoint
                 && state == WorkloadState::Learning
