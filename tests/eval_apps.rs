@@ -1334,7 +1334,8 @@ fn applications_benign_life_and_attack_catalogue() {
     let (files_port, _files) = file_server(std::fs::read(actions_binary()).unwrap());
 
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Some(Daemon::start_in(dir.path(), &config(&m)));
+    // Events are streamed to disk (a full run prints millions of them), never held in memory.
+    let mut daemon = Some(Daemon::start_in_streaming(dir.path(), &config(&m)));
     let d = daemon.as_ref().unwrap();
 
     // ---- learning ----------------------------------------------------------------------------
@@ -1577,12 +1578,60 @@ fn applications_benign_life_and_attack_catalogue() {
         }
     }
     let t_end = SystemTime::now();
-    let events = d.events();
     let log = d.log();
     drop(_checks);
     drop(_loads);
     // Stopping the daemon flushes the summaries of repeated alerts into the file.
-    daemon.take();
+    drop(daemon.take());
+    // One pass over the events on disk: the applications' containers' events go to the report
+    // directory, and each attack run keeps at most 8 of what habitd saw in its window (for the
+    // "missed: what it saw" diagnostics). Memory stays bounded whatever the run printed.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let shorts: Vec<String> = containers.values().map(|c| c.short().to_string()).collect();
+    let mut seen_by_run: Vec<Vec<String>> = vec![Vec::new(); runs.len()];
+    {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(target.join("eval_apps.events.jsonl")).unwrap(),
+        );
+        common::for_each_event_in(&dir.path().join("events.jsonl"), |line, e| {
+            let f = &e["output_fields"];
+            let Some(id) = f["container.id"].as_str() else {
+                return;
+            };
+            if !shorts.iter().any(|s| s == id) {
+                return;
+            }
+            let _ = writeln!(out, "{line}");
+            let Some(t) = e["time"].as_str().and_then(parse_rfc3339) else {
+                return;
+            };
+            for (n, (_, app, t0, _)) in runs.iter().enumerate() {
+                let t1 = runs.get(n + 1).map(|r| r.2).unwrap_or(t_end);
+                if t < *t0
+                    || t >= t1
+                    || id != containers[app].short()
+                    || seen_by_run[n].len() >= 8
+                    || matches!(e["kind"].as_str(), Some("fork" | "exit" | "accept"))
+                    || is_routine(*app, f)
+                {
+                    continue;
+                }
+                let what = ["fd.name", "proc.args"]
+                    .iter()
+                    .find_map(|k| f[*k].as_str().filter(|s| !s.is_empty()))
+                    .unwrap_or("");
+                seen_by_run[n].push(format!(
+                    "{} {} {} {}",
+                    e["kind"].as_str().unwrap_or(""),
+                    f["evt.type"].as_str().unwrap_or(""),
+                    f["proc.name"].as_str().unwrap_or(""),
+                    what.chars().take(70).collect::<String>()
+                ));
+            }
+        });
+        let _ = out.flush();
+    }
     let raw = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap_or_default();
     let alerts: Vec<Value> = raw
         .lines()
@@ -1686,54 +1735,13 @@ fn applications_benign_life_and_attack_catalogue() {
         }
         if !o.fused || !o.baseline {
             // What habitd saw of it: its container, its window, not the server's own routine.
-            o.seen = events
-                .iter()
-                .filter(|e| {
-                    let f = &e["output_fields"];
-                    let t = e["time"].as_str().and_then(parse_rfc3339);
-                    f["container.id"] == c.short()
-                        && t.is_some_and(|t| t >= *t0 && t < t1)
-                        && !matches!(e["kind"].as_str(), Some("fork" | "exit" | "accept"))
-                        && !is_routine(*app, f)
-                })
-                .take(8)
-                .map(|e| {
-                    let f = &e["output_fields"];
-                    let what = ["fd.name", "proc.args"]
-                        .iter()
-                        .find_map(|k| f[*k].as_str().filter(|s| !s.is_empty()))
-                        .unwrap_or("");
-                    format!(
-                        "{} {} {} {}",
-                        e["kind"].as_str().unwrap_or(""),
-                        f["evt.type"].as_str().unwrap_or(""),
-                        f["proc.name"].as_str().unwrap_or(""),
-                        what.chars().take(70).collect::<String>()
-                    )
-                })
-                .collect();
+            o.seen = std::mem::take(&mut seen_by_run[n]);
         }
         outcomes.push((*i, *app, o));
     }
 
     // ---- the report --------------------------------------------------------------------------
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(target.join("eval_apps.alerts.jsonl"), &raw);
-    // The events of the applications' containers (what habitd saw), and when each attack ran.
-    let shorts: Vec<String> = containers.values().map(|c| c.short().to_string()).collect();
-    let _ = std::fs::write(
-        target.join("eval_apps.events.jsonl"),
-        events
-            .iter()
-            .filter(|e| {
-                e["output_fields"]["container.id"]
-                    .as_str()
-                    .is_some_and(|id| shorts.iter().any(|s| s == id))
-            })
-            .map(|e| format!("{e}\n"))
-            .collect::<String>(),
-    );
     let mut md = String::new();
     md.push_str(&format!(
         "# habitd on real applications (tests/eval_apps.rs, mode `{}`)\n\n",
