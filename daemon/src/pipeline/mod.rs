@@ -191,6 +191,8 @@ impl Pipeline {
     /// thread: nothing here allocates unless it alerts.
     async fn handle_sequence(&mut self, ev: &Event, record: &SeqRecord, alerts: &mut Vec<Alert>) {
         self.metrics.count_event(&ev.body);
+        self.procs
+            .refresh_missed_exec(ev.header.tgid, &ev.header.comm, crate::host::proc());
         if self.is_runtime_work(ev) {
             return;
         }
@@ -312,6 +314,9 @@ impl Pipeline {
         let path = absolute_path(ev);
         if matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, path.as_deref().unwrap_or_default());
+        } else {
+            self.procs
+                .refresh_missed_exec(h.tgid, &h.comm, crate::host::proc());
         }
         self.metrics.count_event(&ev.body);
         let time = self.clock.wall(h.ts_boot_ns);
