@@ -104,9 +104,12 @@ fn base_mode() -> Mode {
                 "outbound-new-port",
             ]),
             steps: Some(&["restart", "log rotation", "periodic job", "burst 3x"]),
-            learn_min: 60,
+            // Long enough that the decisive dimensions are quiet for 9+ learning intervals
+            // after the last maintenance round (their prior then lets a new program alert on
+            // its own with the default target).
+            learn_min: 90,
             learn_stable: 20,
-            learn_max: 120,
+            learn_max: 180,
             steady: 15,
         },
     }
@@ -1416,7 +1419,7 @@ fn applications_benign_life_and_attack_catalogue() {
     // round in a learning interval of its own. Three, because maintenance that a rule flags
     // (a shell through `docker exec`, a Python job) is held, not learned, until it has
     // recurred in 3 learning intervals (habitd's habit criterion: never learn a one-off).
-    std::thread::sleep(Duration::from_secs(m.learn_min / 4));
+    std::thread::sleep(Duration::from_secs(m.learn_min / 6));
     for round in 0..MAINTENANCE_ROUNDS {
         if round > 0 {
             std::thread::sleep(Duration::from_secs(LEARNING_INTERVAL_SECS + 1));
