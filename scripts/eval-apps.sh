@@ -5,11 +5,15 @@
 #
 #   scripts/eval-apps.sh [smoke|full] [--report-only]
 #
-# smoke (default, CI): redis, 4 benign steps, 8 techniques, about 6 minutes.
+# smoke (default): redis, 4 benign steps, 8 techniques, about 4 minutes here.
 # full: nginx + Python backend, redis, postgres; every benign step; the whole catalogue
 #       (34 techniques, about 120 technique×application runs), about 35 minutes.
 # --report-only: write the report without failing on missed targets (HABITD_EVAL_ASSERT=0).
-# The report: target/eval_apps.md (tables), target/eval_apps.json, target/eval_apps.alerts.jsonl.
+# The report: target/eval_apps.md (tables), target/eval_apps.json, target/eval_apps.alerts.jsonl,
+# the applications' events (target/eval_apps.events.jsonl: --print-events is streamed to disk,
+# never held in memory), habitd's log and last metrics (eval_apps.habitd.log, .metrics.txt).
+# HABITD_EVAL_IMAGE_PREFIX=NAME names the images NAME/APP:HASH (default habitd-eval), so that two
+# evaluations on one machine do not learn each other's containers under one workload key.
 # Run as root; installs the packages the images are made of when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -104,9 +104,12 @@ fn base_mode() -> Mode {
                 "outbound-new-port",
             ]),
             steps: Some(&["restart", "log rotation", "periodic job", "burst 3x"]),
-            learn_min: 60,
+            // Long enough that the decisive dimensions are quiet for 9+ learning intervals
+            // after the last maintenance round (their prior then lets a new program alert on
+            // its own with the default target).
+            learn_min: 90,
             learn_stable: 20,
-            learn_max: 120,
+            learn_max: 180,
             steady: 15,
         },
     }
@@ -117,11 +120,20 @@ fn base_mode() -> Mode {
 fn config(m: &Mode) -> String {
     format!(
         "alerts_include_suppressed = true\n\
-         [learning]\nmin = \"{}s\"\nstable = \"{}s\"\nmax = \"{}s\"\ninterval = \"5s\"\n\
+         [learning]\nmin = \"{}s\"\nstable = \"{}s\"\nmax = \"{}s\"\ninterval = \"{LEARNING_INTERVAL_SECS}s\"\n\
          [probes]\ncounters_interval = \"2s\"\n",
         m.learn_min, m.learn_stable, m.learn_max
     )
 }
+
+/// `learning.interval` of the run (seconds).
+const LEARNING_INTERVAL_SECS: u64 = 5;
+/// Rounds of maintenance while learning (see the learning phase).
+const MAINTENANCE_ROUNDS: u32 = 3;
+/// Seconds between two log rotations of the rotation step: more than a counters interval, so
+/// that each rotation is alone in its interval as in learning (logrotate runs daily; twelve
+/// rotations in one interval would be a burst no day has).
+const ROTATION_SPACING: Duration = Duration::from_millis(2500);
 
 /// Time an alert may take after a step or an attack (rate alerts close 5 s intervals, sequence
 /// findings come every 2 s; the machines here are heavily shared).
@@ -360,6 +372,23 @@ impl AppContainer {
     }
     fn short(&self) -> &str {
         &self.id[..12]
+    }
+    /// The names in directory `dir` of the container, sorted, read from the host through
+    /// `/proc/PID/root` (no process runs in the container).
+    fn list_dir(&self, dir: &str) -> Vec<String> {
+        let pid =
+            String::from_utf8_lossy(&docker(&["inspect", "-f", "{{.State.Pid}}", &self.id]).stdout)
+                .trim()
+                .to_string();
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root{dir}"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
     fn exec(&self, opts: &[&str], args: &[&str]) -> Output {
         let mut a = vec!["exec"];
@@ -1334,7 +1363,8 @@ fn applications_benign_life_and_attack_catalogue() {
     let (files_port, _files) = file_server(std::fs::read(actions_binary()).unwrap());
 
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Some(Daemon::start_in(dir.path(), &config(&m)));
+    // Events are streamed to disk (a full run prints millions of them), never held in memory.
+    let mut daemon = Some(Daemon::start_in_streaming(dir.path(), &config(&m)));
     let d = daemon.as_ref().unwrap();
 
     // ---- learning ----------------------------------------------------------------------------
@@ -1384,13 +1414,21 @@ fn applications_benign_life_and_attack_catalogue() {
     ));
     let _checks = health_checks(checked.clone());
 
-    // The maintenance learning sees once (as if it had covered a day): a rotation (generation
-    // .1), a reload, the periodic job.
-    std::thread::sleep(Duration::from_secs(m.learn_min / 3));
-    for (app, c) in &containers {
-        let _ = c.exec(&["-u", "0"], &["sh", "-c", &app.rotate_script()]);
-        let _ = app.reload(c);
-        let _ = app.job(c);
+    // The maintenance learning sees, as if it had covered three days: three rotations
+    // (generations .1 to .3, the second and third gzipped), reloads and periodic jobs, each
+    // round in a learning interval of its own. Three, because maintenance that a rule flags
+    // (a shell through `docker exec`, a Python job) is held, not learned, until it has
+    // recurred in 3 learning intervals (habitd's habit criterion: never learn a one-off).
+    std::thread::sleep(Duration::from_secs(m.learn_min / 6));
+    for round in 0..MAINTENANCE_ROUNDS {
+        if round > 0 {
+            std::thread::sleep(Duration::from_secs(LEARNING_INTERVAL_SECS + 1));
+        }
+        for (app, c) in &containers {
+            let _ = c.exec(&["-u", "0"], &["sh", "-c", &app.rotate_script()]);
+            let _ = app.reload(c);
+            let _ = app.job(c);
+        }
     }
     let mut learned = BTreeMap::new();
     for (app, key) in &keys {
@@ -1485,15 +1523,13 @@ fn applications_benign_life_and_attack_catalogue() {
             for _ in 0..12 {
                 let out = c.exec(&["-u", "0"], &["sh", "-c", &script]);
                 fails += usize::from(!out.status.success());
-                std::thread::sleep(Duration::from_millis(700));
+                std::thread::sleep(ROTATION_SPACING);
             }
-            let ls = c.exec(&["-u", "0"], &["ls", app.log_dir()]);
+            // Listed from the host (through the container's root), not by a command in the
+            // container: that would be an operator's new program, not the rotation.
             format!(
                 "12 rotations ({fails} failed): {}",
-                String::from_utf8_lossy(&ls.stdout)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                c.list_dir(app.log_dir()).join(" ")
             )
         });
         step("config reload", &mut || {
@@ -1577,12 +1613,61 @@ fn applications_benign_life_and_attack_catalogue() {
         }
     }
     let t_end = SystemTime::now();
-    let events = d.events();
     let log = d.log();
+    let metrics = d.get("/metrics").map(|(_, body)| body).unwrap_or_default();
     drop(_checks);
     drop(_loads);
     // Stopping the daemon flushes the summaries of repeated alerts into the file.
-    daemon.take();
+    drop(daemon.take());
+    // One pass over the events on disk: the applications' containers' events go to the report
+    // directory, and each attack run keeps at most 8 of what habitd saw in its window (for the
+    // "missed: what it saw" diagnostics). Memory stays bounded whatever the run printed.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let shorts: Vec<String> = containers.values().map(|c| c.short().to_string()).collect();
+    let mut seen_by_run: Vec<Vec<String>> = vec![Vec::new(); runs.len()];
+    {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(target.join("eval_apps.events.jsonl")).unwrap(),
+        );
+        common::for_each_event_in(&dir.path().join("events.jsonl"), |line, e| {
+            let f = &e["output_fields"];
+            let Some(id) = f["container.id"].as_str() else {
+                return;
+            };
+            if !shorts.iter().any(|s| s == id) {
+                return;
+            }
+            let _ = writeln!(out, "{line}");
+            let Some(t) = e["time"].as_str().and_then(parse_rfc3339) else {
+                return;
+            };
+            for (n, (_, app, t0, _)) in runs.iter().enumerate() {
+                let t1 = runs.get(n + 1).map(|r| r.2).unwrap_or(t_end);
+                if t < *t0
+                    || t >= t1
+                    || id != containers[app].short()
+                    || seen_by_run[n].len() >= 8
+                    || matches!(e["kind"].as_str(), Some("fork" | "exit" | "accept"))
+                    || is_routine(*app, f)
+                {
+                    continue;
+                }
+                let what = ["fd.name", "proc.args"]
+                    .iter()
+                    .find_map(|k| f[*k].as_str().filter(|s| !s.is_empty()))
+                    .unwrap_or("");
+                seen_by_run[n].push(format!(
+                    "{} {} {} {}",
+                    e["kind"].as_str().unwrap_or(""),
+                    f["evt.type"].as_str().unwrap_or(""),
+                    f["proc.name"].as_str().unwrap_or(""),
+                    what.chars().take(70).collect::<String>()
+                ));
+            }
+        });
+        let _ = out.flush();
+    }
     let raw = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap_or_default();
     let alerts: Vec<Value> = raw
         .lines()
@@ -1686,54 +1771,16 @@ fn applications_benign_life_and_attack_catalogue() {
         }
         if !o.fused || !o.baseline {
             // What habitd saw of it: its container, its window, not the server's own routine.
-            o.seen = events
-                .iter()
-                .filter(|e| {
-                    let f = &e["output_fields"];
-                    let t = e["time"].as_str().and_then(parse_rfc3339);
-                    f["container.id"] == c.short()
-                        && t.is_some_and(|t| t >= *t0 && t < t1)
-                        && !matches!(e["kind"].as_str(), Some("fork" | "exit" | "accept"))
-                        && !is_routine(*app, f)
-                })
-                .take(8)
-                .map(|e| {
-                    let f = &e["output_fields"];
-                    let what = ["fd.name", "proc.args"]
-                        .iter()
-                        .find_map(|k| f[*k].as_str().filter(|s| !s.is_empty()))
-                        .unwrap_or("");
-                    format!(
-                        "{} {} {} {}",
-                        e["kind"].as_str().unwrap_or(""),
-                        f["evt.type"].as_str().unwrap_or(""),
-                        f["proc.name"].as_str().unwrap_or(""),
-                        what.chars().take(70).collect::<String>()
-                    )
-                })
-                .collect();
+            o.seen = std::mem::take(&mut seen_by_run[n]);
         }
         outcomes.push((*i, *app, o));
     }
 
     // ---- the report --------------------------------------------------------------------------
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
     let _ = std::fs::write(target.join("eval_apps.alerts.jsonl"), &raw);
-    // The events of the applications' containers (what habitd saw), and when each attack ran.
-    let shorts: Vec<String> = containers.values().map(|c| c.short().to_string()).collect();
-    let _ = std::fs::write(
-        target.join("eval_apps.events.jsonl"),
-        events
-            .iter()
-            .filter(|e| {
-                e["output_fields"]["container.id"]
-                    .as_str()
-                    .is_some_and(|id| shorts.iter().any(|s| s == id))
-            })
-            .map(|e| format!("{e}\n"))
-            .collect::<String>(),
-    );
+    // The daemon's log and its last metrics (kernel drops, held events), to explain misses.
+    let _ = std::fs::write(target.join("eval_apps.habitd.log"), &log);
+    let _ = std::fs::write(target.join("eval_apps.metrics.txt"), &metrics);
     let mut md = String::new();
     md.push_str(&format!(
         "# habitd on real applications (tests/eval_apps.rs, mode `{}`)\n\n",

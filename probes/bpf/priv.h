@@ -4,16 +4,48 @@
  * unshare/setns, module loading, memfd_create, bpf and packet sockets. Reported at syscall entry:
  * the attempt is what matters, whether or not the kernel then allows it.
  *
- * bpf() is the one of these a program makes in bulk (a BPF tool, another habitd, reads its maps
- * with thousands of calls a second): it is reported once per process, command and interval, as
- * opens are per file (before, three habitds on one host reported each other's map reads:
- * 336 204 records in two minutes). The others are rare and each is reported.
+ * bpf(): only the commands that change the kernel or take hold of existing BPF objects (create
+ * a map, load a program or BTF, attach, pin or get a pinned object, open a link or a raw
+ * tracepoint, get a program, map, BTF or link by id, enable stats, create an iterator, bind a
+ * map, create a token). The data-plane commands (map lookups, updates, deletes, key walks,
+ * batches, info and id queries, test runs) are what every BPF tool does thousands of times a
+ * second — another habitd reading its counters made 750 of them a second here — and each
+ * would cost a ring-buffer record: they filled the ring buffer and real events (execs,
+ * connects) were lost. The reported commands are sent once per process, command and interval,
+ * as opens are per file: a tool that loads or attaches in a loop costs one record.
  */
 #ifndef HABIT_PRIV_H
 #define HABIT_PRIV_H
 
 #include "lib/common.h"
 #include "net.h"
+
+/* bpf(2) commands worth reporting (see above); BPF_PROG_LOAD is 5. */
+static __always_inline int bpf_cmd_reported(__u64 cmd)
+{
+	switch (cmd) {
+	case 0:  /* BPF_MAP_CREATE */
+	case 5:  /* BPF_PROG_LOAD */
+	case 6:  /* BPF_OBJ_PIN */
+	case 7:  /* BPF_OBJ_GET */
+	case 8:  /* BPF_PROG_ATTACH */
+	case 9:  /* BPF_PROG_DETACH */
+	case 13: /* BPF_PROG_GET_FD_BY_ID */
+	case 14: /* BPF_MAP_GET_FD_BY_ID */
+	case 17: /* BPF_RAW_TRACEPOINT_OPEN */
+	case 18: /* BPF_BTF_LOAD */
+	case 19: /* BPF_BTF_GET_FD_BY_ID */
+	case 28: /* BPF_LINK_CREATE */
+	case 29: /* BPF_LINK_UPDATE */
+	case 30: /* BPF_LINK_GET_FD_BY_ID */
+	case 32: /* BPF_ENABLE_STATS */
+	case 33: /* BPF_ITER_CREATE */
+	case 35: /* BPF_PROG_BIND_MAP */
+	case 36: /* BPF_TOKEN_CREATE */
+		return 1;
+	}
+	return 0;
+}
 
 static __always_inline __u32 priv_op(__u32 nr, __u64 arg0)
 {
@@ -33,7 +65,7 @@ static __always_inline __u32 priv_op(__u32 nr, __u64 arg0)
 	case NR_init_module: return HABIT_PRIV_INIT_MODULE;
 	case NR_finit_module: return HABIT_PRIV_FINIT_MODULE;
 	case NR_memfd_create: return HABIT_PRIV_MEMFD_CREATE;
-	case NR_bpf: return HABIT_PRIV_BPF;
+	case NR_bpf: return bpf_cmd_reported(arg0) ? HABIT_PRIV_BPF : 0;
 	case NR_socket: return arg0 == AF_PACKET ? HABIT_PRIV_PACKET_SOCKET : 0;
 	}
 	return 0;

@@ -16,13 +16,19 @@
 //! | `tmp` + optional `.`/`_`/`-` + ≥ 6 random characters (`mktemp`, Python `tempfile`) | paths, arguments | `/tmp/tmp.AbC123xYz9` → `/tmp/<tmp>` |
 //! | in `/tmp`, `/var/tmp`, `/dev/shm`: a random-looking name or `name.XXXXXX` suffix | paths | `/tmp/build.a8Kz0Q` → `/tmp/build.<tmp>` |
 //! | elsewhere: a `stem.XXXXXX` suffix with lower case, upper case and digits (atomic-rename temp files) | paths | `/etc/.passwd.aB3xY9` → `/etc/.passwd.<tmp>` |
+//! | a rotated log's generation: `.N` (1–3 digits), optionally compressed (`.gz`, `.bz2`, `.xz`, `.zst`, `.lz4`, `.Z`), after a name ending in `.log` or anywhere below `/var/log/` | paths | `/var/log/redis/redis.log.3.gz` → `/var/log/redis/redis.log.<num>.gz` |
+//! | a number right after a `temp`/`tmp` word and `-`, `.` or `_` (a temp file named by a pid) | paths | `/var/lib/redis/temp-329.rdb` → `/var/lib/redis/temp-<num>.rdb` |
 //! | the peer port of an inbound connection when it is ephemeral (≥ 1024) | `inbound` | `10.0.0.5 43122 -> 8080/tcp` → `10.0.0.5 -> 8080/tcp` |
 //! | the generalised item is capped at [`MAX_ITEM_BYTES`], ending in `<trunc>` | all | |
 //!
 //! "Word" means a maximal run of ASCII letters and digits; "number token" means digits
 //! optionally joined by single `-`, `.`, `_` or `:` (dates, times, versions, addresses).
 //! Number rules in paths are conservative (4 digits) so that `libssl.so.3`, `python3.11` and
-//! `sha256sum` stay as they are; arguments collapse every whole-word number, because
+//! `sha256sum` stay as they are, except where the name says what the number is: a log's
+//! rotation generation (`access.log.1` … `access.log.12.gz`: logrotate makes a new name every
+//! day, and learning sees a few) and a pid after `temp-`. Neither rule reaches a name that is
+//! not a log or a temp file, so a write to `/etc/passwd.1`, `/usr/bin/x.1` or `/etc/cron.d/x`
+//! stays exact; arguments collapse every whole-word number, because
 //! `sleep 5` and `sleep 30` are the same habit.
 //!
 //! Randomness is judged by character classes: a name is "random-looking" if it has at least
@@ -325,6 +331,7 @@ fn path_into(path: &str, out: &mut String) {
         .find(|dir| path.starts_with(*dir))
         .map(|dir| dir.len());
     let in_proc = path.starts_with("/proc/");
+    let in_log = path.starts_with(LOG_DIR);
     let mut previous = "";
     let mut offset = 0;
     for (index, segment) in path.split('/').enumerate() {
@@ -332,10 +339,73 @@ fn path_into(path: &str, out: &mut String) {
             out.push('/');
         }
         let in_temp = temp_len.is_some_and(|len| offset >= len);
-        segment_into(segment, index, previous, in_proc, in_temp, out);
+        if let Some((stem, compressed)) = rotated_log(segment, in_log && offset >= LOG_DIR.len()) {
+            segment_into(stem, index, previous, in_proc, in_temp, out);
+            out.push('.');
+            out.push_str(NUM);
+            out.push_str(compressed);
+        } else {
+            segment_into(segment, index, previous, in_proc, in_temp, out);
+        }
         offset += segment.len() + 1;
         previous = segment;
     }
+}
+
+/// Compression suffixes of rotated logs.
+const COMPRESSED: [&str; 6] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z"];
+/// Below it every file is a log.
+const LOG_DIR: &str = "/var/log/";
+/// Most digits of a rotation generation (`.1` … `.999`).
+const MAX_GENERATION_DIGITS: usize = 3;
+
+/// If `segment` is a rotated log (`name.N` or `name.N.gz` etc., N of 1–3 digits, where the
+/// name ends in `.log` or the file is below `/var/log/`: `in_log`), its name and compression
+/// suffix (possibly empty).
+fn rotated_log(segment: &str, in_log: bool) -> Option<(&str, &'static str)> {
+    let (rest, compressed) = COMPRESSED
+        .iter()
+        .find_map(|ext| segment.strip_suffix(ext).map(|rest| (rest, *ext)))
+        .unwrap_or((segment, ""));
+    let dot = rest.rfind('.')?;
+    let (stem, generation) = (&rest[..dot], &rest[dot + 1..]);
+    let is_generation =
+        (1..=MAX_GENERATION_DIGITS).contains(&generation.len()) && is_all_digits(generation);
+    (is_generation
+        && !stem.is_empty()
+        && !stem.ends_with('.')
+        && (in_log || stem.ends_with(".log")))
+    .then_some((stem, compressed))
+}
+
+/// The byte range of a number right after a `temp`/`tmp` word and one of `-`, `.`, `_`
+/// (`temp-329.rdb`, `tmp_42`), whole word, any length.
+fn temp_number(segment: &str) -> Option<(usize, usize)> {
+    let bytes = segment.as_bytes();
+    let lower = segment.to_ascii_lowercase();
+    for word in ["temp", "tmp"] {
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(word) {
+            let start = from + found;
+            let after = start + word.len();
+            from = after;
+            if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            if !matches!(bytes.get(after), Some(b'-' | b'.' | b'_')) {
+                continue;
+            }
+            let digits = bytes[after + 1..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let end = after + 1 + digits;
+            if digits > 0 && is_boundary(bytes, end) {
+                return Some((after + 1, end));
+            }
+        }
+    }
+    None
 }
 
 fn segment_into(
@@ -358,6 +428,10 @@ fn segment_into(
     } else if let Some(stem_end) = random_suffix(segment, if in_temp { 2 } else { 3 }) {
         words_into(&segment[..stem_end], PATH_MIN_DIGITS, out);
         out.push_str(TMP);
+    } else if let Some((start, end)) = temp_number(segment) {
+        words_into(&segment[..start], PATH_MIN_DIGITS, out);
+        out.push_str(NUM);
+        words_into(&segment[end..], PATH_MIN_DIGITS, out);
     } else {
         words_into(segment, PATH_MIN_DIGITS, out);
     }
@@ -547,10 +621,85 @@ mod tests {
             "/usr/lib/python3.11/os.py",
             "/usr/bin/sha256sum",
             "/etc/rc2.d/S01ssh",
-            "/var/log/app.log.1",
             "/opt/app12345/run",
         ] {
             assert_eq!(g(Exec, path), path);
+        }
+    }
+
+    #[test]
+    fn rotated_log_generations_become_num() {
+        for (raw, generalised) in [
+            ("w /var/log/app.log.1", "w /var/log/app.log.<num>"),
+            ("w /var/log/app.log.12", "w /var/log/app.log.<num>"),
+            (
+                "w /var/log/redis/redis-server.log.2.gz",
+                "w /var/log/redis/redis-server.log.<num>.gz",
+            ),
+            (
+                "r /var/log/redis/redis-server.log.11.gz",
+                "w /var/log/redis/redis-server.log.<num>.gz"
+                    .replacen('w', "r", 1)
+                    .as_str(),
+            ),
+            (
+                "w /var/log/nginx/access.log.3.xz",
+                "w /var/log/nginx/access.log.<num>.xz",
+            ),
+            // Below /var/log every file is a log, whatever its name.
+            ("w /var/log/syslog.1", "w /var/log/syslog.<num>"),
+            (
+                "w /var/log/postgresql/pg.csv.7.gz",
+                "w /var/log/postgresql/pg.csv.<num>.gz",
+            ),
+            // Elsewhere, a name ending in .log.
+            ("w /srv/app/logs/app.log.4", "w /srv/app/logs/app.log.<num>"),
+            // Dates were numbers already.
+            (
+                "w /var/log/app.log-20240102.gz",
+                "w /var/log/app.log-<num>.gz",
+            ),
+        ] {
+            assert_eq!(g(File, raw), generalised, "{raw}");
+            assert_eq!(g(File, generalised), generalised, "idempotent: {raw}");
+        }
+        // Not logs: /etc, binaries, libraries, and too many digits stay exact.
+        for path in [
+            "w /etc/passwd.1",
+            "w /etc/cron.d/job.1",
+            "w /usr/bin/sshd.1",
+            "w /usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "w /srv/app/data.1.gz",
+            "w /var/log/",
+            "w /var/log/.1",
+        ] {
+            assert_eq!(g(File, path), path);
+        }
+    }
+
+    #[test]
+    fn temp_files_named_by_a_pid_become_num() {
+        assert_eq!(
+            g(File, "w /var/lib/redis/temp-329.rdb"),
+            "w /var/lib/redis/temp-<num>.rdb"
+        );
+        assert_eq!(
+            g(File, "w /var/lib/redis/temp-rewriteaof-bg-77.aof"),
+            "w /var/lib/redis/temp-rewriteaof-bg-77.aof",
+            "the number must follow temp- directly"
+        );
+        assert_eq!(g(File, "w /data/tmp_42"), "w /data/tmp_<num>");
+        assert_eq!(g(File, "w /data/Temp.9.dat"), "w /data/Temp.<num>.dat");
+        // The directory still tells /etc from the data directory.
+        assert_eq!(g(File, "w /etc/temp-12.rdb"), "w /etc/temp-<num>.rdb");
+        // Not after temp/tmp, or not a whole word: unchanged.
+        for path in [
+            "w /data/attempt-3.log",
+            "w /data/temp-3x.rdb",
+            "w /data/temporary-3.rdb",
+            "w /etc/passwd-1",
+        ] {
+            assert_eq!(g(File, path), path);
         }
     }
 

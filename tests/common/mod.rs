@@ -71,7 +71,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `habitd run --print-events`, its events collected as JSON values.
+/// A running `habitd run --print-events`, its events collected as JSON values (in memory), or
+/// streamed to `dir/events.jsonl` for long runs ([`Daemon::start_in_streaming`]).
 pub struct Daemon {
     child: Child,
     pub port: u16,
@@ -79,6 +80,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     _owned: Option<tempfile::TempDir>,
     events: Arc<Mutex<Vec<Value>>>,
+    /// Where the events go instead of memory (None: kept in `events`).
+    events_file: Option<PathBuf>,
 }
 
 /// The bearer token the test daemons accept.
@@ -97,6 +100,18 @@ impl Daemon {
     /// a test config (alerts to `dir/alerts.jsonl`, token in `dir/token`), and waits for
     /// /healthz to answer 200 (probes attached).
     pub fn start_in(dir: &Path, extra_config: &str) -> Daemon {
+        Daemon::start_with(dir, extra_config, false)
+    }
+
+    /// Like [`Daemon::start_in`], but every `--print-events` line is written to
+    /// `dir/events.jsonl` as it comes and nothing is kept in memory: a long run under load
+    /// prints millions of events (one eval run once grew to 22 GB holding them as values).
+    /// Read them back with [`Daemon::for_each_event`].
+    pub fn start_in_streaming(dir: &Path, extra_config: &str) -> Daemon {
+        Daemon::start_with(dir, extra_config, true)
+    }
+
+    fn start_with(dir: &Path, extra_config: &str, streaming: bool) -> Daemon {
         require_root_and_bpf();
         let port = free_port();
         let config = dir.join("habitd.toml");
@@ -127,12 +142,27 @@ impl Daemon {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         let stdout = child.stdout.take().unwrap();
+        let events_file = streaming.then(|| dir.join("events.jsonl"));
+        let mut file = events_file
+            .as_ref()
+            .map(|p| std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(p).unwrap()));
         std::thread::spawn(move || {
+            use std::io::Write as _;
+            let mut last_flush = Instant::now();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                    if last_flush.elapsed() > Duration::from_millis(200) {
+                        let _ = f.flush();
+                        last_flush = Instant::now();
+                    }
+                } else if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     sink.lock().unwrap().push(v);
                 }
+            }
+            if let Some(f) = file.as_mut() {
+                let _ = f.flush();
             }
         });
         let daemon = Daemon {
@@ -141,6 +171,7 @@ impl Daemon {
             dir: dir.to_path_buf(),
             _owned: None,
             events,
+            events_file,
         };
         daemon.wait_healthy(Duration::from_secs(30));
         daemon
@@ -249,9 +280,23 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("habitd.log")).unwrap_or_default()
     }
 
-    /// Output fields of every event seen so far.
+    /// Output fields of every event seen so far (empty for a streaming daemon: use
+    /// [`Daemon::for_each_event`]).
     pub fn events(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Calls `f` with every event seen so far, one at a time (read back from
+    /// `dir/events.jsonl` for a streaming daemon), so that memory stays bounded.
+    pub fn for_each_event(&self, mut f: impl FnMut(&str, &Value)) {
+        match &self.events_file {
+            Some(p) => for_each_event_in(p, f),
+            None => {
+                for v in self.events.lock().unwrap().iter() {
+                    f(&v.to_string(), v);
+                }
+            }
+        }
     }
 
     /// Waits until `pred` holds for some event's output fields; returns it.
@@ -330,6 +375,20 @@ pub fn drops(daemon: &Daemon) -> String {
         .filter(|l| l.starts_with("habitd_events_dropped_total") && !l.ends_with(" 0"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Calls `f` with every event (line and value) of a file of `--print-events` lines, one at a
+/// time (the events of a streaming daemon, also after it stopped: `dir/events.jsonl`).
+pub fn for_each_event_in(path: &Path, mut f: impl FnMut(&str, &Value)) {
+    let Ok(file) = std::fs::File::open(path) else {
+        return;
+    };
+    for line in BufReader::new(file).lines() {
+        let Ok(line) = line else { break };
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            f(&line, &v);
+        }
+    }
 }
 
 /// The last `n` lines of `text`.

@@ -9,7 +9,8 @@
 #
 #   tests/eval/images.sh APP ACTIONS_BINARY     APP: nginx | redis | postgres | pyapp | neighbour
 #
-# Prints the image name (habitd-eval/APP:HASH) as its last line. Needs root (chown), Docker,
+# Prints the image name (habitd-eval/APP:HASH) as its last line; HABITD_EVAL_IMAGE_PREFIX
+# replaces `habitd-eval` (two evaluations on one machine must not share workload keys). Needs root (chown), Docker,
 # busybox-static and the packages nginx, redis-server, postgresql-15, python3.
 set -euo pipefail
 
@@ -39,7 +40,7 @@ esac
 versions=$(dpkg-query -W -f '${Package}=${Version}\n' busybox-static nginx redis-server \
   postgresql-15 python3.11 2>/dev/null || true)
 hash=$( (cat "$self"; sha256sum <"$actions"; echo "$versions"; echo "$app") | sha256sum | cut -c1-12)
-image="habitd-eval/$app:$hash"
+image="${HABITD_EVAL_IMAGE_PREFIX:-habitd-eval}/$app:$hash"
 if docker image inspect "$image" >/dev/null 2>&1; then
   echo "$image"
   exit 0

@@ -24,8 +24,12 @@ pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
 /// What makes two alerts "identical".
 ///
-/// Anomalies are identified by workload, rule and the set of novel `(dimension, item)` pairs, so
-/// the same new binary run by many processes is one anomaly. A rule hit without novelty has no
+/// Anomalies are identified by workload, rule, the set of novel `(dimension, item)` pairs and
+/// the program that did it (`proc.exepath`), so the same new binary run by many processes is
+/// one anomaly, while a *different* program doing the same novel thing is news of its own: a
+/// server that connects to the address a reverse shell connected to a minute earlier (redis
+/// made to `REPLICAOF` the attacker) must not fold into the shell's alert as a repeat. A rule
+/// hit without novelty has no
 /// item to tell hits apart, so its `output` sentence stands in for it: otherwise every hit of a
 /// rule in a workload would fold into the first, hiding different commands behind one alert.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,6 +40,8 @@ struct AlertKey {
     novel: Vec<Novel>,
     /// Only for alerts without novel items.
     output: Option<String>,
+    /// The executable of the process (`proc.exepath`), when the alert has one.
+    program: Option<String>,
 }
 
 impl AlertKey {
@@ -44,11 +50,18 @@ impl AlertKey {
         novel.sort_unstable();
         novel.dedup();
         let output = novel.is_empty().then(|| alert.output.clone());
+        let program = alert
+            .output_fields
+            .get("proc.exepath")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         Self {
             workload: alert.habitd.workload.clone(),
             rule: alert.rule.clone(),
             novel,
             output,
+            program,
         }
     }
 }
@@ -323,6 +336,41 @@ mod tests {
         other.habitd.workload = "host".into();
         assert_eq!(observe(&mut agg, other).len(), 1);
         assert_eq!(agg.len(), 3);
+    }
+
+    #[test]
+    fn the_same_novel_item_by_another_program_is_another_alert() {
+        let mut agg = Aggregator::default();
+        let by = |secs, exe: &str| {
+            let mut a = novel(secs, "172.18.0.1 33371/tcp");
+            a.habitd.novel = vec![Novel::new("network", "172.18.0.1 33371/tcp")];
+            a.output_fields.insert("proc.exepath".into(), json!(exe));
+            a
+        };
+        // A reverse shell connects out; the server itself connects to the same address later.
+        assert_eq!(observe(&mut agg, by(0, "/bin/busybox")).len(), 1);
+        assert!(
+            observe(&mut agg, by(5, "/bin/busybox")).is_empty(),
+            "a repeat"
+        );
+        let server = observe(&mut agg, by(10, "/usr/bin/redis-server"));
+        assert_eq!(server.len(), 1, "another program: its own alert");
+        assert_eq!(server[0].habitd.count, None);
+        // Rate alerts (no program) still fold.
+        let rate = |secs| {
+            Alert::new(
+                at(secs),
+                super::super::alert::ANOMALY_RULE,
+                Priority::Warning,
+                "r",
+                "w",
+                "stable",
+                "h",
+            )
+            .with_novel("rate", "syscall rate 40x baseline")
+        };
+        assert_eq!(observe(&mut agg, rate(0)).len(), 1);
+        assert!(observe(&mut agg, rate(1)).is_empty());
     }
 
     #[test]

@@ -192,6 +192,8 @@ impl Pipeline {
     /// thread: nothing here allocates unless it alerts.
     async fn handle_sequence(&mut self, ev: &Event, record: &SeqRecord, alerts: &mut Vec<Alert>) {
         self.metrics.count_event(&ev.body);
+        self.procs
+            .refresh_missed_exec(ev.header.tgid, &ev.header.comm, crate::host::proc());
         if self.is_runtime_work(ev) {
             return;
         }
@@ -311,8 +313,18 @@ impl Pipeline {
     fn process(&mut self, ev: &Event, workload: &Workload, alerts: &mut Vec<Alert>) {
         let h = &ev.header;
         let path = absolute_path(ev);
+        // A program the container runtime executes itself (runc init becoming the `docker
+        // exec`'d command) was started by the runtime, whatever its parent pid says by then.
+        let exec_by_runtime = matches!(ev.body, EventBody::Exec { .. })
+            && self
+                .procs
+                .get(h.tgid)
+                .is_some_and(|p| is_runtime(&p.exe, &p.comm));
         if matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, path.as_deref().unwrap_or_default());
+        } else {
+            self.procs
+                .refresh_missed_exec(h.tgid, &h.comm, crate::host::proc());
         }
         self.metrics.count_event(&ev.body);
         let time = self.clock.wall(h.ts_boot_ns);
@@ -353,7 +365,10 @@ impl Pipeline {
                 .on_event(&workload.key, h.cgroup_id, &ev.body, path.as_deref(), time);
             self.observations.clear();
             let exe = self.procs.get(h.tgid).map(|p| p.exe.as_str());
-            let parent_exe = self.procs.get(h.ppid).map(|p| p.exe.as_str());
+            let parent_exe = exec_parent(
+                exec_by_runtime,
+                self.procs.get(h.ppid).map(|p| p.exe.as_str()),
+            );
             observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
             self.findings.clear();
             let now = learn_now;
@@ -439,6 +454,23 @@ impl Pipeline {
     }
 }
 
+/// The parent an exec's process edge names: the container runtime when the process that
+/// executed was the runtime itself (runc init running a `docker exec`'d command), else its
+/// parent's executable. By the time the exec is processed, runc's parent may have exited and
+/// the process been re-parented, or its parent not be in the table: the edge then went missing
+/// in one learning round of three and stayed held, and the same `docker exec` in detection
+/// was "novel: <runtime> -> /bin/sh".
+fn exec_parent(exec_by_runtime: bool, parent_exe: Option<&str>) -> Option<&str> {
+    if exec_by_runtime {
+        Some(RUNTIME_EXE)
+    } else {
+        parent_exe
+    }
+}
+
+/// Any executable [`is_runtime`] recognises, standing for "the container runtime".
+const RUNTIME_EXE: &str = "runc";
+
 /// Whether a process is pid 1 of its pid namespace (the last `NSpid` of its status is 1);
 /// false when it is gone.
 fn is_pid_one_of_its_namespace(tgid: u32) -> bool {
@@ -480,6 +512,21 @@ fn is_entrypoint(execs_seen: &mut HashSet<u64>, ev: &Event, workload: &Workload)
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_the_runtime_executes_has_the_runtime_as_parent() {
+        assert!(is_runtime(RUNTIME_EXE, ""));
+        // runc init became the command: the runtime, whatever the parent pid says.
+        assert_eq!(exec_parent(true, None), Some(RUNTIME_EXE));
+        assert_eq!(
+            exec_parent(true, Some("/usr/bin/containerd-shim-runc-v2")),
+            Some(RUNTIME_EXE)
+        );
+        assert_eq!(exec_parent(true, Some("/bin/sh")), Some(RUNTIME_EXE));
+        // Anything else: its parent, if known.
+        assert_eq!(exec_parent(false, Some("/bin/sh")), Some("/bin/sh"));
+        assert_eq!(exec_parent(false, None), None);
+    }
 
     #[test]
     fn written_files_forgotten_when_full_is_a_metric_and_one_warning() {

@@ -2,12 +2,27 @@
 //! executable, command line and parent (Falco's `proc.*` fields) although the kernel sends them
 //! only at exec. Seeded from /proc at start-up, then kept current by exec/fork/exit events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use habit_probes::{Event, EventBody};
 
 use crate::metrics::{Limit, LimitReached, Metrics};
+use crate::pipeline::observe::is_runtime;
+use crate::process::procfs::snapshot_process;
+
+/// Most processes remembered as refreshed from /proc (see [`ProcTable::refresh_missed_exec`]).
+const MAX_REFRESHED: usize = 4096;
+
+/// Whether a task name (the kernel's comm of the thread making an event) is the container
+/// runtime's: runc (`runc`, `runc:[2:INIT]`, and `exe` while it re-executes itself through
+/// `/proc/self/exe`), crun, conmon, a containerd shim.
+fn comm_is_runtime(comm: &str) -> bool {
+    comm.starts_with("runc")
+        || comm.starts_with("containerd-shim")
+        || matches!(comm, "crun" | "conmon" | "exe")
+}
 
 /// The process facts events are enriched with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +61,8 @@ pub struct ProcTable {
     limit: usize,
     /// Inserts refused because the table was full.
     full: LimitReached,
+    /// Processes already refreshed from /proc (read once each; bounded).
+    refreshed: HashSet<u32>,
 }
 
 impl ProcTable {
@@ -55,7 +72,65 @@ impl ProcTable {
             procs: HashMap::new(),
             limit,
             full: LimitReached::new(Limit::ProcTable, limit, metrics),
+            refreshed: HashSet::new(),
         }
+    }
+
+    /// Repairs the entry of `tgid` when its exec was missed: the table still says the container
+    /// runtime (runc init, forked before the exec), but the thread making the event has a name
+    /// no runtime has (`comm`, from the kernel). Events of the runtime are never learned or
+    /// scored, so a stale entry silently dropped everything a restarted server did: a
+    /// restarted redis made to replicate from the attacker connected out as "runc" and raised
+    /// nothing. The entry is re-read from `proc_root` (once per process); if the process is
+    /// gone, it keeps the kernel's name and an unknown executable, so that its events are
+    /// the workload's again. Returns whether the entry was replaced.
+    pub fn refresh_missed_exec(&mut self, tgid: u32, comm: &str, proc_root: &Path) -> bool {
+        let stale = !comm.is_empty()
+            && !comm_is_runtime(comm)
+            && self
+                .procs
+                .get(&tgid)
+                .is_some_and(|p| is_runtime(&p.exe, &p.comm));
+        if !stale || self.refreshed.contains(&tgid) {
+            return false;
+        }
+        if self.refreshed.len() >= MAX_REFRESHED {
+            self.refreshed.clear();
+        }
+        self.refreshed.insert(tgid);
+        let ppid = self.procs.get(&tgid).map_or(0, |p| p.ppid);
+        let info = match snapshot_process(proc_root, None, tgid) {
+            Some(s) => {
+                let exe = s
+                    .exe
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                ProcInfo {
+                    comm: process_name(&s.comm, &s.cmdline),
+                    exe,
+                    args: s.cmdline,
+                    ppid: s.ppid,
+                    tty: s.tty,
+                    cap_effective: s.cap_effective,
+                }
+            }
+            None => ProcInfo {
+                exe: String::new(),
+                comm: comm.to_string(),
+                args: Vec::new(),
+                ppid,
+                tty: 0,
+                cap_effective: 0,
+            },
+        };
+        tracing::debug!(
+            message = "A process's exec was missed: its entry was re-read from /proc.",
+            tgid,
+            exe = %info.exe,
+            comm = %info.comm
+        );
+        self.insert(tgid, info);
+        true
     }
 
     pub fn get(&self, pid: u32) -> Option<&Arc<ProcInfo>> {
@@ -110,6 +185,7 @@ impl ProcTable {
             }
             EventBody::Exit { .. } => {
                 self.procs.remove(&h.tgid);
+                self.refreshed.remove(&h.tgid);
             }
             _ => {}
         }
@@ -188,5 +264,62 @@ mod tests {
                 .render()
                 .contains("habitd_limit_reached_total{limit=\"proc_table\"} 3")
         );
+    }
+
+    #[test]
+    fn a_missed_exec_is_repaired_from_proc() {
+        let metrics = Metrics::new().unwrap();
+        let mut t = ProcTable::new(16, &metrics);
+        let runc = |ppid| ProcInfo {
+            exe: "/usr/sbin/runc".into(),
+            comm: "runc:[2:INIT]".into(),
+            args: vec!["runc".into(), "init".into()],
+            ppid,
+            tty: 0,
+            cap_effective: 0,
+        };
+        let proc_root = tempfile::tempdir().unwrap();
+        let dir = proc_root.path().join("4242");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            "4242 (redis-server) S 4200 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("status"),
+            "Name:\tredis-server\nUid:\t104\t104\t104\t104\nGid:\t108\t108\t108\t108\nCapEff:\t0000000000000000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("cmdline"),
+            b"/usr/bin/redis-server\0/etc/redis/redis.conf\0",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/usr/bin/redis-server", dir.join("exe")).unwrap();
+
+        // runc's own threads, and runc re-executing itself, are still the runtime.
+        t.insert(4242, runc(4200));
+        for comm in ["runc:[2:INIT]", "runc", "exe", ""] {
+            assert!(!t.refresh_missed_exec(4242, comm, proc_root.path()));
+        }
+        assert_eq!(t.get(4242).unwrap().exe, "/usr/sbin/runc");
+        // A thread named redis-server in a process the table calls runc: the exec was missed.
+        assert!(t.refresh_missed_exec(4242, "redis-server", proc_root.path()));
+        let p = t.get(4242).unwrap();
+        assert_eq!(p.exe, "/usr/bin/redis-server");
+        assert_eq!(p.comm, "redis-server");
+        assert_eq!(p.args, ["/usr/bin/redis-server", "/etc/redis/redis.conf"]);
+        assert_eq!(p.ppid, 4200);
+        assert!(!is_runtime(&p.exe, &p.comm));
+        // Once only; a process that is not the runtime is never re-read.
+        assert!(!t.refresh_missed_exec(4242, "bio_close_file", proc_root.path()));
+
+        // Gone from /proc: the kernel's name, an unknown executable, no longer the runtime.
+        t.insert(777, runc(1));
+        assert!(t.refresh_missed_exec(777, "nc", proc_root.path()));
+        let p = t.get(777).unwrap();
+        assert_eq!((p.exe.as_str(), p.comm.as_str(), p.ppid), ("", "nc", 1));
+        assert!(!is_runtime(&p.exe, &p.comm));
     }
 }

@@ -59,6 +59,16 @@ impl RateKind {
         Self::Bytes,
     ];
 
+    /// Whether the rate follows the number of clients of a server (all syscalls, bytes,
+    /// accepts, opens, connects): more clients make more of them in about the same mix.
+    /// Execs and distinct destinations or files do not grow with the same requests repeated.
+    pub const fn follows_load(self) -> bool {
+        matches!(
+            self,
+            Self::Syscalls | Self::Bytes | Self::Accept | Self::Open | Self::Connect
+        )
+    }
+
     /// Whether the rate counts discrete events of one kind (execs, opens, connects,
     /// accepts, distinct destinations or files), as opposed to an aggregate of everything the
     /// workload does (all syscalls, bytes). An explanation names a rare kind of event that

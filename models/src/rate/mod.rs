@@ -46,6 +46,14 @@
 //! spreads) while the aggregates that move with it (all syscalls, shares, the accepts that the
 //! connects cause) reach 20–80; it is the specific item to act on.
 //!
+//! **Load headroom.** The rates that follow the number of clients (all syscalls, bytes, accepts,
+//! opens, connects) may rise up to [`RateConfig::load_headroom`] (4) times their mode's level
+//! without counting; above it only the excess counts, and a rate the mode never had has no
+//! headroom. A server learned at one load meets three times the clients at its peak (a real
+//! redis then made 2.4 times its syscalls); the rates that do not follow load (execs, distinct
+//! destinations and files) and the syscall mix are scored as before. Scoring applies it, the
+//! calibration does not, so it can only lower the false-alarm rate.
+//!
 //! # Calibration
 //!
 //! The learning intervals are cut into 5 contiguous blocks; each block is scored by a model

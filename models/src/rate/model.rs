@@ -92,6 +92,17 @@ pub struct RateConfig {
     pub min_threshold: f64,
     /// How many deviating features a score names.
     pub top_features: usize,
+    /// How much more *load* a mode tolerates before a rise counts: the rates that follow the
+    /// number of clients ([`RateKind::follows_load`]: all syscalls, bytes, accepts, opens,
+    /// connects) may rise up to `load_headroom` times their mode's level without counting;
+    /// above it only the excess counts (at least 1; 1 turns it off). Scoring applies it, not
+    /// the calibration (so the false-alarm rate stays at most the target). A service learned under one load meets more clients at its peak, and
+    /// three times the clients made a real redis make 2.4 times its syscalls ("syscall rate
+    /// 2.4× baseline"); without headroom that was an alert. 4 keeps the rises that mean
+    /// something: a scan's 40× connects count as 37×, a rate the mode never had has no
+    /// headroom, and the rates that do not follow load (execs, distinct destinations and
+    /// files) and the syscall mix are scored as before.
+    pub load_headroom: f64,
     /// Seed of the k-means initialisation (fitting is deterministic for a given seed).
     pub seed: u64,
 }
@@ -109,6 +120,7 @@ impl Default for RateConfig {
             min_log_rate_std: 0.05,
             min_threshold: 25.0,
             top_features: 3,
+            load_headroom: DEFAULT_LOAD_HEADROOM,
             seed: 0x6861_6269_7464,
         }
     }
@@ -141,6 +153,9 @@ impl RateConfig {
         }
         if !(self.min_threshold.is_finite() && self.min_threshold >= 0.0) {
             return bad("min_threshold must be a finite non-negative number");
+        }
+        if !(self.load_headroom.is_finite() && self.load_headroom >= 1.0) {
+            return bad("load_headroom must be a finite number of at least 1");
         }
         if self.top_features > FEATURE_COUNT {
             return bad("top_features must be at most the number of features");
@@ -181,14 +196,15 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Sum of squared standardised deviations of `row`, skipping feature `skip`.
-    fn distance(&self, row: &[f64], skip: Option<usize>) -> f64 {
+    /// Sum of squared standardised deviations of `row`, skipping feature `skip`, with the
+    /// load `headroom`.
+    fn distance(&self, row: &[f64], skip: Option<usize>, headroom: &Headroom<'_>) -> f64 {
         row.iter()
             .zip(self.center.iter().zip(&self.scale))
             .enumerate()
             .filter(|(j, _)| Some(*j) != skip)
-            .map(|(_, (x, (c, s)))| {
-                let z = (x - c) / s;
+            .map(|(j, (x, (c, s)))| {
+                let z = headroom.deviation(j, *x, *c) / s;
                 z * z
             })
             .sum()
@@ -347,6 +363,58 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
 }
 
+/// The default [`RateConfig::load_headroom`].
+pub const DEFAULT_LOAD_HEADROOM: f64 = 4.0;
+
+fn default_load_headroom() -> f64 {
+    DEFAULT_LOAD_HEADROOM
+}
+
+/// The load headroom of a model (see [`RateConfig::load_headroom`]): which features follow
+/// load, and the factor.
+#[derive(Debug, Clone, Copy)]
+struct Headroom<'a> {
+    follows_load: &'a [bool],
+    factor: f64,
+}
+
+impl<'a> Headroom<'a> {
+    /// No headroom (fitting and calibrating: the learning intervals are what they are).
+    const NONE: Headroom<'static> = Headroom {
+        follows_load: &[],
+        factor: 1.0,
+    };
+
+    /// The mask of load-following features, in the model's feature order.
+    fn mask(features: impl Iterator<Item = Feature>) -> Vec<bool> {
+        features
+            .map(|f| matches!(f, Feature::Rate(k) if k.follows_load()))
+            .collect()
+    }
+
+    fn new(follows_load: &'a [bool], factor: f64) -> Self {
+        Self {
+            follows_load,
+            factor,
+        }
+    }
+
+    /// The deviation `x' − center` of feature `j` (model units, `ln(1 + rate)` for rates): a
+    /// load-following rate up to `factor` times the mode's level (`e^center − 1`) is no
+    /// deviation; above it, only the excess counts (`rate − (factor − 1) · level`), so the
+    /// score is continuous and a rise far beyond the headroom keeps nearly all of its weight.
+    /// A mode that never had the rate (level 0) has no headroom for it.
+    fn deviation(&self, j: usize, x: f64, center: f64) -> f64 {
+        if x > center && self.factor > 1.0 && self.follows_load.get(j).copied().unwrap_or(false) {
+            let level = center.exp_m1().max(0.0);
+            let excess = (x.exp_m1() - (self.factor - 1.0) * level).max(level);
+            excess.ln_1p() - center
+        } else {
+            x - center
+        }
+    }
+}
+
 /// The fields of a model, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct RateModelData {
@@ -358,6 +426,9 @@ struct RateModelData {
     intervals: usize,
     /// How many deviating features a score names.
     top_features: usize,
+    /// [`RateConfig::load_headroom`] (models stored before it get the default).
+    #[serde(default = "default_load_headroom")]
+    load_headroom: f64,
     /// The features the model uses (`rate.bytes` only if every learning interval had it).
     features: Vec<FeatureBaseline>,
     clusters: Vec<Cluster>,
@@ -487,6 +558,7 @@ impl RateModel {
             interval_secs,
             intervals: intervals.len(),
             top_features: config.top_features,
+            load_headroom: config.load_headroom,
             features: baselines,
             clusters,
             calibration,
@@ -569,7 +641,13 @@ impl RateModel {
                 .iter()
                 .position(|&f| f == Feature::Rate(RateKind::Bytes))
         };
-        let (statistic, nearest) = nearest_cluster(&self.data.clusters, &row, skip);
+        // Load-following rates above their mode get the headroom (see
+        // `RateConfig::load_headroom`). Only here: the threshold is calibrated on held-out
+        // statistics without it, so headroom can only lower the false-alarm rate below the
+        // target (measured in the tests), never raise it.
+        let follows_load = Headroom::mask(features.iter().copied());
+        let headroom = Headroom::new(&follows_load, self.data.load_headroom);
+        let (statistic, nearest) = nearest_cluster(&self.data.clusters, &row, skip, &headroom);
         let calibration = &self.data.calibration;
         let score = (1.0 - calibration.exceedance(statistic)).clamp(0.0, 1.0);
 
@@ -586,7 +664,7 @@ impl RateModel {
                 .enumerate()
                 .filter(|(j, _)| Some(*j) != skip)
                 .map(|(j, (x, (center, scale)))| {
-                    let z = (x - center) / scale;
+                    let z = headroom.deviation(j, *x, *center) / scale;
                     let event = self.data.features.get(j).is_some_and(
                         |b| matches!(b.feature, Feature::Rate(k) if k.is_event_rate()),
                     );
@@ -867,7 +945,7 @@ fn set_natural_means(
         let nearest = clusters
             .iter()
             .enumerate()
-            .map(|(c, cluster)| (c, cluster.distance(row, None)))
+            .map(|(c, cluster)| (c, cluster.distance(row, None, &Headroom::NONE)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(c, _)| c);
         if let Some((count, sum)) = nearest.and_then(|c| sums.get_mut(c)) {
@@ -891,10 +969,11 @@ fn nearest_cluster<'a>(
     clusters: &'a [Cluster],
     row: &[f64],
     skip: Option<usize>,
+    headroom: &Headroom<'_>,
 ) -> (f64, Option<&'a Cluster>) {
     clusters
         .iter()
-        .map(|c| (c.distance(row, skip), c))
+        .map(|c| (c.distance(row, skip, headroom), c))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map_or((0.0, None), |(d, c)| (d, Some(c)))
 }
@@ -920,7 +999,7 @@ fn cross_validate(rows: &[Vec<f64>], floors: &[f64], config: &RateConfig) -> Vec
         let clusters = fit_clusters(&train, floors, config);
         stats.extend(
             held.iter()
-                .map(|row| nearest_cluster(&clusters, row, None).0),
+                .map(|row| nearest_cluster(&clusters, row, None, &Headroom::NONE).0),
         );
     }
     stats
@@ -1089,7 +1168,9 @@ fn bic(rows: &[Vec<f64>], clusters: &[Cluster]) -> f64 {
                 .iter()
                 .map(|c| {
                     let log_norm: f64 = c.scale.iter().map(|s| s.ln() + HALF_LN_TAU).sum();
-                    c.weight.max(f64::MIN_POSITIVE).ln() - log_norm - 0.5 * c.distance(row, None)
+                    c.weight.max(f64::MIN_POSITIVE).ln()
+                        - log_norm
+                        - 0.5 * c.distance(row, None, &Headroom::NONE)
                 })
                 .collect();
             log_sum_exp(&terms)

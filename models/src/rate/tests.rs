@@ -23,6 +23,8 @@ struct Change {
     /// Share of privileged syscalls (`setuid`) added on top.
     setuid_per_sec: f64,
     bytes: bool,
+    /// Factor on the clients' requests (3: a burst of three times the clients).
+    load: f64,
 }
 
 const NORMAL: Change = Change {
@@ -30,6 +32,7 @@ const NORMAL: Change = Change {
     exec: 1.0,
     setuid_per_sec: 0.0,
     bytes: false,
+    load: 1.0,
 };
 
 impl Workload {
@@ -73,7 +76,7 @@ impl Workload {
     /// One interval: busy (70 %) or idle, request load varying ±10 % within a mode.
     fn interval(&mut self, change: Change) -> FeatureVector {
         let busy = self.uniform() < 0.7;
-        let load = if busy { 200.0 } else { 40.0 } * (0.1 * self.normal()).exp();
+        let load = if busy { 200.0 } else { 40.0 } * (0.1 * self.normal()).exp() * change.load;
         let requests = self.poisson(load * SECS) as f64;
         let mut b = IntervalFeatures::new(SECS);
         let per_request = [
@@ -190,14 +193,79 @@ fn false_alarm_rate(model: &RateModel, intervals: &[FeatureVector]) -> f64 {
     alarms as f64 / intervals.len() as f64
 }
 
+/// Three times the clients (requests, their syscalls, accepts and opens, and the backend
+/// connects they cause, all ×3, in the same mix) is within the default load headroom; the same
+/// burst without headroom, and a rise of what does not follow load (execs) or more than the
+/// headroom (a 40× connect scan), are anomalous.
+#[test]
+fn a_burst_of_three_times_the_clients_is_within_the_load_headroom() {
+    let mut w = Workload::new(11);
+    let learning = w.intervals(120, NORMAL);
+    let model = RateModel::fit(&learning, &RateConfig::default()).unwrap();
+    let strict = RateModel::fit(
+        &learning,
+        &RateConfig {
+            load_headroom: 1.0,
+            ..RateConfig::default()
+        },
+    )
+    .unwrap();
+    let burst = Change {
+        load: 3.0,
+        connect: 3.0,
+        ..NORMAL
+    };
+    let bursts = w.intervals(200, burst);
+    let alarms = bursts.iter().filter(|v| model.score(v).anomalous).count();
+    assert_eq!(alarms, 0, "3x clients alarmed {alarms} of 200 intervals");
+    let strict_alarms = bursts.iter().filter(|v| strict.score(v).anomalous).count();
+    assert!(
+        strict_alarms > 150,
+        "without headroom 3x clients alarm ({strict_alarms} of 200)"
+    );
+    for change in [
+        Change {
+            exec: 20.0,
+            ..NORMAL
+        },
+        Change {
+            connect: 40.0,
+            ..NORMAL
+        },
+    ] {
+        let s = model.score(&w.interval(change));
+        assert!(s.anomalous, "{}", s.explain());
+        assert_eq!(s.direction, RateDirection::Rise);
+    }
+    // Stored and loaded, the headroom scores the same (old models get the default).
+    assert_clean_round_trip(&model, &bursts[..5]);
+    let mut json: serde_json::Value = serde_json::to_value(&model).unwrap();
+    assert_eq!(json["load_headroom"], serde_json::json!(4.0));
+    json.as_object_mut().unwrap().remove("load_headroom");
+    let old: RateModel = serde_json::from_value(json).unwrap();
+    assert_eq!(old.score(&bursts[0]), model.score(&bursts[0]));
+    assert!(
+        RateModel::fit(
+            &learning,
+            &RateConfig {
+                load_headroom: 0.5,
+                ..RateConfig::default()
+            }
+        )
+        .is_err()
+    );
+}
+
 #[test]
 fn normal_intervals_alarm_at_about_the_requested_rate() {
     let mut w = Workload::new(1);
     let learning = w.intervals(300, NORMAL);
     let fresh = w.intervals(4000, NORMAL);
-    // Without the floor (min_threshold 0) the calibration alone decides.
+    // Without the floor (min_threshold 0) and without load headroom (which scoring applies,
+    // not the calibration) the calibration alone decides.
     let cfg = RateConfig {
         min_threshold: 0.0,
+        load_headroom: 1.0,
         ..config(0.01)
     };
     let fitted = RateModel::fit(&learning, &cfg).unwrap();
@@ -214,6 +282,18 @@ fn normal_intervals_alarm_at_about_the_requested_rate() {
             "target {target}, observed {observed}"
         );
     }
+    // With the load headroom: at most the target (it only lowers statistics).
+    let headroom = RateModel::fit(
+        &learning,
+        &RateConfig {
+            min_threshold: 0.0,
+            ..config(0.01)
+        },
+    )
+    .unwrap();
+    let observed = false_alarm_rate(&headroom, &fresh);
+    eprintln!("load headroom, target 0.01: observed {observed:.4}");
+    assert!(observed <= 0.01, "observed {observed}");
     // With the default floor: at most about the target (the floor only raises the threshold).
     let model = RateModel::fit(&learning, &config(0.01)).unwrap();
     assert!(model.calibration().threshold >= RateConfig::default().min_threshold);
