@@ -102,34 +102,9 @@ static __always_inline __u32 seq_learn(struct habit_task *ts, struct habit_seq_s
 	return flags;
 }
 
-/* The task's remembered value of `key` under the slot's generation, looked up in the map (and
- * remembered) when it is not there. Only valued grams are remembered: an unknown gram gets its
- * value from user space later. NULL: the gram has no value. */
-static __always_inline struct habit_gram_hit *gram_value(struct habit_task *ts,
-							 struct habit_seq_slot *cfg,
-							 struct habit_gram_key *key)
+static __always_inline __u32 seq_detect(struct habit_task *ts, struct habit_gram_key *key)
 {
-	__u32 i = (key->gram * 0x9E3779B97F4A7C15ULL) >> 60;
-	struct habit_gram_hit *hit = &ts->hits[i & (HABIT_GRAM_CACHE - 1)];
 	struct habit_gram_val *v;
-
-	if (hit->gram == key->gram && hit->wid == cfg->wid && hit->generation == cfg->generation)
-		return hit;
-	v = bpf_map_lookup_elem(&habit_grams, key);
-	if (!v || !(v->flags & HABIT_GRAM_VALUED))
-		return 0;
-	hit->gram = key->gram;
-	hit->wid = cfg->wid;
-	hit->generation = cfg->generation;
-	hit->value = v->value;
-	hit->flags = v->flags;
-	return hit;
-}
-
-static __always_inline __u32 seq_detect(struct habit_task *ts, struct habit_seq_slot *cfg,
-					struct habit_gram_key *key)
-{
-	struct habit_gram_hit *v;
 	__u32 flags = 0;
 
 	if (!(ts->flags & HABIT_TASK_SCORING)) {
@@ -139,8 +114,8 @@ static __always_inline __u32 seq_detect(struct habit_task *ts, struct habit_seq_
 		ts->known_sum = 0;
 		ts->unknown = 0;
 	}
-	v = gram_value(ts, cfg, key);
-	if (v) {
+	v = bpf_map_lookup_elem(&habit_grams, key);
+	if (v && (v->flags & HABIT_GRAM_VALUED)) {
 		ts->known_sum += v->value;
 		if (v->flags & HABIT_GRAM_UNLEARNED)
 			ts->unknown += 1;
@@ -167,7 +142,7 @@ static __noinline void seq_gram(struct habit_task *ts, struct habit_seq_slot *cf
 	if (cfg->mode == HABIT_SEQ_LEARN)
 		flags = seq_learn(ts, cfg, &key);
 	else if (cfg->mode == HABIT_SEQ_DETECT)
-		flags = seq_detect(ts, cfg, &key);
+		flags = seq_detect(ts, &key);
 	else
 		return;
 	if (flags)

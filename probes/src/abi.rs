@@ -202,9 +202,7 @@ pub struct SeqSlot {
     pub mode: u32,
     pub wid: u32,
     pub samples: i32,
-    /// Detection: changed whenever the workload's values in the gram map change (a model
-    /// loaded, the map cleared), so that the kernel forgets the values its tasks remembered.
-    pub generation: u32,
+    pub _pad: u32,
 }
 
 /// `struct habit_gram_key`: (workload id, 6-gram key).
@@ -376,7 +374,6 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("mode", offset_of!(SeqSlot, mode)),
                 ("wid", offset_of!(SeqSlot, wid)),
                 ("samples", offset_of!(SeqSlot, samples)),
-                ("generation", offset_of!(SeqSlot, generation)),
             ],
         ),
         (

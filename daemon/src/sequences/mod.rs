@@ -75,9 +75,6 @@ struct Followed {
     learning: bool,
     /// The kernel map may hold grams of this workload (a fresh id holds none: no map walk).
     used: bool,
-    /// Bumped at every reset: the slots' `generation`, which makes the kernel's tasks forget the
-    /// gram values they remembered.
-    generation: u32,
 }
 
 impl Followed {
@@ -94,7 +91,6 @@ impl Followed {
             previous.retain(|(w, _), _| *w != wid);
         }
         self.used = true;
-        self.generation = self.generation.wrapping_add(1);
         Ok(())
     }
 }
@@ -161,7 +157,6 @@ impl SequenceTracker {
                 loaded: None,
                 learning: false,
                 used: false,
-                generation: 0,
             },
         );
         wid
@@ -248,7 +243,7 @@ impl SequenceTracker {
             mode,
             wid,
             samples: samples as i32,
-            generation: followed.generation,
+            _pad: 0,
         })
     }
 

@@ -190,7 +190,7 @@ struct habit_seq_slot {
 	__u32 mode;    /* enum habit_seq_mode */
 	__u32 wid;     /* workload id: the 6-gram map is keyed by it */
 	__s32 samples; /* learning: how many more new threads to send whole (calibration traces) */
-	__u32 generation; /* detection: changed by user space whenever the workload's values change */
+	__u32 _pad;
 };
 
 struct habit_gram_key {
@@ -233,17 +233,6 @@ struct habit_seq {
 
 /* Per-task state kept in BPF task storage: the cached counter slot of the task's cgroup and
  * the syscall history. */
-/* One remembered 6-gram value of a task (see struct habit_task). */
-struct habit_gram_hit {
-	__u64 gram; /* 0: empty (a gram's newest lane is never 0) */
-	__u32 wid;
-	__u32 generation;
-	__u32 value;
-	__u32 flags;
-};
-
-#define HABIT_GRAM_CACHE 16
-
 struct habit_task {
 	__u64 cgroup_id;
 	/* The task's css_set when cgroup_id was read: while it is unchanged, so is the cgroup. */
@@ -255,10 +244,6 @@ struct habit_task {
 	__u64 known_sum;
 	__u32 unknown;
 	__u32 _pad;
-	/* Detection: the values of the task's recent 6-grams, direct-mapped, so that a server
-	 * thread's loop of a few dozen grams does not look each one up in the (workload, gram)
-	 * hash map on every syscall. Valid for the (wid, generation) they were read under. */
-	struct habit_gram_hit hits[HABIT_GRAM_CACHE];
 };
 
 #endif
