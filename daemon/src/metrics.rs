@@ -50,6 +50,8 @@ pub struct Metrics {
     pub workload_drops: IntCounterVec,
     /// Ring-buffer records rejected by the decoder, by reason.
     pub decode_errors: IntCounterVec,
+    /// `--print-events` lines lost to failed writes of standard output.
+    pub printed_events_dropped: IntCounter,
     /// Syscalls counted in the kernel, by workload key.
     pub syscalls: IntCounterVec,
     /// 1 once every probe is attached.
@@ -111,6 +113,10 @@ impl Metrics {
                  habitd_events_dropped_total{reason=\"ringbuf_full\"} drops, told per workload)",
             ),
             &["workload", "type"],
+        )?;
+        let printed_events_dropped = IntCounter::new(
+            "habitd_printed_events_dropped_total",
+            "Events --print-events could not write (standard output failing or closed)",
         )?;
         let decode_errors = IntCounterVec::new(
             Opts::new(
@@ -243,6 +249,7 @@ impl Metrics {
         registry.register(Box::new(kernel_drops.clone()))?;
         registry.register(Box::new(workload_drops.clone()))?;
         registry.register(Box::new(decode_errors.clone()))?;
+        registry.register(Box::new(printed_events_dropped.clone()))?;
         registry.register(Box::new(syscalls.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(workloads_cached.clone()))?;
@@ -269,6 +276,7 @@ impl Metrics {
             kernel_drops,
             workload_drops,
             decode_errors,
+            printed_events_dropped,
             syscalls,
             probes_attached,
             workloads_cached,

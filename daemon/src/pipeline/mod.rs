@@ -8,8 +8,8 @@
 mod counters;
 pub mod observe;
 pub mod pending;
+pub mod printer;
 
-use std::io::Write;
 use std::sync::Arc;
 
 use std::collections::HashSet;
@@ -34,6 +34,7 @@ use crate::rates::RateTracker;
 use crate::rules::fusion::{ALWAYS_TAG, Fusion, NEVER_LEARN_TAG};
 use crate::sequences::SequenceTracker;
 use pending::{Pending, Release};
+use printer::EventPrinter;
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
@@ -83,7 +84,7 @@ pub struct Pipeline {
     procs: ProcTable,
     clock: Clock,
     /// Where `--print-events` writes; `None` when disabled.
-    printer: Option<Box<dyn Write + Send>>,
+    printer: Option<EventPrinter>,
     /// Learning and scoring.
     engine: Engine,
     /// Static rules and their fusion with the baselines.
@@ -108,7 +109,7 @@ impl Pipeline {
     pub fn new(
         resolver: Arc<WorkloadResolver>,
         metrics: Arc<Metrics>,
-        printer: Option<Box<dyn Write + Send>>,
+        printer: Option<EventPrinter>,
         engine: Engine,
         fusion: Fusion,
         rates: RateTracker,
@@ -169,10 +170,8 @@ impl Pipeline {
         for ev in events {
             self.handle(ev, alerts).await;
         }
-        if let Some(out) = self.printer.as_mut()
-            && let Err(e) = out.flush()
-        {
-            tracing::warn!(message = "Failed to flush printed events.", %e);
+        if let Some(printer) = self.printer.as_mut() {
+            printer.flush();
         }
     }
 
@@ -416,10 +415,8 @@ impl Pipeline {
             procs: &self.procs,
             exe_written_by_container: written,
         };
-        if let Some(out) = self.printer.as_mut()
-            && let Err(e) = writeln!(out, "{}", view.to_json_line())
-        {
-            tracing::warn!(message = "Failed to print event.", %e);
+        if let Some(printer) = self.printer.as_mut() {
+            printer.print(&view);
         }
         if !matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, "");
