@@ -244,33 +244,70 @@ const NEEDS_ESCAPE: [bool; 256] = {
     table
 };
 
+/// Whether any of the eight bytes of `word` must be escaped: one below 0x20, a `"` or a `\\`
+/// (bit tricks of "Bit Twiddling Hacks": a zero byte of `x` sets the high bit of
+/// `(x - 0x01…01) & !x`; bytes of 0x80 and above never match, as they need no escape).
+fn word_needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (below_space
+        | (quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash))
+        & HIGH
+        != 0
+}
+
 impl JsonEscape<'_> {
     fn escape(&mut self, s: &str) {
         let bytes = s.as_bytes();
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if !NEEDS_ESCAPE[usize::from(b)] {
-                continue;
-            }
-            self.0.extend_from_slice(&bytes[start..i]);
-            start = i + 1;
-            match b {
-                b'"' => self.0.extend_from_slice(b"\\\""),
-                b'\\' => self.0.extend_from_slice(b"\\\\"),
-                b'\n' => self.0.extend_from_slice(b"\\n"),
-                b'\r' => self.0.extend_from_slice(b"\\r"),
-                b'\t' => self.0.extend_from_slice(b"\\t"),
-                0x08 => self.0.extend_from_slice(b"\\b"),
-                0x0c => self.0.extend_from_slice(b"\\f"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.0.extend_from_slice(b"\\u00");
-                    self.0.push(HEX[usize::from(b >> 4)]);
-                    self.0.push(HEX[usize::from(b & 0xf)]);
+        let mut i = 0;
+        // Eight bytes at a time while none needs escaping (nearly all text), then byte by byte
+        // through the word that has one.
+        while i < bytes.len() {
+            if let Some(word) = bytes.get(i..i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                if !word_needs_escape(u64::from_le_bytes(w)) {
+                    i += 8;
+                    continue;
                 }
             }
+            let end = (i + 8).min(bytes.len());
+            for j in i..end {
+                let b = bytes[j];
+                if NEEDS_ESCAPE[usize::from(b)] {
+                    self.escape_byte(bytes, &mut start, j);
+                }
+            }
+            i = end;
         }
         self.0.extend_from_slice(&bytes[start..]);
+    }
+
+    /// Writes `bytes[*start..i]` as is, then byte `i` escaped; the next run starts after it.
+    fn escape_byte(&mut self, bytes: &[u8], start: &mut usize, i: usize) {
+        let b = bytes[i];
+        self.0.extend_from_slice(&bytes[*start..i]);
+        *start = i + 1;
+        match b {
+            b'"' => self.0.extend_from_slice(b"\\\""),
+            b'\\' => self.0.extend_from_slice(b"\\\\"),
+            b'\n' => self.0.extend_from_slice(b"\\n"),
+            b'\r' => self.0.extend_from_slice(b"\\r"),
+            b'\t' => self.0.extend_from_slice(b"\\t"),
+            0x08 => self.0.extend_from_slice(b"\\b"),
+            0x0c => self.0.extend_from_slice(b"\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.0.extend_from_slice(b"\\u00");
+                self.0.push(HEX[usize::from(b >> 4)]);
+                self.0.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
     }
 }
 
@@ -306,7 +343,22 @@ mod escape_tests {
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let mut every_ascii: String = (0u8..=127).map(char::from).collect();
         every_ascii.push_str("é → \u{2028} 😀 \"quoted\" back\\slash");
-        for s in [every_ascii.as_str(), "", "plain", "\n", "a\u{7f}b"] {
+        // Every special byte at every offset of the eight-byte words, in texts of every length
+        // around them.
+        let mut texts = vec![every_ascii.clone()];
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', 'é'] {
+            for at in 0..20 {
+                let mut t: String = "abcdefghijklmnopqrstuvw".chars().take(at).collect();
+                t.push(special);
+                t.push_str("0123456789xyz");
+                texts.push(t);
+            }
+        }
+        for s in texts
+            .iter()
+            .map(String::as_str)
+            .chain(["", "plain", "\n", "a\u{7f}b", " !#[]~"])
+        {
             let mut out = Vec::new();
             write_json_str(&mut out, s);
             assert_eq!(
