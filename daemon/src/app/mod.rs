@@ -254,6 +254,8 @@ pub async fn run(config: Config) -> Result<()> {
     drop(events);
     drop(probes);
     tracing::info!("Probes detached.");
+    pipeline.release_all_pending(&mut alerts).await;
+    alerting.raise(&mut alerts);
     pipeline.shutdown();
     alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -170,6 +170,11 @@ impl Pipeline {
         for ev in events {
             self.handle(ev, alerts).await;
         }
+        self.flush_printer();
+    }
+
+    /// Writes the printed lines of the events handled so far.
+    fn flush_printer(&mut self) {
         if let Some(printer) = self.printer.as_mut() {
             printer.flush();
         }
@@ -261,6 +266,16 @@ impl Pipeline {
     /// Lets go the held events whose container is now described (under its workload) or whose
     /// deadline passed (under the provisional key). Called before each batch and on a timer.
     pub async fn release_pending(&mut self, alerts: &mut Vec<Alert>) {
+        self.release_held(alerts, false).await;
+    }
+
+    /// At shutdown: lets go every held event (those of undescribed containers under their
+    /// provisional key, as at their deadline), so that none is dropped unhandled and unprinted.
+    pub async fn release_all_pending(&mut self, alerts: &mut Vec<Alert>) {
+        self.release_held(alerts, true).await;
+    }
+
+    async fn release_held(&mut self, alerts: &mut Vec<Alert>, all: bool) {
         if self.pending.len() == 0 {
             return;
         }
@@ -268,7 +283,7 @@ impl Pipeline {
         for (cgroup, hint) in self.pending.cgroups() {
             let (why, workload) = match self.resolver.resolve_now(cgroup, hint.as_deref()).await {
                 Resolution::Ready(w) => (Release::Described, w),
-                Resolution::Pending(w) if self.pending.is_due(cgroup, now) => {
+                Resolution::Pending(w) if all || self.pending.is_due(cgroup, now) => {
                     (Release::Deadline, w)
                 }
                 Resolution::Pending(_) => continue,
@@ -283,6 +298,8 @@ impl Pipeline {
             }
             self.process_all(events, &workload, alerts);
         }
+        // Released events are printed now, not with the next batch.
+        self.flush_printer();
     }
 
     fn process_all(
