@@ -530,12 +530,18 @@ fn every_event_of_a_burst_at_the_target_rates_is_printed_or_counted_as_dropped()
 #[test]
 fn a_tiny_ring_buffer_drops_events_and_counts_exactly_what_it_lost() {
     let _serial = serial();
-    // 8 KiB hold five exec records: the burst overflows it whatever the machine.
-    let run = printed_burst("tiny-ring", 8192, 2.0, (100_000, 1_000, 5_000));
+    // 4 KiB, the least habitd accepts, hold two exec records: at the target exec and connect
+    // rates (habitd printing) the burst overflows it whatever the machine.
+    let run = printed_burst(
+        "tiny-ring",
+        4096,
+        2.0,
+        (100_000, EXECS_PER_S, CONNECTS_PER_S),
+    );
     for kind in ["exec", "connect"] {
         assert!(
             run.rows[kind].dropped > 0,
-            "{kind}: no drop with an 8 KiB ring buffer\n{}",
+            "{kind}: no drop with a 4 KiB ring buffer\n{}",
             run.report("tiny-ring")
         );
         assert!(run.rows[kind].received > 0, "{}", run.report("tiny-ring"));
