@@ -76,6 +76,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== build"
 cargo build --workspace --all-targets
+# The burst test (tests/burst_e2e.rs) measures habitd's throughput: it runs the optimized build.
+cargo build --release -p habitd
 
 echo "== deploy/: Prometheus rules, Grafana dashboard, systemd unit, Helm chart and manifests, image"
 deploy/prometheus/test

@@ -44,8 +44,14 @@ pub struct Metrics {
     events_by_kind: Vec<prometheus::IntCounter>,
     /// Records the kernel side could not deliver, by reason and CPU (cumulative, read from BPF).
     pub kernel_drops: IntCounterVec,
+    /// Records lost on a full ring buffer, by workload and event type: the `ringbuf_full` drops
+    /// told to the workload that lost them ([`Metrics::UNKNOWN_WORKLOAD`] when the kernel could
+    /// not tell).
+    pub workload_drops: IntCounterVec,
     /// Ring-buffer records rejected by the decoder, by reason.
     pub decode_errors: IntCounterVec,
+    /// `--print-events` lines lost to failed writes of standard output.
+    pub printed_events_dropped: IntCounter,
     /// Syscalls counted in the kernel, by workload key.
     pub syscalls: IntCounterVec,
     /// 1 once every probe is attached.
@@ -82,6 +88,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The `workload` of `habitd_workload_events_dropped_total` for records the kernel could not
+    /// tell to a workload (a cgroup without a counter slot, a connection accepted on a listener
+    /// it never saw). Not a workload key: keys are `host`, `host:…` or image references.
+    pub const UNKNOWN_WORKLOAD: &'static str = "unknown";
+
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let events = IntCounterVec::new(
@@ -94,6 +105,18 @@ impl Metrics {
                 "Events lost in the kernel (ring buffer full, map full), by reason and CPU",
             ),
             &["reason", "cpu"],
+        )?;
+        let workload_drops = IntCounterVec::new(
+            Opts::new(
+                "habitd_workload_events_dropped_total",
+                "Events lost on a full ring buffer, by workload and event type (the \
+                 habitd_events_dropped_total{reason=\"ringbuf_full\"} drops, told per workload)",
+            ),
+            &["workload", "type"],
+        )?;
+        let printed_events_dropped = IntCounter::new(
+            "habitd_printed_events_dropped_total",
+            "Events --print-events could not write (standard output failing or closed)",
         )?;
         let decode_errors = IntCounterVec::new(
             Opts::new(
@@ -224,7 +247,9 @@ impl Metrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(kernel_drops.clone()))?;
+        registry.register(Box::new(workload_drops.clone()))?;
         registry.register(Box::new(decode_errors.clone()))?;
+        registry.register(Box::new(printed_events_dropped.clone()))?;
         registry.register(Box::new(syscalls.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
         registry.register(Box::new(workloads_cached.clone()))?;
@@ -234,6 +259,9 @@ impl Metrics {
             for priority in habit_models::priority::Priority::ALL {
                 alerts.with_label_values(&[dimension, priority.falco_name()]);
             }
+        }
+        for kind in habit_probes::EventBody::KIND_LABELS {
+            workload_drops.with_label_values(&[Self::UNKNOWN_WORKLOAD, kind]);
         }
         for reason in habit_probes::decode::DecodeError::REASONS {
             decode_errors.with_label_values(&[reason]);
@@ -246,7 +274,9 @@ impl Metrics {
             registry,
             events_by_kind,
             kernel_drops,
+            workload_drops,
             decode_errors,
+            printed_events_dropped,
             syscalls,
             probes_attached,
             workloads_cached,

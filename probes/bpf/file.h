@@ -115,7 +115,7 @@ static __always_inline void fill_base(struct habit_file *f, struct dentry *base)
 
 static __always_inline void send_file(struct habit_file *f)
 {
-	struct habit_file *e = reserve(sizeof(*e));
+	struct habit_file *e = reserve_for(sizeof(*e), f->hdr.kind, f->hdr.cgroup_id);
 
 	if (!e)
 		return;

@@ -91,7 +91,7 @@ static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
 
 	if (read_user_sockaddr(&sa, (const void *)regs->si, (__u32)regs->dx) != 0)
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve(sizeof(*e), nr == NR_connect ? HABIT_EV_CONNECT : HABIT_EV_BIND);
 	if (!e)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
@@ -145,7 +145,7 @@ int BPF_PROG(habit_sock_state, const struct sock *sk, int oldstate, int newstate
 			count_drop(HABIT_DROP_LISTENERS_FULL);
 		if (hdr.tgid == habit_self_tgid)
 			return 0;
-		e = reserve(sizeof(*e));
+		e = reserve_for(sizeof(*e), HABIT_EV_LISTEN, hdr.cgroup_id);
 		if (!e)
 			return 0;
 		__builtin_memset(e, 0, sizeof(*e));
@@ -168,7 +168,8 @@ int BPF_PROG(habit_sock_state, const struct sock *sk, int oldstate, int newstate
 	listener = bpf_map_lookup_elem(&habit_listeners, &key);
 	if (listener && listener->tgid == habit_self_tgid)
 		return 0;
-	e = reserve(sizeof(*e));
+	/* Lost, it is counted against the listener's workload (no slot when it is unknown). */
+	e = reserve_for(sizeof(*e), HABIT_EV_ACCEPT, listener ? listener->cgroup_id : 0);
 	if (!e)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));

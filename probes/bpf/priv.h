@@ -112,7 +112,7 @@ static __noinline int handle_priv(struct pt_regs *regs, __u32 nr)
 		return 0;
 	if (op == HABIT_PRIV_BPF && bpf_seen_this_interval(regs->di))
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve(sizeof(*e), HABIT_EV_PRIV);
 	if (!e)
 		return 0;
 	fill_hdr(&e->hdr, HABIT_EV_PRIV);

@@ -43,7 +43,7 @@ int BPF_PROG(habit_exec, struct task_struct *task, int old_pid, struct linux_bin
 		return 0;
 	/* A new program: its syscall history starts empty, as in the model. */
 	seq_end(task, true);
-	e = reserve(sizeof(*e));
+	e = reserve(sizeof(*e), HABIT_EV_EXEC);
 	if (!e)
 		return 0;
 	fill_hdr(&e->hdr, HABIT_EV_EXEC);
@@ -81,7 +81,7 @@ int BPF_PROG(habit_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (pid != tgid || is_self())
 		return 0; /* a new thread, not a new process */
-	e = reserve(sizeof(*e));
+	e = reserve(sizeof(*e), HABIT_EV_FORK);
 	if (!e)
 		return 0;
 	fill_hdr(&e->hdr, HABIT_EV_FORK);
@@ -102,7 +102,7 @@ int BPF_PROG(habit_exit, struct task_struct *task)
 	/* signal->live is decremented before this tracepoint: 0 means the last thread is leaving. */
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve(sizeof(*e), HABIT_EV_EXIT);
 	if (!e)
 		return 0;
 	fill_hdr(&e->hdr, HABIT_EV_EXIT);

@@ -57,7 +57,7 @@ static __always_inline void seq_push(struct habit_task *ts, __u32 nr)
 
 static __noinline void seq_send(struct habit_task *ts, __u32 wid, __u32 flags)
 {
-	struct habit_seq *e = reserve(sizeof(*e));
+	struct habit_seq *e = reserve(sizeof(*e), HABIT_EV_SEQ);
 
 	if (!e)
 		return;

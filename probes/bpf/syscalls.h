@@ -28,14 +28,6 @@ struct {
 	__type(value, struct habit_syscall_row);
 } habit_syscall_counts SEC(".maps");
 
-/* cgroup id -> counter slot; user space reads it to label the counts and recycles slots. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS);
-	__type(key, __u64);
-	__type(value, __u32);
-} habit_cgroup_slots SEC(".maps");
-
 /* Free counter slots, filled by user space at start and when a cgroup goes away. */
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);

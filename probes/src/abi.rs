@@ -45,6 +45,19 @@ pub const DROP_REASONS: [&str; 7] = [
 ];
 pub const DROP_MAX: u32 = 8;
 
+/// Cells per row of the `habit_lost` map: records lost on a full ring buffer, indexed by event
+/// kind (`EV_*`).
+pub const LOST_KINDS: usize = 16;
+/// The `habit_lost` row of records whose cgroup had no counter slot (rows below it are slots).
+pub const LOST_NO_SLOT: u32 = MAX_CGROUP_SLOTS;
+
+/// `struct habit_lost_row`: one cgroup slot's records lost on a full ring buffer, by kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostRow {
+    pub kind: [u64; LOST_KINDS],
+}
+
 pub const PRIV_SETUID: u32 = 1;
 pub const PRIV_SETGID: u32 = 2;
 pub const PRIV_SETREUID: u32 = 3;
@@ -230,6 +243,7 @@ unsafe impl aya::Pod for ListenerKey {}
 unsafe impl aya::Pod for SeqSlot {}
 unsafe impl aya::Pod for GramKey {}
 unsafe impl aya::Pod for GramVal {}
+unsafe impl aya::Pod for LostRow {}
 
 /// (C macro or enumerator, Rust value) for every constant both sides use: compared with the C
 /// header by the `abi_layout` test.
@@ -252,6 +266,11 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
             (DROP_REASONS.len() - 1) as u64,
         ),
         ("HABIT_DROP_MAX", DROP_MAX.into()),
+        ("HABIT_LOST_KINDS", LOST_KINDS as u64),
+        ("HABIT_LOST_NO_SLOT", LOST_NO_SLOT.into()),
+        ("HABIT_EV_EXEC", EV_EXEC.into()),
+        ("HABIT_EV_CONNECT", EV_CONNECT.into()),
+        ("HABIT_EV_ACCEPT", EV_ACCEPT.into()),
         ("HABIT_SEQ_OFF", SEQ_OFF.into()),
         ("HABIT_SEQ_LEARN", SEQ_LEARN.into()),
         ("HABIT_SEQ_DETECT", SEQ_DETECT.into()),
@@ -402,6 +421,11 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("args", offset_of!(Priv, args)),
                 ("arg_str", offset_of!(Priv, arg_str)),
             ],
+        ),
+        (
+            "habit_lost_row",
+            size_of::<LostRow>(),
+            vec![("kind", offset_of!(LostRow, kind))],
         ),
         (
             "habit_listener_key",

@@ -478,6 +478,88 @@ mod tests {
         );
     }
 
+    /// The kernel counts lost records by `hdr.kind`; metrics name them as the decoder names
+    /// the records it did get: the two must agree for every kind.
+    #[test]
+    fn lost_records_are_labelled_as_their_decoded_kind() {
+        let mut records = vec![bytes_of(&exec_record())];
+        records.push(bytes_of(&abi::Fork {
+            hdr: hdr(abi::EV_FORK),
+            child_pid: 2,
+            child_tgid: 2,
+        }));
+        records.push(bytes_of(&abi::Exit {
+            hdr: hdr(abi::EV_EXIT),
+            exit_code: 0,
+            _pad: 0,
+        }));
+        for kind in [abi::EV_OPEN, abi::EV_CHMOD] {
+            let mut f = abi::File {
+                hdr: hdr(kind),
+                dirfd: -100,
+                flags: 0,
+                mode: 0o4755,
+                syscall: 2,
+                path: [0; abi::PATH_LEN],
+                base_components: [0; abi::COMPONENTS_LEN],
+            };
+            f.path[..2].copy_from_slice(b"/x");
+            records.push(bytes_of(&f));
+        }
+        let addr = abi::SockAddr {
+            family: libc::AF_INET as u16,
+            port: 80,
+            scope: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        for kind in [
+            abi::EV_CONNECT,
+            abi::EV_ACCEPT,
+            abi::EV_BIND,
+            abi::EV_LISTEN,
+        ] {
+            records.push(bytes_of(&abi::Net {
+                hdr: hdr(kind),
+                local: addr,
+                remote: addr,
+                protocol: 6,
+                fd: 3,
+            }));
+        }
+        records.push(bytes_of(&abi::Priv {
+            hdr: hdr(abi::EV_PRIV),
+            op: abi::PRIV_SETUID,
+            syscall: 105,
+            args: [0; 4],
+            arg_str: [0; abi::PRIV_ARG_LEN],
+        }));
+        records.push(bytes_of(&abi::Seq {
+            hdr: hdr(abi::EV_SEQ),
+            gram: 1,
+            nsys: 1,
+            known_sum: 0,
+            unknown: 0,
+            flags: abi::SEQ_REC_NEW,
+            wid: 1,
+            _pad: 0,
+        }));
+        let mut labels = Vec::new();
+        for record in &records {
+            let ev = decode(record).unwrap();
+            let kind = u32::from_ne_bytes(record[..4].try_into().unwrap());
+            assert_eq!(
+                EventBody::label_of_kind(kind),
+                Some(ev.body.kind_label()),
+                "kind {kind}"
+            );
+            labels.push(ev.body.kind_label());
+        }
+        assert_eq!(labels, EventBody::KIND_LABELS, "every kind is covered");
+        assert_eq!(EventBody::label_of_kind(0), None);
+        assert_eq!(EventBody::label_of_kind(12), None);
+        assert!(abi::LOST_KINDS > EventBody::KIND_LABELS.len());
+    }
+
     #[test]
     fn unknown_priv_op_is_rejected() {
         let p = abi::Priv {

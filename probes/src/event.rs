@@ -277,4 +277,12 @@ impl EventBody {
     pub fn kind_label(&self) -> &'static str {
         Self::KIND_LABELS[self.kind_index()]
     }
+
+    /// The [`EventBody::kind_label`] of records of kernel kind `kind` (`abi::EV_*`, as the
+    /// kernel counts lost records), `None` for a kind that is not one: the kinds are numbered
+    /// from 1 in [`EventBody::KIND_LABELS`] order.
+    pub fn label_of_kind(kind: u32) -> Option<&'static str> {
+        let index = usize::try_from(kind).ok()?.checked_sub(1)?;
+        Self::KIND_LABELS.get(index).copied()
+    }
 }

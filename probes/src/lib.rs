@@ -19,5 +19,6 @@ pub mod syscall_names;
 pub use event::{Event, EventBody, Header, PrivOp, Protocol};
 pub use kernel_features::KernelFeatures;
 pub use loader::{
-    EventStream, KernelCounters, ProbeConfig, ProbeError, Probes, SequenceMaps, SyscallDelta,
+    EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes, SequenceMaps,
+    SyscallDelta,
 };

@@ -71,8 +71,60 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `habitd run --print-events`, its events collected as JSON values (in memory), or
-/// streamed to `dir/events.jsonl` for long runs ([`Daemon::start_in_streaming`]).
+/// The optimized `habitd` (`target/release/habitd`), for tests whose claims are about its
+/// throughput: a debug build handles events about ten times slower. Fails when it is missing,
+/// or older than the sources it is built from (a stale binary would measure old code).
+pub fn release_habitd_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/TEST -> target/release/habitd
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap();
+    let bin = target.join("release").join("habitd");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo build --release -p habitd` before this test \
+                 (scripts/test.sh does)",
+                bin.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut dirs: Vec<PathBuf> = ["daemon", "probes", "models", "profiles"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let (path, meta) = (entry.path(), entry.metadata());
+            let Ok(meta) = meta else { continue };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if let Ok(t) = meta.modified()
+                && newest.as_ref().is_none_or(|(n, _)| t > *n)
+            {
+                newest = Some((t, path));
+            }
+        }
+    }
+    if let Some((t, path)) = newest {
+        assert!(
+            t <= built,
+            "{} is older than {}: run `cargo build --release -p habitd` before this test",
+            bin.display(),
+            path.display()
+        );
+    }
+    bin
+}
+
+/// A running `habitd run --print-events`, its events collected as JSON values, handed line by
+/// line to a callback ([`Daemon::start_streaming`]) or streamed to `dir/events.jsonl` for long
+/// runs ([`Daemon::start_in_streaming`]).
 pub struct Daemon {
     child: Child,
     pub port: u16,
@@ -82,6 +134,23 @@ pub struct Daemon {
     events: Arc<Mutex<Vec<Value>>>,
     /// Where the events go instead of memory (None: kept in `events`).
     events_file: Option<PathBuf>,
+    /// The thread reading the daemon's standard output.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A handler of printed lines (each without its newline).
+pub type LineHandler = Box<dyn FnMut(&[u8]) + Send>;
+
+/// Where the printed events go.
+enum Printed {
+    /// Parsed and kept (`Daemon::events`).
+    Collect(Arc<Mutex<Vec<Value>>>),
+    /// Each line (without its newline) handed to a callback, nothing kept.
+    Stream(LineHandler),
+    /// Each line written to a file as it comes, nothing kept ([`Daemon::start_in_streaming`]).
+    File(PathBuf),
+    /// Not printed (`print_events = false`).
+    Off,
 }
 
 /// The bearer token the test daemons accept.
@@ -100,7 +169,14 @@ impl Daemon {
     /// a test config (alerts to `dir/alerts.jsonl`, token in `dir/token`), and waits for
     /// /healthz to answer 200 (probes attached).
     pub fn start_in(dir: &Path, extra_config: &str) -> Daemon {
-        Daemon::start_with(dir, extra_config, false)
+        let events = Arc::new(Mutex::new(Vec::new()));
+        Daemon::spawn(
+            &habitd_bin(),
+            dir,
+            extra_config,
+            Printed::Collect(events.clone()),
+            events,
+        )
     }
 
     /// Like [`Daemon::start_in`], but every `--print-events` line is written to
@@ -108,10 +184,43 @@ impl Daemon {
     /// prints millions of events (one eval run once grew to 22 GB holding them as values).
     /// Read them back with [`Daemon::for_each_event`].
     pub fn start_in_streaming(dir: &Path, extra_config: &str) -> Daemon {
-        Daemon::start_with(dir, extra_config, true)
+        Daemon::spawn(
+            &habitd_bin(),
+            dir,
+            extra_config,
+            Printed::File(dir.join("events.jsonl")),
+            Arc::new(Mutex::new(Vec::new())),
+        )
     }
 
-    fn start_with(dir: &Path, extra_config: &str, streaming: bool) -> Daemon {
+    /// Starts `bin` (e.g. [`release_habitd_bin`]) in a new temporary directory like
+    /// [`Daemon::start`], handing every printed line to `on_line` as it is read (a 1 MiB
+    /// buffer): nothing is kept, so a test of millions of events stays within bounded memory.
+    /// Without `on_line`, habitd runs without `--print-events`, as in production.
+    pub fn start_streaming(bin: &Path, extra_config: &str, on_line: Option<LineHandler>) -> Daemon {
+        let owned = tempfile::tempdir().unwrap();
+        let printed = match on_line {
+            Some(f) => Printed::Stream(f),
+            None => Printed::Off,
+        };
+        let mut d = Daemon::spawn(
+            bin,
+            owned.path(),
+            extra_config,
+            printed,
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        d._owned = Some(owned);
+        d
+    }
+
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        extra_config: &str,
+        printed: Printed,
+        events: Arc<Mutex<Vec<Value>>>,
+    ) -> Daemon {
         require_root_and_bpf();
         let port = free_port();
         let config = dir.join("habitd.toml");
@@ -119,8 +228,9 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\nprint_events = true\n\
+                "data_dir = \"{data}\"\nlisten = \"127.0.0.1:{port}\"\nprint_events = {print}\n\
                  alerts = [\"file:{alerts}\"]\napi_token_file = \"{token}\"\n{extra_config}",
+                print = !matches!(printed, Printed::Off),
                 data = dir.join("data").display(),
                 alerts = dir.join("alerts.jsonl").display(),
                 token = dir.join("token").display(),
@@ -132,37 +242,57 @@ impl Daemon {
             .append(true)
             .open(dir.join("habitd.log"))
             .unwrap();
-        let mut child = Command::new(habitd_bin())
+        let mut child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
         let stdout = child.stdout.take().unwrap();
-        let events_file = streaming.then(|| dir.join("events.jsonl"));
-        let mut file = events_file
-            .as_ref()
-            .map(|p| std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(p).unwrap()));
-        std::thread::spawn(move || {
-            use std::io::Write as _;
-            let mut last_flush = Instant::now();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(f) = file.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                    if last_flush.elapsed() > Duration::from_millis(200) {
-                        let _ = f.flush();
-                        last_flush = Instant::now();
+        let events_file = match &printed {
+            Printed::File(path) => Some(path.clone()),
+            _ => None,
+        };
+        let reader = std::thread::spawn(move || match printed {
+            Printed::Collect(sink) => {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        sink.lock().unwrap().push(v);
                     }
-                } else if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
                 }
             }
-            if let Some(f) = file.as_mut() {
-                let _ = f.flush();
+            Printed::Stream(mut on_line) => {
+                let mut reader = BufReader::with_capacity(1 << 20, stdout);
+                let mut line = Vec::with_capacity(16 << 10);
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => on_line(line.strip_suffix(b"\n").unwrap_or(&line)),
+                    }
+                }
+            }
+            Printed::File(path) => {
+                use std::io::Write as _;
+                let mut file = std::io::BufWriter::with_capacity(
+                    1 << 16,
+                    std::fs::File::create(path).unwrap(),
+                );
+                let mut last_flush = Instant::now();
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let _ = writeln!(file, "{line}");
+                    if last_flush.elapsed() > Duration::from_millis(200) {
+                        let _ = file.flush();
+                        last_flush = Instant::now();
+                    }
+                }
+                let _ = file.flush();
+            }
+            Printed::Off => {
+                let _ = std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink());
             }
         });
         let daemon = Daemon {
@@ -172,6 +302,7 @@ impl Daemon {
             _owned: None,
             events,
             events_file,
+            reader: Some(reader),
         };
         daemon.wait_healthy(Duration::from_secs(30));
         daemon
@@ -180,6 +311,33 @@ impl Daemon {
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// CPU time the daemon has used so far (user + system, from /proc).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are the 12th
+        // and 13th of them.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// Stops the daemon (SIGTERM, then SIGKILL after 10 s) and waits until everything it
+    /// printed was read.
+    pub fn stop(&mut self) {
+        self.terminate();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 
     /// Kills the daemon with SIGKILL (no chance to save anything) and waits for it.
@@ -353,6 +511,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+impl Daemon {
+    fn terminate(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -430,6 +597,11 @@ pub fn http_request(
 
 /// `tests/fixtures/NAME.c` compiled statically (for the test images), once per test binary.
 pub fn static_helper(name: &str) -> PathBuf {
+    static_helper_with(name, &[])
+}
+
+/// [`static_helper`] with extra compiler flags (`-pthread`, `-nostdlib`).
+pub fn static_helper_with(name: &str, flags: &[&str]) -> PathBuf {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
@@ -438,7 +610,9 @@ pub fn static_helper(name: &str) -> PathBuf {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
     let status = Command::new("cc")
-        .args(["-static", "-O2", "-o"])
+        .args(["-static", "-O2"])
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .status()

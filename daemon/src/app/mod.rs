@@ -109,9 +109,12 @@ pub async fn run(config: Config) -> Result<()> {
     )
     .with_rate_drops(config.learning.rate_drop_alerts);
 
-    let printer: Option<Box<dyn std::io::Write + Send>> = config
-        .print_events
-        .then(|| Box::new(std::io::BufWriter::new(std::io::stdout())) as _);
+    let printer = config.print_events.then(|| {
+        crate::pipeline::printer::EventPrinter::new(
+            Box::new(std::io::stdout()),
+            metrics.printed_events_dropped.clone(),
+        )
+    });
     let rates = RateTracker::new(config.probes.counters_interval.as_secs_f64(), &metrics);
     let sequences = SequenceTracker::new(
         config.probes.sequences,
@@ -251,6 +254,8 @@ pub async fn run(config: Config) -> Result<()> {
     drop(events);
     drop(probes);
     tracing::info!("Probes detached.");
+    pipeline.release_all_pending(&mut alerts).await;
+    alerting.raise(&mut alerts);
     pipeline.shutdown();
     alerting.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -168,7 +168,9 @@ fn invoked_as(p: &ProcInfo) -> Option<Value<'_>> {
 
 /// Falco's `proc.cmdline`: the process name followed by its arguments (argv[1..]).
 pub fn cmdline(name: &str, args: &[String]) -> String {
-    let mut s = String::from(name);
+    let len = name.len() + args.iter().skip(1).map(|a| a.len() + 1).sum::<usize>();
+    let mut s = String::with_capacity(len);
+    s.push_str(name);
     for a in args.iter().skip(1) {
         s.push(' ');
         s.push_str(a);

@@ -105,6 +105,34 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
     });
 }
 
+/// A printed event is written without building its JSON map, and is byte for byte what the
+/// map prints (keys in the map's order), for every kind of event.
+#[test]
+fn printed_events_are_the_json_of_their_map_byte_for_byte() {
+    let fx = Fixture::new();
+    let mut kinds = BTreeSet::new();
+    fx.each(|ev, view| {
+        let mut map = serde_json::Map::new();
+        map.insert(
+            "time".into(),
+            Value::String(crate::alerts::alert::rfc3339(view.attributed.time)),
+        );
+        map.insert("source".into(), "syscall".into());
+        map.insert("kind".into(), ev.body.kind_label().into());
+        map.insert("output_fields".into(), Value::Object(view.output_fields()));
+        let mut line = b"leading bytes are kept ".to_vec();
+        view.write_json_line(&mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap_or_default(),
+            format!("leading bytes are kept {}", Value::Object(map)),
+            "{}",
+            kind(&ev.body)
+        );
+        kinds.insert(kind(&ev.body));
+    });
+    assert_eq!(kinds.len(), KINDS.len());
+}
+
 /// The disputed fields, as Falco defines them.
 #[test]
 fn disputed_fields_have_falcos_meaning() {

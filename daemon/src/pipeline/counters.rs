@@ -1,11 +1,11 @@
 //! The counters tick of the pipeline: what the kernel counted since the last read (syscalls
-//! per cgroup, drops per reason and CPU, syscall 6-grams) goes to learning, scoring and
-//! metrics; the interval's rates are learned or scored; the slots of removed cgroups are
-//! released. It runs on the pipeline's task, like the per-event path.
+//! per cgroup, drops per reason and CPU, records lost per cgroup and kind, syscall 6-grams)
+//! goes to learning, scoring and metrics; the interval's rates are learned or scored; the slots
+//! of removed cgroups are released. It runs on the pipeline's task, like the per-event path.
 
 use std::time::{Duration, SystemTime};
 
-use habit_probes::{Probes, syscall_names};
+use habit_probes::{EventBody, LostDelta, Probes, syscall_names};
 
 use super::Pipeline;
 use crate::alerts::alert::Alert;
@@ -34,7 +34,8 @@ impl Pipeline {
             }
         }
         self.read_drops(probes);
-        self.release_dead_cgroups(probes);
+        self.read_lost(probes).await;
+        self.release_dead_cgroups(probes).await;
         self.sync_sequences(probes).await;
         self.metrics
             .workloads_cached
@@ -119,6 +120,45 @@ impl Pipeline {
         }
     }
 
+    /// Records lost on a full ring buffer since the last read, told to their workloads. A
+    /// container not described yet keeps its losses in the kernel until it is (as its syscall
+    /// counts), so that they are counted under its image, not under a provisional key.
+    async fn read_lost(&mut self, probes: &mut Probes) {
+        let deltas = match probes.counters.read_lost() {
+            Ok(deltas) => deltas,
+            Err(e) => {
+                tracing::warn!(message = "Cannot read the lost-record counters.", %e);
+                return;
+            }
+        };
+        for delta in deltas {
+            if let Some(cgroup_id) = delta.cgroup_id {
+                let workload = match self.resolver.resolve_now(cgroup_id, None).await {
+                    Resolution::Ready(w) | Resolution::Pending(w) => w,
+                };
+                if workload.is_unresolved() {
+                    probes.counters.defer_lost(&delta);
+                    continue;
+                }
+                self.count_lost(workload.key.as_str(), &delta);
+            } else {
+                self.count_lost(Metrics::UNKNOWN_WORKLOAD, &delta);
+            }
+        }
+    }
+
+    /// Adds a workload's lost records to `habitd_workload_events_dropped_total`.
+    fn count_lost(&self, workload: &str, delta: &LostDelta) {
+        for &(kind, count) in &delta.counts {
+            let label = EventBody::label_of_kind(kind).unwrap_or("unknown");
+            self.metrics
+                .workload_drops
+                .with_label_values(&[workload, label])
+                .inc_by(count);
+        }
+        tracing::debug!(message = "Records lost on a full ring buffer.", workload, counts = ?delta.counts);
+    }
+
     /// Tells the kernel, per cgroup slot, whether its workload's syscall sequences are
     /// learned, scored or ignored, and learns what the kernel counted.
     async fn sync_sequences(&mut self, probes: &mut Probes) {
@@ -142,8 +182,9 @@ impl Pipeline {
         }
     }
 
-    /// Frees the counter slots (and resolver entries) of cgroups that were removed.
-    fn release_dead_cgroups(&self, probes: &mut Probes) {
+    /// Frees the counter slots (and resolver entries) of cgroups that were removed; the records
+    /// they lost since the last read are counted first.
+    async fn release_dead_cgroups(&self, probes: &mut Probes) {
         let index = self.resolver.index();
         if let Err(e) = index.refresh() {
             tracing::debug!(message = "cgroup index refresh failed.", %e);
@@ -155,8 +196,17 @@ impl Pipeline {
                     message = "Releasing the counter slot of a removed cgroup.",
                     cgroup_id
                 );
-                if let Err(e) = probes.release_cgroup(cgroup_id) {
-                    tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
+                match probes.release_cgroup(cgroup_id) {
+                    Ok(Some(residual)) => {
+                        let workload = match self.resolver.resolve_now(cgroup_id, None).await {
+                            Resolution::Ready(w) | Resolution::Pending(w) => w,
+                        };
+                        self.count_lost(workload.key.as_str(), &residual);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(message = "Cannot release a counter slot.", cgroup_id, %e);
+                    }
                 }
                 self.resolver.forget(cgroup_id);
             }

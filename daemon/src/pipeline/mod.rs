@@ -8,8 +8,8 @@
 mod counters;
 pub mod observe;
 pub mod pending;
+pub mod printer;
 
-use std::io::Write;
 use std::sync::Arc;
 
 use std::collections::HashSet;
@@ -35,6 +35,7 @@ use crate::rates::RateTracker;
 use crate::rules::fusion::{ALWAYS_TAG, Fusion, NEVER_LEARN_TAG};
 use crate::sequences::SequenceTracker;
 use pending::{Pending, Release};
+use printer::EventPrinter;
 
 /// Most processes tracked at once (a node has at most pid_max; this bounds our memory).
 const PROC_TABLE_LIMIT: usize = 1 << 20;
@@ -84,7 +85,7 @@ pub struct Pipeline {
     procs: ProcTable,
     clock: Clock,
     /// Where `--print-events` writes; `None` when disabled.
-    printer: Option<Box<dyn Write + Send>>,
+    printer: Option<EventPrinter>,
     /// Learning and scoring.
     engine: Engine,
     /// Static rules and their fusion with the baselines.
@@ -109,7 +110,7 @@ impl Pipeline {
     pub fn new(
         resolver: Arc<WorkloadResolver>,
         metrics: Arc<Metrics>,
-        printer: Option<Box<dyn Write + Send>>,
+        printer: Option<EventPrinter>,
         engine: Engine,
         fusion: Fusion,
         rates: RateTracker,
@@ -170,10 +171,13 @@ impl Pipeline {
         for ev in events {
             self.handle(ev, alerts).await;
         }
-        if let Some(out) = self.printer.as_mut()
-            && let Err(e) = out.flush()
-        {
-            tracing::warn!(message = "Failed to flush printed events.", %e);
+        self.flush_printer();
+    }
+
+    /// Writes the printed lines of the events handled so far.
+    fn flush_printer(&mut self) {
+        if let Some(printer) = self.printer.as_mut() {
+            printer.flush();
         }
     }
 
@@ -265,6 +269,16 @@ impl Pipeline {
     /// Lets go the held events whose container is now described (under its workload) or whose
     /// deadline passed (under the provisional key). Called before each batch and on a timer.
     pub async fn release_pending(&mut self, alerts: &mut Vec<Alert>) {
+        self.release_held(alerts, false).await;
+    }
+
+    /// At shutdown: lets go every held event (those of undescribed containers under their
+    /// provisional key, as at their deadline), so that none is dropped unhandled and unprinted.
+    pub async fn release_all_pending(&mut self, alerts: &mut Vec<Alert>) {
+        self.release_held(alerts, true).await;
+    }
+
+    async fn release_held(&mut self, alerts: &mut Vec<Alert>, all: bool) {
         if self.pending.len() == 0 {
             return;
         }
@@ -272,7 +286,7 @@ impl Pipeline {
         for (cgroup, hint) in self.pending.cgroups() {
             let (why, workload) = match self.resolver.resolve_now(cgroup, hint.as_deref()).await {
                 Resolution::Ready(w) => (Release::Described, w),
-                Resolution::Pending(w) if self.pending.is_due(cgroup, now) => {
+                Resolution::Pending(w) if all || self.pending.is_due(cgroup, now) => {
                     (Release::Deadline, w)
                 }
                 Resolution::Pending(_) => continue,
@@ -287,6 +301,8 @@ impl Pipeline {
             }
             self.process_all(events, &workload, alerts);
         }
+        // Released events are printed now, not with the next batch.
+        self.flush_printer();
     }
 
     fn process_all(
@@ -443,10 +459,8 @@ impl Pipeline {
             procs: &self.procs,
             exe_written_by_container: written,
         };
-        if let Some(out) = self.printer.as_mut()
-            && let Err(e) = writeln!(out, "{}", view.to_json_line())
-        {
-            tracing::warn!(message = "Failed to print event.", %e);
+        if let Some(printer) = self.printer.as_mut() {
+            printer.print(&view);
         }
         if !matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, "");

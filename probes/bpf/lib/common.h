@@ -27,6 +27,24 @@ struct {
 	__type(value, __u64);
 } habit_drops SEC(".maps");
 
+/* Records lost on a full ring buffer, per (cgroup slot, kind): struct habit_lost_row in
+ * lib/events.h. One shared array, not per-CPU (1025 rows of 128 bytes, whatever the CPU
+ * count): only the drop path writes it, with atomic adds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS + 1);
+	__type(key, __u32);
+	__type(value, struct habit_lost_row);
+} habit_lost SEC(".maps");
+
+/* cgroup id -> counter slot (syscalls.h assigns slots; user space labels and recycles them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, HABIT_MAX_CGROUP_SLOTS);
+	__type(key, __u64);
+	__type(value, __u32);
+} habit_cgroup_slots SEC(".maps");
+
 /* Index 0: the current de-duplication interval, advanced by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -64,11 +82,14 @@ struct {
 	__type(value, struct habit_scratch);
 } habit_scratch_map SEC(".maps");
 
+/* Atomic adds: a softirq's program (an accepted connection) can interrupt a program on the
+ * same CPU between the load and the store of a plain increment. Drops are rare; the lock
+ * costs nothing on the paths that do not drop. */
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *v = bpf_map_lookup_elem(&habit_drops, &reason);
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
 }
 
 static __always_inline bool is_self(void)
@@ -111,12 +132,36 @@ static __always_inline struct file *current_fd_file(int fd)
 	return file;
 }
 
-/* Reserves a record on the ring buffer, counting the drop when it is full. */
-static __always_inline void *reserve(__u64 size)
+/* A record of `kind` for cgroup `cgroup_id` could not be reserved: counted per reason and CPU,
+ * and per (workload's cgroup slot, kind). Out of line: only the drop path runs it. */
+static __noinline void count_lost(__u32 kind, __u64 cgroup_id)
+{
+	__u32 *slot = bpf_map_lookup_elem(&habit_cgroup_slots, &cgroup_id);
+	__u32 row_idx = slot ? *slot : HABIT_LOST_NO_SLOT;
+	struct habit_lost_row *row;
+
+	count_drop(HABIT_DROP_RINGBUF_FULL);
+	row = bpf_map_lookup_elem(&habit_lost, &row_idx);
+	if (row)
+		__sync_fetch_and_add(&row->kind[kind & (HABIT_LOST_KINDS - 1)], 1);
+}
+
+/* Reserves a record of `kind` belonging to cgroup `cgroup_id`, counting it when the ring
+ * buffer is full. */
+static __always_inline void *reserve_for(__u64 size, __u32 kind, __u64 cgroup_id)
 {
 	void *rec = bpf_ringbuf_reserve(&habit_events, size, 0);
 	if (!rec)
-		count_drop(HABIT_DROP_RINGBUF_FULL);
+		count_lost(kind, cgroup_id);
+	return rec;
+}
+
+/* Reserves a record of `kind` of the current task, counting it when the ring buffer is full. */
+static __always_inline void *reserve(__u64 size, __u32 kind)
+{
+	void *rec = bpf_ringbuf_reserve(&habit_events, size, 0);
+	if (!rec)
+		count_lost(kind, bpf_get_current_cgroup_id());
 	return rec;
 }
 

@@ -53,6 +53,19 @@ enum habit_drop {
 	HABIT_DROP_MAX = 8,
 };
 
+/*
+ * Records lost because the ring buffer was full, by workload and kind (`habit_lost`): one row
+ * per cgroup slot (the slots of the syscall counters), indexed by enum habit_kind, plus row
+ * HABIT_LOST_NO_SLOT for records of a cgroup without a slot (or an accepted connection whose
+ * listener is unknown). Every HABIT_DROP_RINGBUF_FULL is counted in exactly one cell.
+ */
+#define HABIT_LOST_KINDS 16
+#define HABIT_LOST_NO_SLOT HABIT_MAX_CGROUP_SLOTS
+
+struct habit_lost_row {
+	__u64 kind[HABIT_LOST_KINDS];
+};
+
 /* Privileged / kernel-surface operations carried by HABIT_EV_PRIV. */
 enum habit_priv_op {
 	HABIT_PRIV_SETUID = 1,

@@ -8,7 +8,7 @@
 //!
 //! - `events` ([`EventStream`]): the ring buffer, decoded into events;
 //! - `counters` ([`KernelCounters`]): syscalls per cgroup slot, the slot bookkeeping, drops per
-//!   CPU;
+//!   CPU, records lost per cgroup slot and kind;
 //! - `sequences` ([`SequenceMaps`]): per-slot sequence modes and the (workload, 6-gram) table;
 //! - `dedup`: the open de-duplication interval ([`Probes::set_epoch`]);
 //! - `listeners`: listeners seeded from /proc ([`Probes::seed_listener`]).
@@ -25,7 +25,7 @@ use aya::maps::{Map, MapError, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
-pub use counters::{KernelCounters, SyscallDelta};
+pub use counters::{KernelCounters, LostDelta, SyscallDelta};
 pub use events::EventStream;
 pub use sequences::SequenceMaps;
 
@@ -215,8 +215,9 @@ impl Probes {
     }
 
     /// Forgets a cgroup that no longer exists: its slot's sequence mode is switched off before
-    /// the slot goes back to the free queue (a new cgroup must not inherit it).
-    pub fn release_cgroup(&mut self, cgroup_id: u64) -> Result<(), ProbeError> {
+    /// the slot goes back to the free queue (a new cgroup must not inherit it). Returns the
+    /// cgroup's records lost since the last [`KernelCounters::read_lost`], if any.
+    pub fn release_cgroup(&mut self, cgroup_id: u64) -> Result<Option<LostDelta>, ProbeError> {
         if let Some(slot) = self.counters.slot_of(cgroup_id) {
             self.sequences.set_slot(slot, abi::SeqSlot::default())?;
         }
