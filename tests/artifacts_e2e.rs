@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,17 +19,6 @@ use common::{Container, Daemon, import_rootfs, static_busybox, static_helper};
 const FAST_LEARNING: &str = "[learning]\nmin = \"4s\"\nstable = \"4s\"\nmax = \"90s\"\n\
     interval = \"250ms\"\nfalse_alarm_rate = 0.2\ncheckpoint = \"300ms\"\n\
     [probes]\ncounters_interval = \"1s\"\n";
-
-/// `habitctl` next to the test executable (built by `cargo build --workspace`).
-fn habitctl_bin() -> PathBuf {
-    let bin = common::habitd_bin().with_file_name("habitctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
-}
 
 /// A busybox web server image with the `trysys` helper at /bin/trysys.
 fn image(tag: &str) -> String {
@@ -56,15 +43,6 @@ fn image(tag: &str) -> String {
     name
 }
 
-fn http_get(ip: &str) -> Option<String> {
-    let mut s = TcpStream::connect((ip, 8080)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 fn trysys(c: &Container, name: &str) -> String {
     let out = c.exec(&["/bin/trysys", name]);
     format!(
@@ -77,7 +55,7 @@ fn trysys(c: &Container, name: &str) -> String {
 /// The job the workload learns: serve a page now and then, and run the helper's harmless
 /// action in the container.
 fn do_the_job(c: &Container, ip: &str) {
-    assert!(http_get(ip).is_some_and(|b| b.contains("hello")));
+    assert!(common::web_get(ip, "/index.html").is_some_and(|b| b.contains("hello")));
     assert_eq!(trysys(c, "getpid"), "ok");
 }
 
@@ -133,7 +111,7 @@ fn seccomp_profile_from_a_learned_baseline_runs_the_workload_and_blocks_the_rest
     let file = dir.path().join("baseline.json");
     std::fs::write(&file, b.to_json_pretty().unwrap()).unwrap();
     let profile = dir.path().join("seccomp.json");
-    let out = Command::new(habitctl_bin())
+    let out = Command::new(common::habitctl_bin())
         .args(["export", "seccomp"])
         .arg(&file)
         .arg("-o")
@@ -154,7 +132,7 @@ fn seccomp_profile_from_a_learned_baseline_runs_the_workload_and_blocks_the_rest
     let c = run_under(&profile, &image);
     let ip = c.ip();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while http_get(&ip).is_none() && std::time::Instant::now() < deadline {
+    while common::web_get(&ip, "/index.html").is_none() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     do_the_job(&c, &ip);

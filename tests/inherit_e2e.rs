@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,17 +34,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// `habitctl` next to the test executable (built by `cargo build --workspace`).
-fn habitctl_bin() -> PathBuf {
-    let bin = common::habitd_bin().with_file_name("habitctl");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        bin.display()
-    );
-    bin
 }
 
 /// Builds `habitd-inherit/app:TAG`: a busybox web application whose entrypoint (`/app/run`)
@@ -113,20 +100,11 @@ fn start(key: &str, what: &str) -> Container {
     Container::run_with(&["--name", &name], image, &["/bin/sh", "/app/run"])
 }
 
-fn http_get(ip: &str) -> Option<String> {
-    let mut s = TcpStream::connect((ip, 8080)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 /// The application's normal life: a client fetching its page every 200 ms.
 fn client(c: &Container) -> ClientLoop {
     let ip = c.ip();
     ClientLoop::start(move || {
-        let _ = http_get(&ip);
+        let _ = common::web_get(&ip, "/index.html");
     })
 }
 
@@ -181,7 +159,7 @@ fn export(daemon: &Daemon, key: &str, dir: &Path, file: &str) -> (PathBuf, Basel
 }
 
 fn habitctl(args: &[&str], files: &[&Path]) -> (i32, String, String) {
-    let out = Command::new(habitctl_bin())
+    let out = Command::new(common::habitctl_bin())
         .args(["baseline", "diff"])
         .args(files)
         .args(args)

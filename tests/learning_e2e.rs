@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{ClientLoop, Container, Daemon, TOKEN, busybox_image, http_request};
@@ -30,20 +28,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One HTTP/1.0 GET from the host to the container's web server.
-fn http_get(ip: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect((ip, 8080)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 /// The workload's normal life: a client fetching the index page every 200 ms.
 fn web_client(ip: String) -> ClientLoop {
     ClientLoop::start(move || {
-        let _ = http_get(&ip, "/index.html");
+        let _ = common::web_get(&ip, "/index.html");
     })
 }
 
@@ -115,7 +103,11 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
     assert_eq!(a["output_fields"]["container.id"], &c.id[..12]);
 
     // The server reading a file it never read.
-    assert!(http_get(&ip, "/secret.html").unwrap().contains("secret"));
+    assert!(
+        common::web_get(&ip, "/secret.html")
+            .unwrap()
+            .contains("secret")
+    );
     daemon.wait_alert("a file never read", &key, WAIT, |a| {
         has_novel(a, "file", "/www/secret.html")
     });

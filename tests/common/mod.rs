@@ -627,6 +627,28 @@ pub fn actions_binary() -> PathBuf {
     static_helper("actions")
 }
 
+/// `habitctl` next to the test executable (built by `cargo build --workspace`).
+pub fn habitctl_bin() -> PathBuf {
+    let bin = habitd_bin().with_file_name("habitctl");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+/// One HTTP/1.0 GET of `path` from a test container's web server (port 8080): the response.
+pub fn web_get(ip: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect((ip, 8080)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
 /// The host's static busybox, which the test images are built from.
 pub fn static_busybox() -> &'static Path {
     let busybox = Path::new("/bin/busybox");
