@@ -381,14 +381,15 @@ fn rotated_log(segment: &str, in_log: bool) -> Option<(&str, &'static str)> {
 /// The byte range of a number right after a `temp`/`tmp` word and one of `-`, `.`, `_`
 /// (`temp-329.rdb`, `tmp_42`), whole word, any length.
 fn temp_number(segment: &str) -> Option<(usize, usize)> {
+    // Compared in place, case-insensitively: scoring generalises every path it sees and must
+    // not allocate (`habit_models::novelty`'s allocation test).
     let bytes = segment.as_bytes();
-    let lower = segment.to_ascii_lowercase();
-    for word in ["temp", "tmp"] {
-        let mut from = 0;
-        while let Some(found) = lower[from..].find(word) {
-            let start = from + found;
+    for word in [b"temp".as_slice(), b"tmp".as_slice()] {
+        for start in 0..bytes.len().saturating_sub(word.len()) {
             let after = start + word.len();
-            from = after;
+            if !bytes[start..after].eq_ignore_ascii_case(word) {
+                continue;
+            }
             if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
                 continue;
             }
