@@ -80,14 +80,6 @@ fn httpd_command(port: u16) -> Vec<String> {
     ]
 }
 
-fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
-    daemon
-        .alerts()
-        .into_iter()
-        .filter(|a| a["habitd"]["workload"] == key)
-        .collect()
-}
-
 /// Waits for a printed event of `key` matching `pred`.
 fn wait_event(daemon: &Daemon, key: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -209,7 +201,7 @@ fn pods_are_learned_under_their_image_and_attacks_alert_with_kubernetes_fields()
     });
     assert_eq!(replica["output_fields"]["k8s.pod.name"], "web-2");
     std::thread::sleep(Duration::from_secs(5));
-    let quiet = alerts_of(&daemon, &key);
+    let quiet = common::alerts_of(&daemon, &key);
     assert!(
         quiet.is_empty(),
         "a restart or a second pod of a learned image raised alerts: {quiet:#?}"

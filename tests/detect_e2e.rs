@@ -14,7 +14,6 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{ClientLoop, Container, Daemon, busybox_image};
-use serde_json::Value;
 
 /// The default settings but for the clock: 1-s intervals, about 20 of them of learning (the
 /// default learning gives at least 30 one-minute ones). No `false_alarm_rate`: the default.
@@ -30,22 +29,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
-    daemon
-        .alerts()
-        .into_iter()
-        .filter(|a| a["habitd"]["workload"] == key)
-        .collect()
-}
-
-fn has_novel(a: &Value, dimension: &str, item_part: &str) -> bool {
-    a["habitd"]["novel"].as_array().is_some_and(|n| {
-        n.iter().any(|x| {
-            x["dimension"] == dimension && x["item"].as_str().is_some_and(|i| i.contains(item_part))
-        })
-    })
 }
 
 /// A client fetching the index page every 200 ms: the workload's normal life.
@@ -78,7 +61,7 @@ fn with_the_defaults_a_new_program_port_and_destination_alert_alone() {
 
     // Its normal life raises nothing.
     std::thread::sleep(Duration::from_secs(5));
-    let quiet = alerts_of(&daemon, key);
+    let quiet = common::alerts_of(&daemon, key);
     assert!(
         quiet.is_empty(),
         "learned behaviour raised alerts: {quiet:#?}"
@@ -88,7 +71,7 @@ fn with_the_defaults_a_new_program_port_and_destination_alert_alone() {
     let out = c.exec_with(&["-d"], &["/bin/nc", "-l", "-p", "39300"]);
     assert!(out.status.success(), "{out:?}");
     let port = daemon.wait_alert("the new listening port", key, WAIT, |a| {
-        has_novel(a, "network", "39300")
+        common::has_novel(a, "network", "39300")
     });
     eprintln!("listen alert: {port}");
     assert_eq!(port["rule"], ANOMALY_RULE, "novelty alone alerts: {port:#}");
@@ -97,7 +80,7 @@ fn with_the_defaults_a_new_program_port_and_destination_alert_alone() {
         "{port:#}"
     );
     let exec = daemon.wait_alert("the new program", key, WAIT, |a| {
-        has_novel(a, "exec", "/bin/nc")
+        common::has_novel(a, "exec", "/bin/nc")
     });
     eprintln!("exec alert: {exec}");
 
@@ -105,12 +88,12 @@ fn with_the_defaults_a_new_program_port_and_destination_alert_alone() {
     // outbound dimension is empty): both alert alone.
     let _ = c.exec(&["/bin/actions", "connect", "127.0.0.1", "9"]);
     let dest = daemon.wait_alert("the new destination", key, WAIT, |a| {
-        has_novel(a, "network", "127.0.0.1 9/tcp")
+        common::has_novel(a, "network", "127.0.0.1 9/tcp")
     });
     eprintln!("outbound alert: {dest}");
     assert_eq!(dest["rule"], ANOMALY_RULE, "{dest:#}");
     let helper = daemon.wait_alert("the helper program", key, WAIT, |a| {
-        has_novel(a, "exec", "/bin/actions")
+        common::has_novel(a, "exec", "/bin/actions")
     });
     assert_eq!(helper["rule"], ANOMALY_RULE, "{helper:#}");
     assert_eq!(helper["priority"], "Error", "{helper:#}");

@@ -479,31 +479,10 @@ fn attacks() -> Vec<Attack> {
 // Reading the alerts
 // ---------------------------------------------------------------------------------------------
 
-/// Parses the RFC 3339 UTC times habitd writes (`2025-01-02T03:04:05.123456789Z`).
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
-}
-
 fn time_of(a: &Value) -> SystemTime {
     a["time"]
         .as_str()
-        .and_then(parse_time)
+        .and_then(common::parse_rfc3339)
         .unwrap_or_else(|| panic!("alert without a readable time: {a}"))
 }
 
@@ -525,7 +504,7 @@ fn occurrences(a: &Value) -> u64 {
 fn counted_time(a: &Value) -> SystemTime {
     a["habitd"]["first_seen"]
         .as_str()
-        .and_then(parse_time)
+        .and_then(common::parse_rfc3339)
         .unwrap_or_else(|| time_of(a))
 }
 
@@ -1208,7 +1187,7 @@ fn fusion_removes_benign_rule_alerts_and_keeps_every_attack() {
                 .iter()
                 .filter(|e| {
                     let f = &e["output_fields"];
-                    let t = e["time"].as_str().and_then(parse_time);
+                    let t = e["time"].as_str().and_then(common::parse_rfc3339);
                     f["container.id"] == container
                         && t.is_some_and(|t| t >= t0 && t < t1)
                         && !matches!(e["kind"].as_str(), Some("fork" | "exit" | "accept"))

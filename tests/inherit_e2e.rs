@@ -108,14 +108,6 @@ fn client(c: &Container) -> ClientLoop {
     })
 }
 
-fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
-    daemon
-        .alerts()
-        .into_iter()
-        .filter(|a| a["habitd"]["workload"] == key)
-        .collect()
-}
-
 /// Polls the API every 50 ms until `key` is listed; returns its first view.
 fn first_view(daemon: &Daemon, key: &str) -> Value {
     let started = Instant::now();
@@ -250,7 +242,7 @@ fn a_new_tag_inherits_detects_sooner_and_its_new_behaviour_is_in_the_diff() {
     // runtime now and then, are counted as the workload's and can be novel; see the README's
     // limits.)
     std::thread::sleep(Duration::from_secs(6));
-    let raised = alerts_of(&daemon, &k2);
+    let raised = common::alerts_of(&daemon, &k2);
     assert!(
         raised.is_empty(),
         "tag 2's learned behaviour raised alerts: {raised:#?}\n{}",

@@ -42,22 +42,6 @@ fn web_server(tag: &str) -> (String, Container) {
     (format!("docker.io/habitd-e2e/busybox:{tag}"), c)
 }
 
-fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
-    daemon
-        .alerts()
-        .into_iter()
-        .filter(|a| a["habitd"]["workload"] == key)
-        .collect()
-}
-
-fn has_novel(a: &Value, dimension: &str, item_part: &str) -> bool {
-    a["habitd"]["novel"].as_array().is_some_and(|n| {
-        n.iter().any(|x| {
-            x["dimension"] == dimension && x["item"].as_str().is_some_and(|i| i.contains(item_part))
-        })
-    })
-}
-
 #[test]
 fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
     let _serial = serial();
@@ -82,7 +66,7 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
 
     // Repeating the learned behaviour raises nothing.
     std::thread::sleep(Duration::from_secs(4));
-    let quiet = alerts_of(&daemon, &key);
+    let quiet = common::alerts_of(&daemon, &key);
     assert!(
         quiet.is_empty(),
         "learned behaviour raised alerts: {quiet:#?}"
@@ -90,7 +74,9 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
 
     // A shell spawned in the container.
     c.exec(&["/bin/sh", "-c", "/bin/true"]);
-    let a = daemon.wait_alert("a shell", &key, WAIT, |a| has_novel(a, "exec", "/bin/sh"));
+    let a = daemon.wait_alert("a shell", &key, WAIT, |a| {
+        common::has_novel(a, "exec", "/bin/sh")
+    });
     // The built-in rule fires too: fused with the novelty, one escalated rule alert.
     assert_eq!(a["rule"], "Shell spawned in container", "{a:#}");
     assert_eq!(
@@ -109,25 +95,27 @@ fn learns_until_converged_then_alerts_only_on_novel_behaviour() {
             .contains("secret")
     );
     daemon.wait_alert("a file never read", &key, WAIT, |a| {
-        has_novel(a, "file", "/www/secret.html")
+        common::has_novel(a, "file", "/www/secret.html")
     });
 
     // A connection to a new destination.
     c.exec(&["/bin/actions", "connect", "127.0.0.1", "9"]);
     daemon.wait_alert("a new destination", &key, WAIT, |a| {
-        has_novel(a, "network", "127.0.0.1")
+        common::has_novel(a, "network", "127.0.0.1")
     });
 
     // A new listening port.
     c.exec(&["/bin/actions", "listen", "4444", "1"]);
     daemon.wait_alert("a new listening port", &key, WAIT, |a| {
-        has_novel(a, "network", "4444")
+        common::has_novel(a, "network", "4444")
     });
 
     // ptrace and setuid.
     c.exec(&["/bin/actions", "ptrace"]);
     // Privileged operations are reported under the `syscall` dimension (DESIGN.md's list).
-    daemon.wait_alert("ptrace", &key, WAIT, |a| has_novel(a, "syscall", "ptrace"));
+    daemon.wait_alert("ptrace", &key, WAIT, |a| {
+        common::has_novel(a, "syscall", "ptrace")
+    });
     // (setuid is not a test of novelty here: runc itself calls it in the container's cgroup
     // whenever a process starts in it, so it is part of every container's baseline.)
     drop(client);
@@ -150,7 +138,7 @@ fn a_burst_of_connects_raises_a_rate_alert_naming_the_feature() {
 
     // The learned steady load scores within the baseline: no rate alert.
     std::thread::sleep(Duration::from_secs(3));
-    let quiet: Vec<Value> = alerts_of(&daemon, &key)
+    let quiet: Vec<Value> = common::alerts_of(&daemon, &key)
         .into_iter()
         .filter(|a| is_rate(a))
         .collect();
@@ -259,7 +247,7 @@ fn kill_9_loses_no_baseline_and_learning_resumes() {
     assert_eq!(baseline_after, baseline_before, "the baseline is unchanged");
     c.exec(&["/bin/sh", "-c", "/bin/true"]);
     third.wait_alert("a shell after restart", &key, WAIT, |a| {
-        has_novel(a, "exec", "/bin/sh")
+        common::has_novel(a, "exec", "/bin/sh")
     });
     drop(client);
 }
@@ -414,11 +402,13 @@ fn baselines_delivered_in_a_directory_detect_from_the_first_event() {
     );
     let client = web_client(c.ip());
     std::thread::sleep(Duration::from_secs(4));
-    let quiet = alerts_of(&daemon, &key);
+    let quiet = common::alerts_of(&daemon, &key);
     assert!(quiet.is_empty(), "learned behaviour raised: {quiet:#?}");
     assert_eq!(daemon.workload(&key).unwrap()["state"], "stable");
     c.exec(&["/bin/sh", "-c", "/bin/true"]);
-    daemon.wait_alert("a shell", &key, WAIT, |a| has_novel(a, "exec", "/bin/sh"));
+    daemon.wait_alert("a shell", &key, WAIT, |a| {
+        common::has_novel(a, "exec", "/bin/sh")
+    });
     drop(client);
 
     // A file added while running is imported (the directory is polled).

@@ -47,14 +47,6 @@ fn get(ip: &str) -> Option<String> {
     Some(body)
 }
 
-fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
-    daemon
-        .alerts()
-        .into_iter()
-        .filter(|a| a["habitd"]["workload"] == key)
-        .collect()
-}
-
 /// Waits for the exec of the entrypoint shell of container `id` attributed to `key`.
 fn wait_entrypoint(daemon: &Daemon, key: &str, id: &str) -> Value {
     let deadline = Instant::now() + WAIT;
@@ -168,7 +160,7 @@ fn a_learned_shell_entrypoint_restarted_or_replicated_in_detection_raises_no_ale
     let client2 = web_clients(vec![replica.id.clone()]);
     wait_entrypoint(&daemon, &key, &replica.id);
     std::thread::sleep(Duration::from_secs(5));
-    let alerts = alerts_of(&daemon, &key);
+    let alerts = common::alerts_of(&daemon, &key);
     assert!(
         alerts.is_empty(),
         "a restart or a replica of a learned workload raised alerts: {alerts:#?}"

@@ -376,11 +376,7 @@ impl Daemon {
                 return a;
             }
             if Instant::now() > deadline {
-                let mine: Vec<Value> = self
-                    .alerts()
-                    .into_iter()
-                    .filter(|a| a["habitd"]["workload"] == workload)
-                    .collect();
+                let mine = alerts_of(self, workload);
                 panic!(
                     "no alert for {what} on {workload} within {timeout:?}; its alerts: {mine:#?}\nhabitd log tail:\n{}",
                     tail(&self.log(), 40)
@@ -780,6 +776,24 @@ impl Drop for Container {
 // ---------------------------------------------------------------------------------------------
 // Additions of the application evaluation (tests/eval_apps.rs, issue 11)
 // ---------------------------------------------------------------------------------------------
+
+/// The alerts written so far about workload `key`.
+pub fn alerts_of(daemon: &Daemon, key: &str) -> Vec<Value> {
+    daemon
+        .alerts()
+        .into_iter()
+        .filter(|a| a["habitd"]["workload"] == key)
+        .collect()
+}
+
+/// Whether alert `a` names a novel item of `dimension` containing `item_part`.
+pub fn has_novel(a: &Value, dimension: &str, item_part: &str) -> bool {
+    a["habitd"]["novel"].as_array().is_some_and(|n| {
+        n.iter().any(|x| {
+            x["dimension"] == dimension && x["item"].as_str().is_some_and(|i| i.contains(item_part))
+        })
+    })
+}
 
 /// Parses the RFC 3339 UTC times habitd writes (`2025-01-02T03:04:05.123456789Z`).
 pub fn parse_rfc3339(s: &str) -> Option<std::time::SystemTime> {
