@@ -154,6 +154,21 @@ pub struct LearningView {
     pub secs_since_new_item: Option<f64>,
     /// 0..=1: how far the workload is towards stable (1 once stable).
     pub progress: f64,
+    /// What the rate and sequence models have to learn from so far (learning workloads;
+    /// checkpointed with the profile, so a restart resumes these counts).
+    #[serde(default)]
+    pub models: ModelLearningView,
+}
+
+/// The sizes of the models' learning data of a learning workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelLearningView {
+    /// Counter intervals kept for the rate model.
+    pub rate_intervals: usize,
+    /// Distinct syscall 6-grams counted for the sequence model.
+    pub sequence_grams: usize,
+    /// Whole thread traces kept to calibrate the sequence model.
+    pub sequence_traces: usize,
 }
 
 /// `unstable_reason` as a sentence: habitd serves one; the store's structured reason (what an

@@ -1,6 +1,7 @@
 //! The sled store of workloads, in-progress profiles and baselines.
 //!
-//! Four trees, each wrapped in a newtype with typed accessors (so no caller handles bytes):
+//! Five trees, each wrapped in a newtype with typed accessors (so no caller handles bytes, but
+//! for the models' learning data, which this crate does not know):
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -8,6 +9,7 @@
 //! | `profiles` | workload key | [`Profile`] being learned |
 //! | `baselines` | workload key | [`Baseline`], as its compact file JSON |
 //! | `held` | workload key | [`HeldItems`]: rule-flagged items kept out of learning |
+//! | `model_learning` | workload key | what the models learn from while the profile is learned (6-gram counts, calibration traces, rate intervals): JSON the daemon writes, opaque here |
 //!
 //! Values are JSON (serde_json), not bincode: a baseline is stored exactly as its portable file
 //! (export is a copy, and a damaged value can be read by a person), every record is
@@ -22,7 +24,8 @@
 //! decision — [`ProfileStore::import_baseline`], [`ProfileStore::freeze`],
 //! [`ProfileStore::relearn`] — call [`ProfileStore::flush`] before returning, so that once the
 //! API has answered, the decision survives a crash. Checkpoints of learning progress
-//! ([`ProfileStore::checkpoint`]) do not flush each: the daemon writes all checkpoints of an
+//! ([`ProfileStore::checkpoint`]: the profile, the record and the models' learning data, in one
+//! transaction) do not flush each: the daemon writes all checkpoints of an
 //! interval, then calls `flush()` once; a crash loses at most the learning since then.
 
 use std::path::Path;
@@ -42,6 +45,7 @@ const WORKLOADS: &str = "workloads";
 const PROFILES: &str = "profiles";
 const BASELINES: &str = "baselines";
 const HELD: &str = "held";
+const MODEL_LEARNING: &str = "model_learning";
 /// Key, in sled's default tree, of the store's layout version.
 const SCHEMA_KEY: &[u8] = b"habitd.schema";
 /// The layout version this build writes: bump it when a tree's key or value changes
@@ -335,6 +339,21 @@ impl Held {
     }
 }
 
+/// The models' learning data of learning workloads (JSON, written with the profile by
+/// [`ProfileStore::checkpoint`], removed when learning ends or restarts).
+#[derive(Debug, Clone)]
+pub struct ModelLearning(sled::Tree);
+
+impl ModelLearning {
+    /// The stored learning data of a workload, if any.
+    pub fn get(&self, key: &WorkloadKey) -> Result<Option<Vec<u8>>, ProfileError> {
+        self.0
+            .get(key.as_str())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|source| store_error("get", MODEL_LEARNING, key, source))
+    }
+}
+
 /// The store. Cheap to clone (sled handles are reference-counted).
 #[derive(Debug, Clone)]
 pub struct ProfileStore {
@@ -343,6 +362,7 @@ pub struct ProfileStore {
     profiles: Profiles,
     baselines: Baselines,
     held: Held,
+    model_learning: ModelLearning,
 }
 
 impl ProfileStore {
@@ -391,6 +411,10 @@ impl ProfileStore {
             profiles: Profiles(db.open_tree(PROFILES).map_err(tree_error(PROFILES))?),
             baselines: Baselines(db.open_tree(BASELINES).map_err(tree_error(BASELINES))?),
             held: Held(db.open_tree(HELD).map_err(tree_error(HELD))?),
+            model_learning: ModelLearning(
+                db.open_tree(MODEL_LEARNING)
+                    .map_err(tree_error(MODEL_LEARNING))?,
+            ),
             db,
         })
     }
@@ -398,6 +422,11 @@ impl ProfileStore {
     /// The `held` tree.
     pub fn held(&self) -> &Held {
         &self.held
+    }
+
+    /// The `model_learning` tree.
+    pub fn model_learning(&self) -> &ModelLearning {
+        &self.model_learning
     }
 
     /// The `workloads` tree.
@@ -415,20 +444,25 @@ impl ProfileStore {
         &self.baselines
     }
 
-    /// Saves learning progress: the profile and the workload record, atomically. Does not
-    /// flush (see the module documentation).
+    /// Saves learning progress: the profile, the workload record and (when given) the models'
+    /// learning data, atomically, so that a crash never resumes a profile with the models' data
+    /// of another moment. Does not flush (see the module documentation).
     pub fn checkpoint(
         &self,
         record: &WorkloadRecord,
         profile: &Profile,
+        model_learning: Option<&[u8]>,
     ) -> Result<(), ProfileError> {
         check_key(&record.key, profile.workload())?;
         let record_value = encode("workload record", &record.key, record)?;
         let profile_value = encode("profile", &record.key, profile)?;
         let key = record.key.as_str().as_bytes();
-        self.transact(&record.key, |workloads, profiles, _| {
+        self.transact(&record.key, |workloads, profiles, _, learning| {
             workloads.insert(key, record_value.as_slice())?;
             profiles.insert(key, profile_value.as_slice())?;
+            if let Some(data) = model_learning {
+                learning.insert(key, data)?;
+            }
             Ok(())
         })
     }
@@ -441,10 +475,11 @@ impl ProfileStore {
         let record_value = encode("workload record", &record.key, record)?;
         let baseline_value = baseline.to_json_vec()?;
         let key = record.key.as_str().as_bytes();
-        self.transact(&record.key, |workloads, profiles, baselines| {
+        self.transact(&record.key, |workloads, profiles, baselines, learning| {
             workloads.insert(key, record_value.as_slice())?;
             baselines.insert(key, baseline_value.as_slice())?;
             profiles.remove(key)?;
+            learning.remove(key)?;
             Ok(())
         })?;
         self.flush().map(drop)
@@ -482,7 +517,7 @@ impl ProfileStore {
         check(&baseline)?;
         let baseline_value = baseline.to_json_vec()?;
         let raw_key = key.as_str().as_bytes();
-        self.transact(key, |workloads, profiles, baselines| {
+        self.transact(key, |workloads, profiles, baselines, learning| {
             let mut record = match workloads.get(raw_key)? {
                 Some(value) => decode(WORKLOADS, "workload record", key, &value)
                     .map_err(ConflictableTransactionError::Abort)?,
@@ -494,6 +529,7 @@ impl ProfileStore {
             workloads.insert(raw_key, record_value)?;
             baselines.insert(raw_key, baseline_value.as_slice())?;
             profiles.remove(raw_key)?;
+            learning.remove(raw_key)?;
             Ok(())
         })?;
         self.flush()?;
@@ -509,7 +545,7 @@ impl ProfileStore {
         now: UnixMillis,
     ) -> Result<WorkloadRecord, ProfileError> {
         let raw_key = key.as_str().as_bytes();
-        let record = self.transact(key, |workloads, profiles, baselines| {
+        let record = self.transact(key, |workloads, profiles, baselines, learning| {
             let alerts = match workloads.get(raw_key)? {
                 Some(value) => {
                     decode::<WorkloadRecord>(WORKLOADS, "workload record", key, &value)
@@ -525,6 +561,7 @@ impl ProfileStore {
             workloads.insert(raw_key, value)?;
             profiles.remove(raw_key)?;
             baselines.remove(raw_key)?;
+            learning.remove(raw_key)?;
             Ok(record)
         })?;
         self.flush()?;
@@ -541,7 +578,8 @@ impl ProfileStore {
         })
     }
 
-    /// Runs `f` as one transaction over the workloads, profiles and baselines trees.
+    /// Runs `f` as one transaction over the workloads, profiles, baselines and model learning
+    /// trees.
     fn transact<A>(
         &self,
         key: &WorkloadKey,
@@ -549,15 +587,25 @@ impl ProfileStore {
             &sled::transaction::TransactionalTree,
             &sled::transaction::TransactionalTree,
             &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
         ) -> Result<A, ConflictableTransactionError<ProfileError>>,
     ) -> Result<A, ProfileError> {
-        (&self.workloads.0, &self.profiles.0, &self.baselines.0)
-            .transaction(|(w, p, b)| f(w, p, b))
+        let trees = (
+            &self.workloads.0,
+            &self.profiles.0,
+            &self.baselines.0,
+            &self.model_learning.0,
+        );
+        trees
+            .transaction(|(w, p, b, l)| f(w, p, b, l))
             .map_err(|error| match error {
                 TransactionError::Abort(error) => error,
-                TransactionError::Storage(source) => {
-                    store_error("transaction", "workloads+profiles+baselines", key, source)
-                }
+                TransactionError::Storage(source) => store_error(
+                    "transaction",
+                    "workloads+profiles+baselines+model_learning",
+                    key,
+                    source,
+                ),
             })
     }
 }
@@ -714,7 +762,9 @@ mod tests {
         record.update_from_profile(&p, 2000);
         {
             let store = ProfileStore::open(&dir).unwrap();
-            store.checkpoint(&record, &p).unwrap();
+            store
+                .checkpoint(&record, &p, Some(br#"{"grams":[[1,2]]}"#))
+                .unwrap();
             store.flush().unwrap();
         }
         {
@@ -722,6 +772,13 @@ mod tests {
             assert_eq!(store.workloads().get(&key()).unwrap().unwrap(), record);
             let back = store.profiles().get(&key()).unwrap().unwrap();
             assert_eq!(back, p);
+            // The models' learning data came back with the profile, and is kept when a
+            // checkpoint has none to write.
+            store.checkpoint(&record, &p, None).unwrap();
+            assert_eq!(
+                store.model_learning().get(&key()).unwrap().as_deref(),
+                Some(&br#"{"grams":[[1,2]]}"#[..])
+            );
             assert_eq!(back.items_total(), 2);
             // Freeze: profile replaced by the baseline.
             let b = crate::baseline::Baseline::freeze(&back, 3000, false);
@@ -732,6 +789,7 @@ mod tests {
         {
             let store = reopen(&dir);
             assert!(store.profiles().get(&key()).unwrap().is_none());
+            assert!(store.model_learning().get(&key()).unwrap().is_none());
             let b = store.baselines().get(&key()).unwrap().unwrap();
             assert_eq!(b.items_total(), 2);
             let record = store.workloads().get(&key()).unwrap().unwrap();
@@ -750,7 +808,7 @@ mod tests {
         let mut record = WorkloadRecord::new(key(), 1000);
         record.mode_forced = Some(ForcedMode::Learn);
         record.alerts = 3;
-        store.checkpoint(&record, &p).unwrap();
+        store.checkpoint(&record, &p, None).unwrap();
 
         let b = store
             .import_baseline(&key(), &baseline_json(), 9000)
@@ -774,18 +832,22 @@ mod tests {
         let store = temporary();
         let p = profile();
         store
-            .checkpoint(&WorkloadRecord::new(key(), 1000), &p)
+            .checkpoint(&WorkloadRecord::new(key(), 1000), &p, None)
             .unwrap();
         store
             .import_baseline(&key(), &baseline_json(), 2000)
             .unwrap();
         let other = WorkloadKey::host();
         store
-            .checkpoint(&WorkloadRecord::new(other.clone(), 1000), &{
-                let mut p = Profile::new(other.clone(), "n", 0, ProfileConfig::default());
-                let _ = p.observe(&Observation::exec("/bin/x"), 0, &Provenance::default());
-                p
-            })
+            .checkpoint(
+                &WorkloadRecord::new(other.clone(), 1000),
+                &{
+                    let mut p = Profile::new(other.clone(), "n", 0, ProfileConfig::default());
+                    let _ = p.observe(&Observation::exec("/bin/x"), 0, &Provenance::default());
+                    p
+                },
+                None,
+            )
             .unwrap();
         let before = snapshot(&store);
 
@@ -826,7 +888,7 @@ mod tests {
         let store = temporary();
         let mut record = WorkloadRecord::new(key(), 0);
         record.alerts = 5;
-        store.checkpoint(&record, &profile()).unwrap();
+        store.checkpoint(&record, &profile(), None).unwrap();
         store.import_baseline(&key(), &baseline_json(), 1).unwrap();
         let record = store.relearn(&key(), 7).unwrap();
         assert_eq!(record.state, WorkloadState::Learning);
@@ -841,7 +903,11 @@ mod tests {
     fn checkpoint_refuses_a_profile_of_another_workload() {
         let store = temporary();
         let e = store
-            .checkpoint(&WorkloadRecord::new(WorkloadKey::host(), 0), &profile())
+            .checkpoint(
+                &WorkloadRecord::new(WorkloadKey::host(), 0),
+                &profile(),
+                None,
+            )
             .unwrap_err();
         assert!(matches!(e, ProfileError::WorkloadMismatch { .. }));
         assert!(store.workloads().is_empty());

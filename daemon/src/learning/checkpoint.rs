@@ -7,6 +7,8 @@
 
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 use habit_models::artifact::{LearningData, TimedInterval, merge_baselines, store_models};
 use habit_models::calibrate::calibrate;
 use habit_models::rate::{FeatureVector, RateConfig, RateModel};
@@ -21,6 +23,49 @@ use super::score::detecting;
 use super::sequence::SequenceLearning;
 use super::{Engine, Entry, Phase, unix_ms};
 use crate::config::Learning;
+
+/// What the models learn from while the profile is learned, checkpointed with it in one
+/// transaction: a restart during learning resumes the rate intervals, the 6-gram counts and
+/// the calibration traces where the last checkpoint left them, not from nothing.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelLearningData {
+    /// The rate model's learning intervals, oldest first.
+    intervals: Vec<FeatureVector>,
+    /// The sequence model's 6-gram counts (gram key, count).
+    grams: Vec<(u64, u64)>,
+    /// The sequence model's calibration traces (syscall numbers).
+    traces: Vec<Vec<u32>>,
+}
+
+impl ModelLearningData {
+    fn of(entry: &Entry) -> ModelLearningData {
+        let (grams, traces) = entry.sequence.snapshot();
+        ModelLearningData {
+            intervals: entry.intervals.clone(),
+            grams,
+            traces,
+        }
+    }
+
+    /// Reads a checkpoint back into `entry` (a damaged value is named and ignored: the
+    /// profile still resumes, the models learn again from now).
+    pub(super) fn restore(entry: &mut Entry, bytes: &[u8]) {
+        match serde_json::from_slice::<ModelLearningData>(bytes) {
+            Ok(data) => {
+                entry.intervals = data.intervals;
+                entry.sequence = SequenceLearning::restored(data.grams, data.traces);
+            }
+            Err(e) => tracing::error!(
+                message = "The models' learning data in the store cannot be read; they learn \
+                           again from now (the profile is resumed).",
+                workload = %entry.record.key,
+                tree = "model_learning",
+                %e
+            ),
+        }
+    }
+}
 
 /// The convergence test of one learning workload: learned for `min`, and nothing new since
 /// `quiet_since` for `stable` (all in milliseconds).
@@ -194,9 +239,16 @@ impl Engine {
                 continue;
             };
             entry.record.update_from_profile(profile, now);
+            let models = match serde_json::to_vec(&ModelLearningData::of(entry)) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    tracing::error!(message = "The models' learning data cannot be encoded; the profile is checkpointed without it.", workload = %entry.record.key, %e);
+                    None
+                }
+            };
             let saved = self
                 .store
-                .checkpoint(&entry.record, profile)
+                .checkpoint(&entry.record, profile, models.as_deref())
                 .and_then(|()| self.store.held().put(&entry.record.key, &entry.held));
             match saved {
                 Ok(()) => {
@@ -233,4 +285,102 @@ fn timed_intervals(intervals: Vec<FeatureVector>, now: UnixMillis) -> Vec<TimedI
         .collect();
     timed.reverse();
     timed
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use habit_models::rate::IntervalFeatures;
+    use habit_models::sequence::gram_keys;
+    use habit_profiles::observation::Observation;
+    use habit_profiles::store::ProfileStore;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn open(store: &Arc<ProfileStore>) -> Engine {
+        let config = Learning {
+            min: Duration::from_secs(3600),
+            stable: Duration::from_secs(3600),
+            ..Learning::default()
+        };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        Engine::open(store.clone(), config, "node-a".into(), metrics).unwrap()
+    }
+
+    fn data(engine: &Engine, key: &WorkloadKey) -> ModelLearningData {
+        ModelLearningData::of(&engine.workloads[key])
+    }
+
+    #[test]
+    fn the_models_learning_data_resumes_from_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ProfileStore::open(dir.path().join("db")).unwrap());
+        let key = WorkloadKey::from_raw("docker.io/library/app:1");
+        let now = SystemTime::now();
+        let mut engine = open(&store);
+        let mut findings = Vec::new();
+        let exec = [Observation::exec("/usr/bin/app")];
+        engine.observe(&key, None, &exec, unix_ms(now), &mut findings);
+        let mut interval = IntervalFeatures::new(10.0);
+        interval.add_syscall("read", 400);
+        for _ in 0..3 {
+            engine.observe_interval(&key, interval.finish(), unix_ms(now));
+        }
+        engine.learn_grams(&key, &[(11, 5), (12, 7)]);
+        // One finished trace and one still growing when the checkpoint is taken.
+        let trace: Vec<u64> = gram_keys(&[0, 1, 2, 3, 4, 5, 6]).collect();
+        for (i, &gram) in trace.iter().enumerate() {
+            engine.trace_gram(&key, 7, i as u64 + 1, gram, false);
+        }
+        engine.trace_gram(&key, 7, trace.len() as u64, 0, true);
+        engine.trace_gram(&key, 8, 1, trace[0], false);
+        engine.tick(now + Duration::from_secs(3));
+        let saved = data(&engine, &key);
+        assert_eq!(saved.intervals.len(), 3);
+        assert_eq!(saved.grams, [(11, 5), (12, 7)]);
+        assert_eq!(saved.traces.len(), 2);
+
+        // Learned after the checkpoint: lost by a crash (at most one checkpoint interval).
+        engine.learn_grams(&key, &[(13, 1)]);
+        drop(engine); // no shutdown: as `kill -9` leaves it
+        let mut engine = open(&store);
+        assert_eq!(data(&engine, &key), saved);
+        let view = engine.view_of(&key, now).unwrap();
+        assert_eq!(view.learning.models.rate_intervals, 3);
+        assert_eq!(view.learning.models.sequence_grams, 2);
+        assert_eq!(view.learning.models.sequence_traces, 2);
+
+        // Learning goes on from there, and freezing ends it: the data leaves the store.
+        engine.learn_grams(&key, &[(11, 1)]);
+        assert_eq!(data(&engine, &key).grams, [(11, 6), (12, 7)]);
+        engine.freeze(&key, unix_ms(now), true).unwrap();
+        assert!(store.model_learning().get(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_damaged_learning_data_value_resumes_the_profile_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ProfileStore::open(dir.path().join("db")).unwrap());
+        let key = WorkloadKey::from_raw("docker.io/library/app:1");
+        let mut engine = open(&store);
+        let exec = [Observation::exec("/usr/bin/app")];
+        engine.observe(&key, None, &exec, 1_000, &mut Vec::new());
+        engine.learn_grams(&key, &[(11, 5)]);
+        engine.shutdown();
+        let entry = &engine.workloads[&key];
+        let Phase::Learning { profile, .. } = &entry.phase else {
+            panic!("learning")
+        };
+        store
+            .checkpoint(&entry.record, profile, Some(b"{\"grams\": 7}"))
+            .unwrap();
+        drop(engine);
+        let engine = open(&store);
+        assert_eq!(engine.workloads[&key].record.items, 1);
+        assert_eq!(data(&engine, &key), ModelLearningData::default());
+    }
 }

@@ -52,6 +52,7 @@ pub use self::score::Finding;
 pub use self::sequence::SequenceMode;
 pub use self::views::Views;
 
+use self::checkpoint::ModelLearningData;
 use self::score::detecting;
 use self::sequence::SequenceLearning;
 
@@ -77,6 +78,7 @@ struct Entry {
     /// Items a rule flagged during learning.
     held: HeldItems,
     /// Interval feature vectors seen while learning: the rate model is fitted on them.
+    /// Checkpointed with the profile, like `sequence`.
     intervals: Vec<FeatureVector>,
     /// Syscall sequences seen while learning: the sequence model is fitted on them.
     sequence: SequenceLearning,
@@ -224,7 +226,8 @@ impl Engine {
             },
         };
         let held = self.store.held().get(&key)?;
-        Ok(Entry {
+        let learning = matches!(phase, Phase::Learning { .. });
+        let mut entry = Entry {
             phase,
             held,
             intervals: Vec::new(),
@@ -234,7 +237,11 @@ impl Engine {
             record,
             described: Default::default(),
             events_since: Some(unix_ms(SystemTime::now())),
-        })
+        };
+        if learning && let Some(bytes) = self.store.model_learning().get(&key)? {
+            ModelLearningData::restore(&mut entry, &bytes);
+        }
+        Ok(entry)
     }
 
     /// Starts learning a workload seen for the first time.

@@ -55,6 +55,7 @@ impl Engine {
             Phase::Learning { .. } => {
                 if entry.intervals.len() < MAX_RATE_INTERVALS {
                     entry.intervals.push(features);
+                    entry.dirty = true;
                 }
                 None
             }

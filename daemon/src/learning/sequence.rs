@@ -32,8 +32,8 @@ const MAX_SEQUENCE_TRACES: usize = 64;
 pub(super) const SEQUENCE_MODEL: &str = "sequence";
 
 /// What learning collects for the sequence model: 6-gram counts read from the kernel, and
-/// whole traces of a few threads that started during learning (the model's calibration). Kept
-/// in memory like the rate intervals: a restart during learning starts them again.
+/// whole traces of a few threads that started during learning (the model's calibration).
+/// Checkpointed with the profile (see `checkpoint::ModelLearningData`).
 #[derive(Default)]
 pub(super) struct SequenceLearning {
     grams: BTreeMap<u64, u64>,
@@ -70,6 +70,31 @@ impl SequenceLearning {
         if let Some(nr) = sequence::gram::lane_nr(gram) {
             trace.push(nr);
         }
+    }
+
+    /// The gram counts and the traces (a trace still growing as far as it got), for a
+    /// checkpoint.
+    pub(super) fn snapshot(&self) -> (Vec<(u64, u64)>, Vec<Vec<u32>>) {
+        let grams = self.grams.iter().map(|(&k, &v)| (k, v)).collect();
+        let mut traces = self.traces.clone();
+        // After a restart the kernel traces these threads no further: finished as they are.
+        traces.extend(self.open.values().filter(|t| !t.is_empty()).cloned());
+        (grams, traces)
+    }
+
+    /// Learning resumed from a checkpoint's [`SequenceLearning::snapshot`].
+    pub(super) fn restored(grams: Vec<(u64, u64)>, mut traces: Vec<Vec<u32>>) -> Self {
+        traces.truncate(MAX_SEQUENCE_TRACES);
+        SequenceLearning {
+            grams: grams.into_iter().collect(),
+            traces,
+            open: HashMap::new(),
+        }
+    }
+
+    /// The number of distinct 6-grams and of calibration traces learned so far.
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (self.grams.len(), self.traces.len() + self.open.len())
     }
 
     /// The calibration traces collected so far (finished and still open), taken out.
@@ -139,6 +164,7 @@ impl Engine {
     /// Adds 6-gram counts read from the kernel to a learning workload.
     pub fn learn_grams(&mut self, key: &WorkloadKey, counts: &[(u64, u64)]) {
         if let Some(entry) = self.learning_entry(key) {
+            entry.dirty |= !counts.is_empty();
             for &(gram, count) in counts {
                 let total = entry.sequence.grams.entry(gram).or_insert(0);
                 *total = total.saturating_add(count);
@@ -149,6 +175,7 @@ impl Engine {
     /// One gram of a sampled thread's trace (see [`SequenceLearning::trace_gram`]).
     pub fn trace_gram(&mut self, key: &WorkloadKey, tid: u32, nsys: u64, gram: u64, end: bool) {
         if let Some(entry) = self.learning_entry(key) {
+            entry.dirty = true;
             entry.sequence.trace_gram(tid, nsys, gram, end);
         }
     }

@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use habit_profiles::api::{LearningView, WorkloadView};
+use habit_profiles::api::{LearningView, ModelLearningView, WorkloadView};
 use habit_profiles::observation::Dimension;
 use habit_profiles::profile::UnixMillis;
 use habit_profiles::workload::WorkloadKey;
@@ -76,6 +76,17 @@ impl Engine {
                 last_new_item_at: r.last_new_item_at,
                 secs_since_new_item: since_new.map(secs),
                 progress,
+                models: match entry.phase {
+                    Phase::Learning { .. } => {
+                        let (grams, traces) = entry.sequence.sizes();
+                        ModelLearningView {
+                            rate_intervals: entry.intervals.len(),
+                            sequence_grams: grams,
+                            sequence_traces: traces,
+                        }
+                    }
+                    Phase::Detecting { .. } => ModelLearningView::default(),
+                },
             },
             items: r.items,
             profile_sizes: sizes,
