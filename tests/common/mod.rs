@@ -179,6 +179,17 @@ impl Daemon {
         )
     }
 
+    /// Like [`Daemon::start_in`], without `--print-events` (as in production).
+    pub fn start_in_quiet(dir: &Path, extra_config: &str) -> Daemon {
+        Daemon::spawn(
+            &habitd_bin(),
+            dir,
+            extra_config,
+            Printed::Off,
+            Arc::new(Mutex::new(Vec::new())),
+        )
+    }
+
     /// Like [`Daemon::start_in`], but every `--print-events` line is written to
     /// `dir/events.jsonl` as it comes and nothing is kept in memory: a long run under load
     /// prints millions of events (one eval run once grew to 22 GB holding them as values).
