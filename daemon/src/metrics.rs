@@ -85,6 +85,10 @@ pub struct Metrics {
     /// Files of the delivered-baselines directory read, by result (`imported`, `unchanged`,
     /// `refused`; every label exists from start-up, also without a directory).
     pub baseline_files: IntCounterVec,
+    /// 1 while the store accepts writes; 0 while learning is paused (a full disk).
+    pub store_writable: IntGauge,
+    /// Writes to the store that failed (each pauses learning until the store is writable).
+    pub store_write_failures: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -135,6 +139,16 @@ impl Metrics {
         let probes_attached = IntGauge::new(
             "habitd_probes_attached",
             "1 when every eBPF program is attached",
+        )?;
+        let store_writable = IntGauge::new(
+            "habitd_store_writable",
+            "1 while the store accepts writes; 0 while learning is paused because it cannot be \
+             written (a full disk): detection goes on",
+        )?;
+        store_writable.set(1);
+        let store_write_failures = prometheus::IntCounter::new(
+            "habitd_store_write_failures_total",
+            "Writes to the store that failed or were refused for lack of disk space",
         )?;
         let workloads_cached = IntGauge::new(
             "habitd_workloads_cached",
@@ -233,6 +247,8 @@ impl Metrics {
             baseline_files.with_label_values(&[result]);
         }
         registry.register(Box::new(baseline_files.clone()))?;
+        registry.register(Box::new(store_writable.clone()))?;
+        registry.register(Box::new(store_write_failures.clone()))?;
         registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
         registry.register(Box::new(sequence_kernel_grams.clone()))?;
@@ -293,6 +309,8 @@ impl Metrics {
             sequence_kernel_grams,
             limit_reached,
             baseline_files,
+            store_writable,
+            store_write_failures,
         })
     }
 

@@ -154,10 +154,10 @@ pub struct LearningView {
     pub secs_since_new_item: Option<f64>,
     /// 0..=1: how far the workload is towards stable (1 once stable).
     pub progress: f64,
-    /// What the rate and sequence models have to learn from so far (learning workloads;
+    /// What the rate and sequence models have to learn from so far (learning workloads only;
     /// checkpointed with the profile, so a restart resumes these counts).
-    #[serde(default)]
-    pub models: ModelLearningView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelLearningView>,
 }
 
 /// The sizes of the models' learning data of a learning workload.

@@ -334,11 +334,11 @@ fn what_habitd_serves_habitctl_reads() {
             last_new_item_at: Some(1_700_000_007_000),
             secs_since_new_item: Some(61.0),
             progress: 0.25,
-            models: ModelLearningView {
+            models: Some(ModelLearningView {
                 rate_intervals: 12,
                 sequence_grams: 340,
                 sequence_traces: 5,
-            },
+            }),
         },
         items: 4096,
         profile_sizes: [("file".to_owned(), 4096)].into_iter().collect(),

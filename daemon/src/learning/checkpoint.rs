@@ -19,6 +19,7 @@ use habit_profiles::store::ForcedMode;
 use habit_profiles::workload::WorkloadKey;
 
 use super::inherit::last_change;
+use super::paused::is_store_failure;
 use super::score::detecting;
 use super::sequence::SequenceLearning;
 use super::{Engine, Entry, Phase, unix_ms};
@@ -166,7 +167,8 @@ impl Engine {
                 None
             }
         };
-        let traces = entry.sequence.take_traces();
+        // Copies, not taken out: a freeze the store refuses (a full disk) keeps learning.
+        let traces = entry.sequence.traces();
         let sequence = match entry.sequence.fit_with(None, &traces) {
             Ok(model) => {
                 tracing::info!(
@@ -184,7 +186,7 @@ impl Engine {
         };
         let data = LearningData {
             traces,
-            intervals: timed_intervals(std::mem::take(&mut entry.intervals), now),
+            intervals: timed_intervals(entry.intervals.clone(), now),
         };
         store_models(&mut baseline, sequence.as_ref(), rate.as_ref(), data)?;
         if let Some(previous) = carried {
@@ -228,9 +230,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes every learning workload that changed, then flushes once.
+    /// Writes every learning workload that changed, then flushes once (nothing while the
+    /// store cannot be written: see `paused`).
     pub(super) fn checkpoint(&mut self, now: UnixMillis) {
+        let wall = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now);
+        if !self.store_writable(wall) {
+            return;
+        }
         let mut wrote = false;
+        let mut failed = None;
         for entry in self.workloads.values_mut() {
             if !entry.dirty {
                 continue;
@@ -242,26 +250,42 @@ impl Engine {
             let models = match serde_json::to_vec(&ModelLearningData::of(entry)) {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {
-                    tracing::error!(message = "The models' learning data cannot be encoded; the profile is checkpointed without it.", workload = %entry.record.key, %e);
+                    tracing::error!(
+                        message = "The models' learning data cannot be encoded; the profile is \
+                                   checkpointed without it.",
+                        workload = %entry.record.key,
+                        %e
+                    );
                     None
                 }
             };
             let saved = self
                 .store
                 .checkpoint(&entry.record, profile, models.as_deref())
-                .and_then(|()| self.store.held().put(&entry.record.key, &entry.held));
+                .and_then(|()| self.store.held()?.put(&entry.record.key, &entry.held));
             match saved {
                 Ok(()) => {
                     entry.dirty = false;
                     wrote = true;
                 }
                 Err(e) => {
-                    tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e)
+                    tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e);
+                    if is_store_failure(&e) {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
         }
-        if wrote && let Err(e) = self.store.flush() {
+        if failed.is_none()
+            && wrote
+            && let Err(e) = self.store.flush()
+        {
             tracing::error!(message = "Flushing the store failed.", %e);
+            failed = Some(e);
+        }
+        if let Some(e) = failed {
+            self.store_failed(&e, wall);
         }
     }
 
@@ -349,16 +373,16 @@ mod tests {
         drop(engine); // no shutdown: as `kill -9` leaves it
         let mut engine = open(&store);
         assert_eq!(data(&engine, &key), saved);
-        let view = engine.view_of(&key, now).unwrap();
-        assert_eq!(view.learning.models.rate_intervals, 3);
-        assert_eq!(view.learning.models.sequence_grams, 2);
-        assert_eq!(view.learning.models.sequence_traces, 2);
+        let models = engine.view_of(&key, now).unwrap().learning.models.unwrap();
+        assert_eq!(models.rate_intervals, 3);
+        assert_eq!(models.sequence_grams, 2);
+        assert_eq!(models.sequence_traces, 2);
 
         // Learning goes on from there, and freezing ends it: the data leaves the store.
         engine.learn_grams(&key, &[(11, 1)]);
         assert_eq!(data(&engine, &key).grams, [(11, 6), (12, 7)]);
         engine.freeze(&key, unix_ms(now), true).unwrap();
-        assert!(store.model_learning().get(&key).unwrap().is_none());
+        assert!(store.model_learning().unwrap().get(&key).unwrap().is_none());
     }
 
     #[test]

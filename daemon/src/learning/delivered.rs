@@ -140,7 +140,11 @@ impl BaselinesDir {
                     continue;
                 }
             };
-            match self.store.baselines().get(&baseline.workload) {
+            match self
+                .store
+                .baselines()
+                .and_then(|b| b.get(&baseline.workload))
+            {
                 Ok(Some(stored)) if stored == baseline => {
                     tracing::info!(
                         message = "Delivered baseline already in the store.",
@@ -323,6 +327,7 @@ mod tests {
         fn stored(&self) -> Option<Baseline> {
             self.store
                 .baselines()
+                .unwrap()
                 .get(&WorkloadKey::from_raw(REDIS))
                 .unwrap()
         }

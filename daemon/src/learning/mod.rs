@@ -42,6 +42,7 @@ pub mod delivered;
 mod hold;
 mod inherit;
 mod origin;
+mod paused;
 mod score;
 mod sequence;
 mod views;
@@ -142,6 +143,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     views: Views,
     last_checkpoint: SystemTime,
+    /// Set while the store cannot be written (see `paused`).
+    paused: Option<paused::Paused>,
 }
 
 pub fn unix_ms(t: SystemTime) -> UnixMillis {
@@ -173,8 +176,9 @@ impl Engine {
             metrics,
             views: Arc::default(),
             last_checkpoint: SystemTime::now(),
+            paused: None,
         };
-        for record in engine.store.workloads().list()? {
+        for record in engine.store.workloads()?.list()? {
             let key = record.key.clone();
             match engine.load(record) {
                 Ok(entry) => {
@@ -212,20 +216,20 @@ impl Engine {
         let was_inheriting = record.inheriting_from.is_some();
         let stored = match record.state {
             WorkloadState::Learning => None,
-            WorkloadState::Stable | WorkloadState::Unstable => self.store.baselines().get(&key)?,
+            WorkloadState::Stable | WorkloadState::Unstable => self.store.baselines()?.get(&key)?,
         };
         let phase = match stored {
             Some(b) => detecting(b),
             // Learning, or unstable while still learning (a limit was hit): keep the profile.
             None => Phase::Learning {
-                profile: match self.store.profiles().get(&key)? {
+                profile: match self.store.profiles()?.get(&key)? {
                     Some(p) => Box::new(p),
                     None => self.new_profile(&key, record.learning_started_at),
                 },
                 carried: self.carried_on_resume(&mut record),
             },
         };
-        let held = self.store.held().get(&key)?;
+        let held = self.store.held()?.get(&key)?;
         let learning = matches!(phase, Phase::Learning { .. });
         let mut entry = Entry {
             phase,
@@ -238,7 +242,7 @@ impl Engine {
             described: Default::default(),
             events_since: Some(unix_ms(SystemTime::now())),
         };
-        if learning && let Some(bytes) = self.store.model_learning().get(&key)? {
+        if learning && let Some(bytes) = self.store.model_learning()?.get(&key)? {
             ModelLearningData::restore(&mut entry, &bytes);
         }
         Ok(entry)
@@ -283,10 +287,20 @@ impl Engine {
     /// Periodic work: convergence decisions, checkpoints, published views and metrics.
     pub fn tick(&mut self, now: SystemTime) {
         let now_ms = unix_ms(now);
-        let keys: Vec<WorkloadKey> = self.workloads.keys().cloned().collect();
+        self.retry_store(now);
+        // Nothing is frozen while the store cannot be written: learning goes on in memory.
+        let keys: Vec<WorkloadKey> = if self.store_writable(now) {
+            self.workloads.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
         for key in keys {
             if let Err(e) = self.advance(&key, now_ms) {
                 tracing::error!(message = "Learning step failed.", workload = %key, %e);
+                if paused::is_store_failure(&e) {
+                    self.store_failed(&e, now);
+                    break;
+                }
             }
         }
         let due = now

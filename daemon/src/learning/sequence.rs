@@ -72,14 +72,10 @@ impl SequenceLearning {
         }
     }
 
-    /// The gram counts and the traces (a trace still growing as far as it got), for a
-    /// checkpoint.
+    /// The gram counts and the traces, for a checkpoint.
     pub(super) fn snapshot(&self) -> (Vec<(u64, u64)>, Vec<Vec<u32>>) {
         let grams = self.grams.iter().map(|(&k, &v)| (k, v)).collect();
-        let mut traces = self.traces.clone();
-        // After a restart the kernel traces these threads no further: finished as they are.
-        traces.extend(self.open.values().filter(|t| !t.is_empty()).cloned());
-        (grams, traces)
+        (grams, self.traces())
     }
 
     /// Learning resumed from a checkpoint's [`SequenceLearning::snapshot`].
@@ -97,30 +93,31 @@ impl SequenceLearning {
         (self.grams.len(), self.traces.len() + self.open.len())
     }
 
-    /// The calibration traces collected so far (finished and still open), taken out.
-    pub(super) fn take_traces(&mut self) -> Vec<Vec<u32>> {
-        let mut traces = std::mem::take(&mut self.traces);
-        traces.extend(self.open.drain().map(|(_, t)| t).filter(|t| !t.is_empty()));
+    /// The calibration traces collected so far: the finished ones, and those still growing
+    /// as far as they got (after a freeze or a restart the kernel traces them no further).
+    pub(super) fn traces(&self) -> Vec<Vec<u32>> {
+        let mut traces = self.traces.clone();
+        traces.extend(self.open.values().filter(|t| !t.is_empty()).cloned());
         traces
     }
 
     /// Learns the model: counts (plus a carried model's), calibrated on the traces.
     #[cfg(test)]
     pub(super) fn fit(
-        &mut self,
+        &self,
         carried: Option<&SequenceModel>,
     ) -> Result<SequenceModel, sequence::SequenceError> {
-        let traces = self.take_traces();
-        self.fit_with(carried, &traces)
+        self.fit_with(carried, &self.traces())
     }
 
-    /// [`SequenceLearning::fit`] with the traces already taken out.
+    /// [`SequenceLearning::fit`] on these traces. Leaves the learning data as it is (a
+    /// freeze that cannot be stored keeps learning).
     pub(super) fn fit_with(
-        &mut self,
+        &self,
         carried: Option<&SequenceModel>,
         traces: &[Vec<u32>],
     ) -> Result<SequenceModel, sequence::SequenceError> {
-        let mut grams = std::mem::take(&mut self.grams);
+        let mut grams = self.grams.clone();
         if let Some(previous) = carried {
             for (key, count) in previous.known_grams() {
                 *grams.entry(key).or_insert(0) += count;

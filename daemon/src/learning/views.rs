@@ -79,13 +79,13 @@ impl Engine {
                 models: match entry.phase {
                     Phase::Learning { .. } => {
                         let (grams, traces) = entry.sequence.sizes();
-                        ModelLearningView {
+                        Some(ModelLearningView {
                             rate_intervals: entry.intervals.len(),
                             sequence_grams: grams,
                             sequence_traces: traces,
-                        }
+                        })
                     }
-                    Phase::Detecting { .. } => ModelLearningView::default(),
+                    Phase::Detecting { .. } => None,
                 },
             },
             items: r.items,

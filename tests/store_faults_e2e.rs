@@ -1,4 +1,6 @@
-//! Nothing learned is lost: habitd killed with `kill -9` at random moments — while learning,
+//! Nothing learned is lost: the store under crashes and a full disk.
+//!
+//! **Crashes.** habitd killed with `kill -9` at random moments — while learning,
 //! starting, freezing a baseline, importing one, extending and merging one, relearning — at
 //! least 50 times over one store.
 //!
@@ -11,6 +13,11 @@
 //!
 //! `HABITD_CRASH_ROUNDS` sets the number of kills (default 50); `HABITD_CRASH_SEED` replays a
 //! run (the seed is printed).
+//!
+//! **A full disk.** The store on a small tmpfs filled while a workload learns: learning
+//! pauses (metric, log; the workload does not freeze although it converged), detection of a
+//! stable workload goes on, and when space returns the store is reopened, learning resumes
+//! and the workload freezes; every stored value decodes.
 
 mod common;
 
@@ -19,7 +26,9 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Container, Daemon, TOKEN, busybox_image, habitd_bin, http_request};
+use common::{
+    Container, Daemon, TOKEN, alerts_of, busybox_image, habitd_bin, has_novel, http_request, tail,
+};
 use habit_profiles::store::{ProfileStore, WorkloadState};
 use serde_json::Value;
 
@@ -152,12 +161,25 @@ fn check_served(daemon: &Daemon, round: usize) -> Vec<Value> {
 /// trees. Returns the number of workloads.
 fn check_store(data: &Path) -> usize {
     let store = ProfileStore::open(data).expect("the store opens after the last kill");
-    let records = store.workloads().list().expect("every record decodes");
+    let records = store
+        .workloads()
+        .unwrap()
+        .list()
+        .expect("every record decodes");
     for r in &records {
-        let profile = store.profiles().get(&r.key).expect("profile decodes");
-        let baseline = store.baselines().get(&r.key).expect("baseline decodes");
+        let profile = store
+            .profiles()
+            .unwrap()
+            .get(&r.key)
+            .expect("profile decodes");
+        let baseline = store
+            .baselines()
+            .unwrap()
+            .get(&r.key)
+            .expect("baseline decodes");
         let models = store
             .model_learning()
+            .unwrap()
             .get(&r.key)
             .expect("learning data reads");
         match r.state {
@@ -367,4 +389,155 @@ fn fifty_kill_9_at_random_moments_lose_nothing_checkpointed() {
         started.elapsed().as_secs_f64()
     );
     assert!(workloads >= 1);
+}
+
+/// A tmpfs mounted on a directory for the test's life.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs failed (the test runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Writes zeros until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        let fill = self.0.join("fill");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", fill.display()))
+            .output();
+        let stat = Command::new("df").arg(&self.0).output().unwrap();
+        println!("disk full:\n{}", String::from_utf8_lossy(&stat.stdout));
+        fill
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+const FAST: &str = "[learning]\nmin = \"3s\"\nstable = \"4s\"\nmax = \"90s\"\n\
+    interval = \"250ms\"\nfalse_alarm_rate = 0.2\ncheckpoint = \"300ms\"\n\
+    [probes]\ncounters_interval = \"1s\"\n";
+
+fn wait_until(what: &str, daemon: &Daemon, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {timeout:?}\nhabitd log tail:\n{}",
+            tail(&daemon.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_learning_detection_goes_on_and_learning_resumes_with_room() {
+    common::require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("data"), "32m");
+    let mut daemon = Daemon::start_in_quiet(dir.path(), FAST);
+    // A workload learned before the disk fills.
+    let stable_key = "docker.io/habitd-e2e/busybox:disk-stable";
+    let stable = Container::run(
+        &busybox_image("disk-stable"),
+        &[
+            "sh",
+            "-c",
+            "while true; do ls /www > /dev/null; sleep 0.2; done",
+        ],
+    );
+    daemon.wait_state(stable_key, "stable", Duration::from_secs(60));
+
+    let fill = disk.fill();
+    let started = Instant::now();
+    // A new workload learns while nothing can be written: it converges (5 s) but is not frozen.
+    let learner_key = "docker.io/habitd-e2e/busybox:disk-learner";
+    let _learner = Container::run(
+        &busybox_image("disk-learner"),
+        &[
+            "sh",
+            "-c",
+            "while true; do cat /etc/hostname > /dev/null; sleep 0.2; done",
+        ],
+    );
+    wait_until(
+        "habitd_store_writable 0",
+        &daemon,
+        Duration::from_secs(20),
+        || daemon.metric("habitd_store_writable ") == 0.0,
+    );
+    let log = daemon.log();
+    let paused = log.lines().find(|l| l.contains("learning is paused"));
+    println!(
+        "disk full: {}",
+        paused.unwrap_or_else(|| panic!("{}", tail(&log, 20)))
+    );
+    daemon.wait_state(learner_key, "learning", Duration::from_secs(30));
+
+    // Detection goes on: a new program in the stable workload alerts.
+    let out = stable.exec(&["id"]);
+    assert!(out.status.success());
+    wait_until(
+        "an alert for `id` in the stable workload",
+        &daemon,
+        Duration::from_secs(20),
+        || {
+            alerts_of(&daemon, stable_key)
+                .iter()
+                .any(|a| has_novel(a, "exec", "/bin/id") || has_novel(a, "process_edge", "id"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(started.elapsed()));
+    let view = daemon.workload(learner_key).unwrap();
+    assert_eq!(
+        view["state"], "learning",
+        "not frozen while the disk is full: {view}"
+    );
+
+    // Room again: the store is reopened, learning resumes, the learner freezes.
+    std::fs::remove_file(&fill).unwrap();
+    let freed = Instant::now();
+    wait_until(
+        "habitd_store_writable 1",
+        &daemon,
+        Duration::from_secs(20),
+        || daemon.metric("habitd_store_writable ") == 1.0,
+    );
+    daemon.wait_state(learner_key, "stable", Duration::from_secs(30));
+    println!(
+        "disk full: learning resumed and the learner froze {:.1} s after space returned",
+        freed.elapsed().as_secs_f64()
+    );
+    assert!(
+        daemon.log().contains("learning resumed"),
+        "{}",
+        tail(&daemon.log(), 20)
+    );
+    daemon.stop();
+    drop(daemon);
+
+    // Nothing corrupt: every value decodes, both baselines are there.
+    check_store(&dir.path().join("data"));
+    let store = ProfileStore::open(dir.path().join("data")).unwrap();
+    for key in [stable_key, learner_key] {
+        let key = habit_profiles::workload::WorkloadKey::from_raw(key);
+        let record = store.workloads().unwrap().get(&key).unwrap().unwrap();
+        assert_eq!(record.state, WorkloadState::Stable, "{record:?}");
+        assert!(store.baselines().unwrap().get(&key).unwrap().is_some());
+    }
 }
