@@ -161,25 +161,12 @@ fn check_served(daemon: &Daemon, round: usize) -> Vec<Value> {
 /// trees. Returns the number of workloads.
 fn check_store(data: &Path) -> usize {
     let store = ProfileStore::open(data).expect("the store opens after the last kill");
-    let records = store
-        .workloads()
-        .unwrap()
-        .list()
-        .expect("every record decodes");
+    let records = store.workloads().list().expect("every record decodes");
     for r in &records {
-        let profile = store
-            .profiles()
-            .unwrap()
-            .get(&r.key)
-            .expect("profile decodes");
-        let baseline = store
-            .baselines()
-            .unwrap()
-            .get(&r.key)
-            .expect("baseline decodes");
+        let profile = store.profiles().get(&r.key).expect("profile decodes");
+        let baseline = store.baselines().get(&r.key).expect("baseline decodes");
         let models = store
             .model_learning()
-            .unwrap()
             .get(&r.key)
             .expect("learning data reads");
         match r.state {
@@ -447,10 +434,32 @@ fn wait_until(what: &str, daemon: &Daemon, timeout: Duration, mut ok: impl FnMut
 
 #[test]
 fn a_full_disk_pauses_learning_detection_goes_on_and_learning_resumes_with_room() {
+    full_disk(Failure::Reserve);
+}
+
+#[test]
+fn a_write_that_fails_pauses_learning_until_a_restart_that_resumes_it() {
+    full_disk(Failure::FailedWrite);
+}
+
+/// How the store meets the full disk.
+#[derive(PartialEq)]
+enum Failure {
+    /// The default reserve: learning pauses before any write fails, resumes with room.
+    Reserve,
+    /// No reserve: a write fails; learning pauses until a restart.
+    FailedWrite,
+}
+
+fn full_disk(failure: Failure) {
     common::require_docker();
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&dir.path().join("data"), "32m");
-    let mut daemon = Daemon::start_in_quiet(dir.path(), FAST);
+    let config = match failure {
+        Failure::Reserve => FAST.to_owned(),
+        Failure::FailedWrite => FAST.replace("[learning]\n", "[learning]\nstore_reserve = 0\n"),
+    };
+    let mut daemon = Daemon::start_in_quiet(dir.path(), &config);
     // A workload learned before the disk fills.
     let stable_key = "docker.io/habitd-e2e/busybox:disk-stable";
     let stable = Container::run(
@@ -482,10 +491,14 @@ fn a_full_disk_pauses_learning_detection_goes_on_and_learning_resumes_with_room(
         || daemon.metric("habitd_store_writable ") == 0.0,
     );
     let log = daemon.log();
-    let paused = log.lines().find(|l| l.contains("learning is paused"));
+    let expected = match failure {
+        Failure::Reserve => "learning is paused (nothing",
+        Failure::FailedWrite => "learning is paused until habitd restarts",
+    };
+    let paused = log.lines().find(|l| l.contains(expected));
     println!(
         "disk full: {}",
-        paused.unwrap_or_else(|| panic!("{}", tail(&log, 20)))
+        paused.unwrap_or_else(|| panic!("no `{expected}` in the log:\n{}", tail(&log, 20)))
     );
     daemon.wait_state(learner_key, "learning", Duration::from_secs(30));
 
@@ -509,24 +522,46 @@ fn a_full_disk_pauses_learning_detection_goes_on_and_learning_resumes_with_room(
         "not frozen while the disk is full: {view}"
     );
 
-    // Room again: the store is reopened, learning resumes, the learner freezes.
     std::fs::remove_file(&fill).unwrap();
     let freed = Instant::now();
-    wait_until(
-        "habitd_store_writable 1",
-        &daemon,
-        Duration::from_secs(20),
-        || daemon.metric("habitd_store_writable ") == 1.0,
-    );
-    daemon.wait_state(learner_key, "stable", Duration::from_secs(30));
+    match failure {
+        Failure::Reserve => {
+            // Room again: learning resumes in this process, the learner freezes.
+            wait_until(
+                "habitd_store_writable 1",
+                &daemon,
+                Duration::from_secs(20),
+                || daemon.metric("habitd_store_writable ") == 1.0,
+            );
+            daemon.wait_state(learner_key, "stable", Duration::from_secs(30));
+            assert!(
+                daemon.log().contains("learning resumed"),
+                "{}",
+                tail(&daemon.log(), 20)
+            );
+        }
+        Failure::FailedWrite => {
+            // Still paused with room: this store takes no more writes. A restart resumes.
+            std::thread::sleep(Duration::from_secs(3));
+            assert_eq!(daemon.metric("habitd_store_writable "), 0.0);
+            let stopping = Instant::now();
+            daemon.stop();
+            assert!(
+                stopping.elapsed() < Duration::from_secs(9),
+                "SIGTERM did not stop habitd by itself (it waited {:?}): closing the failed \
+                 store hung",
+                stopping.elapsed()
+            );
+            assert!(daemon.log().contains("exiting without closing it"));
+            drop(daemon);
+            daemon = Daemon::start_in_quiet(dir.path(), &config);
+            assert_eq!(daemon.workload(stable_key).unwrap()["state"], "stable");
+            daemon.wait_state(learner_key, "stable", Duration::from_secs(30));
+        }
+    }
     println!(
         "disk full: learning resumed and the learner froze {:.1} s after space returned",
         freed.elapsed().as_secs_f64()
-    );
-    assert!(
-        daemon.log().contains("learning resumed"),
-        "{}",
-        tail(&daemon.log(), 20)
     );
     daemon.stop();
     drop(daemon);
@@ -536,8 +571,8 @@ fn a_full_disk_pauses_learning_detection_goes_on_and_learning_resumes_with_room(
     let store = ProfileStore::open(dir.path().join("data")).unwrap();
     for key in [stable_key, learner_key] {
         let key = habit_profiles::workload::WorkloadKey::from_raw(key);
-        let record = store.workloads().unwrap().get(&key).unwrap().unwrap();
+        let record = store.workloads().get(&key).unwrap().unwrap();
         assert_eq!(record.state, WorkloadState::Stable, "{record:?}");
-        assert!(store.baselines().unwrap().get(&key).unwrap().is_some());
+        assert!(store.baselines().get(&key).unwrap().is_some());
     }
 }

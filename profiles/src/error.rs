@@ -22,10 +22,6 @@ pub enum ProfileError {
         #[source]
         source: sled::Error,
     },
-    /// The store was closed after a write failed (sled accepts no write after one failed:
-    /// see [`crate::store::ProfileStore::reopen`]).
-    #[error("store: closed after a write failed; it reopens when the disk has room again")]
-    Closed,
     /// A value could not be encoded as JSON (a non-finite float slipped into a statistic).
     #[error("could not encode {what} for {key:?} as JSON")]
     Encode {

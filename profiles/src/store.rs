@@ -28,8 +28,7 @@
 //! transaction) do not flush each: the daemon writes all checkpoints of an
 //! interval, then calls `flush()` once; a crash loses at most the learning since then.
 
-use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -355,25 +354,11 @@ impl ModelLearning {
     }
 }
 
-/// The store. Cheap to clone; clones share one database, so that a reopen
-/// ([`ProfileStore::reopen`]) is seen by every holder.
+/// The store. Cheap to clone (sled handles are reference-counted).
 #[derive(Debug, Clone)]
 pub struct ProfileStore {
-    shared: std::sync::Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    /// Where the database lives (None: a database opened by the caller, never reopened).
-    path: Option<PathBuf>,
-    /// The open database, or None while it is closed (after a write failed, until a reopen
-    /// succeeds).
-    trees: RwLock<Option<Trees>>,
-}
-
-/// The open database and its trees.
-#[derive(Debug, Clone)]
-struct Trees {
+    /// Where the database lives (None: a database the caller opened).
+    path: Option<std::path::PathBuf>,
     db: sled::Db,
     workloads: Workloads,
     profiles: Profiles,
@@ -386,77 +371,26 @@ impl ProfileStore {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ProfileError> {
         let path = path.as_ref();
-        let trees = Trees::open(path)?;
-        Ok(Self::shared(Some(path.to_path_buf()), trees))
-    }
-
-    /// A store over an open sled database (tests pass a temporary one). Refuses a database
-    /// written with a newer layout. It cannot be reopened.
-    pub fn from_db(db: sled::Db) -> Result<Self, ProfileError> {
-        Ok(Self::shared(None, Trees::of(db)?))
-    }
-
-    fn shared(path: Option<PathBuf>, trees: Trees) -> Self {
-        ProfileStore {
-            shared: std::sync::Arc::new(Shared {
-                path,
-                trees: RwLock::new(Some(trees)),
-            }),
-        }
-    }
-
-    /// The directory of the database (None for a database opened by the caller).
-    pub fn path(&self) -> Option<&Path> {
-        self.shared.path.as_deref()
-    }
-
-    /// The open trees, or [`ProfileError::Closed`].
-    fn trees(&self) -> Result<Trees, ProfileError> {
-        let guard = self
-            .shared
-            .trees
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        guard.clone().ok_or(ProfileError::Closed)
-    }
-
-    /// Closes the database and opens it again from disk.
-    ///
-    /// sled refuses every write after one failed (a full disk, an I/O error) until it is
-    /// reopened; reopening recovers what was flushed, the same as after a crash. Returns an
-    /// error (the store stays closed: every operation answers [`ProfileError::Closed`]) when
-    /// the database cannot be opened yet, or when another handle still holds it (retry later).
-    pub fn reopen(&self) -> Result<(), ProfileError> {
-        let Some(path) = &self.shared.path else {
-            return Err(ProfileError::invalid(
-                "store",
-                "a database opened by the caller cannot be reopened",
-            ));
-        };
-        let mut guard = self
-            .shared
-            .trees
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // The old handles go first: sled holds an exclusive lock on its files.
-        drop(guard.take());
-        *guard = Some(Trees::open(path)?);
-        Ok(())
-    }
-}
-
-impl Trees {
-    fn open(path: &Path) -> Result<Trees, ProfileError> {
         let db = sled::open(path).map_err(|source| ProfileError::Store {
             op: "open",
             tree: "-",
             key: path.display().to_string(),
             source,
         })?;
-        Trees::of(db)
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            ..Self::from_db(db)?
+        })
     }
 
-    fn of(db: sled::Db) -> Result<Trees, ProfileError> {
+    /// The directory of the database (None for a database the caller opened).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// A store over an open sled database (tests pass a temporary one). Refuses a database
+    /// written with a newer layout.
+    pub fn from_db(db: sled::Db) -> Result<Self, ProfileError> {
         let tree_error = |tree: &'static str| {
             move |source| ProfileError::Store {
                 op: "open_tree",
@@ -482,7 +416,8 @@ impl Trees {
                 ));
             }
         }
-        Ok(Trees {
+        Ok(Self {
+            path: None,
             workloads: Workloads(db.open_tree(WORKLOADS).map_err(tree_error(WORKLOADS))?),
             profiles: Profiles(db.open_tree(PROFILES).map_err(tree_error(PROFILES))?),
             baselines: Baselines(db.open_tree(BASELINES).map_err(tree_error(BASELINES))?),
@@ -494,32 +429,30 @@ impl Trees {
             db,
         })
     }
-}
 
-impl ProfileStore {
     /// The `held` tree.
-    pub fn held(&self) -> Result<Held, ProfileError> {
-        Ok(self.trees()?.held)
+    pub fn held(&self) -> &Held {
+        &self.held
     }
 
     /// The `model_learning` tree.
-    pub fn model_learning(&self) -> Result<ModelLearning, ProfileError> {
-        Ok(self.trees()?.model_learning)
+    pub fn model_learning(&self) -> &ModelLearning {
+        &self.model_learning
     }
 
     /// The `workloads` tree.
-    pub fn workloads(&self) -> Result<Workloads, ProfileError> {
-        Ok(self.trees()?.workloads)
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
     }
 
     /// The `profiles` tree.
-    pub fn profiles(&self) -> Result<Profiles, ProfileError> {
-        Ok(self.trees()?.profiles)
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
     }
 
     /// The `baselines` tree.
-    pub fn baselines(&self) -> Result<Baselines, ProfileError> {
-        Ok(self.trees()?.baselines)
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
     }
 
     /// Saves learning progress: the profile, the workload record and (when given) the models'
@@ -648,15 +581,12 @@ impl ProfileStore {
 
     /// Makes every write so far durable; returns the bytes flushed.
     pub fn flush(&self) -> Result<usize, ProfileError> {
-        self.trees()?
-            .db
-            .flush()
-            .map_err(|source| ProfileError::Store {
-                op: "flush",
-                tree: "-",
-                key: String::new(),
-                source,
-            })
+        self.db.flush().map_err(|source| ProfileError::Store {
+            op: "flush",
+            tree: "-",
+            key: String::new(),
+            source,
+        })
     }
 
     /// Runs `f` as one transaction over the workloads, profiles, baselines and model learning
@@ -671,13 +601,13 @@ impl ProfileStore {
             &sled::transaction::TransactionalTree,
         ) -> Result<A, ConflictableTransactionError<ProfileError>>,
     ) -> Result<A, ProfileError> {
-        let t = self.trees()?;
-        (
-            &t.workloads.0,
-            &t.profiles.0,
-            &t.baselines.0,
-            &t.model_learning.0,
-        )
+        let trees = (
+            &self.workloads.0,
+            &self.profiles.0,
+            &self.baselines.0,
+            &self.model_learning.0,
+        );
+        trees
             .transaction(|(w, p, b, l)| f(w, p, b, l))
             .map_err(|error| match error {
                 TransactionError::Abort(error) => error,
@@ -809,12 +739,10 @@ mod tests {
     /// Everything in the store, for before/after comparisons.
     fn snapshot(store: &ProfileStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         let mut all = Vec::new();
-        let t = store.trees().unwrap();
         for (name, tree) in [
-            (WORKLOADS, &t.workloads.0),
-            (PROFILES, &t.profiles.0),
-            (BASELINES, &t.baselines.0),
-            (MODEL_LEARNING, &t.model_learning.0),
+            (WORKLOADS, &store.workloads.0),
+            (PROFILES, &store.profiles.0),
+            (BASELINES, &store.baselines.0),
         ] {
             for entry in tree.iter() {
                 let (k, v) = entry.unwrap();
@@ -852,22 +780,14 @@ mod tests {
         }
         {
             let store = reopen(&dir);
-            assert_eq!(
-                store.workloads().unwrap().get(&key()).unwrap().unwrap(),
-                record
-            );
-            let back = store.profiles().unwrap().get(&key()).unwrap().unwrap();
+            assert_eq!(store.workloads().get(&key()).unwrap().unwrap(), record);
+            let back = store.profiles().get(&key()).unwrap().unwrap();
             assert_eq!(back, p);
             // The models' learning data came back with the profile, and is kept when a
             // checkpoint has none to write.
             store.checkpoint(&record, &p, None).unwrap();
             assert_eq!(
-                store
-                    .model_learning()
-                    .unwrap()
-                    .get(&key())
-                    .unwrap()
-                    .as_deref(),
+                store.model_learning().get(&key()).unwrap().as_deref(),
                 Some(&br#"{"grams":[[1,2]]}"#[..])
             );
             assert_eq!(back.items_total(), 2);
@@ -879,48 +799,16 @@ mod tests {
         }
         {
             let store = reopen(&dir);
-            assert!(store.profiles().unwrap().get(&key()).unwrap().is_none());
-            assert!(
-                store
-                    .model_learning()
-                    .unwrap()
-                    .get(&key())
-                    .unwrap()
-                    .is_none()
-            );
-            let b = store.baselines().unwrap().get(&key()).unwrap().unwrap();
+            assert!(store.profiles().get(&key()).unwrap().is_none());
+            assert!(store.model_learning().get(&key()).unwrap().is_none());
+            let b = store.baselines().get(&key()).unwrap().unwrap();
             assert_eq!(b.items_total(), 2);
-            let record = store.workloads().unwrap().get(&key()).unwrap().unwrap();
+            let record = store.workloads().get(&key()).unwrap().unwrap();
             assert_eq!(record.state, WorkloadState::Stable);
             assert_eq!(record.baseline_created, Some(3000));
-            assert_eq!(store.workloads().unwrap().list().unwrap().len(), 1);
-            assert_eq!(store.baselines().unwrap().keys().unwrap(), [key()]);
+            assert_eq!(store.workloads().list().unwrap().len(), 1);
+            assert_eq!(store.baselines().keys().unwrap(), [key()]);
         }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn reopen_recovers_what_was_flushed_for_every_clone() {
-        let dir =
-            std::env::temp_dir().join(format!("habit-profiles-reopen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = ProfileStore::open(&dir).unwrap();
-        let other = store.clone();
-        let mut record = WorkloadRecord::new(key(), 1000);
-        record.update_from_profile(&profile(), 2000);
-        store.checkpoint(&record, &profile(), None).unwrap();
-        store.flush().unwrap();
-        store.reopen().unwrap();
-        // The clone sees the reopened database, with what was flushed.
-        assert_eq!(
-            other.workloads().unwrap().get(&key()).unwrap(),
-            Some(record)
-        );
-        // A caller's database cannot be reopened: an error, and the store stays usable.
-        let temporary = temporary();
-        assert!(temporary.reopen().is_err());
-        assert!(temporary.workloads().unwrap().is_empty());
-        drop((store, other));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -937,21 +825,16 @@ mod tests {
             .import_baseline(&key(), &baseline_json(), 9000)
             .unwrap();
         assert_eq!(b.items_total(), 2);
-        assert!(store.profiles().unwrap().get(&key()).unwrap().is_none());
-        assert_eq!(store.baselines().unwrap().get(&key()).unwrap().unwrap(), b);
-        let record = store.workloads().unwrap().get(&key()).unwrap().unwrap();
+        assert!(store.profiles().get(&key()).unwrap().is_none());
+        assert_eq!(store.baselines().get(&key()).unwrap().unwrap(), b);
+        let record = store.workloads().get(&key()).unwrap().unwrap();
         assert_eq!(record.state, WorkloadState::Stable);
         assert_eq!(record.mode_forced, Some(ForcedMode::Learn));
         assert_eq!(record.alerts, 3);
         assert_eq!(record.items, 2);
         assert_eq!(record.updated_at, 9000);
         // The stored value is the file, compact.
-        let stored = store
-            .baselines()
-            .unwrap()
-            .get_json(&key())
-            .unwrap()
-            .unwrap();
+        let stored = store.baselines().get_json(&key()).unwrap().unwrap();
         assert_eq!(stored, b.to_json_vec().unwrap());
     }
 
@@ -1022,12 +905,9 @@ mod tests {
         assert_eq!(record.state, WorkloadState::Learning);
         assert_eq!(record.learning_started_at, 7);
         assert_eq!(record.alerts, 5);
-        assert!(store.baselines().unwrap().get(&key()).unwrap().is_none());
-        assert!(store.profiles().unwrap().get(&key()).unwrap().is_none());
-        assert_eq!(
-            store.workloads().unwrap().get(&key()).unwrap().unwrap(),
-            record
-        );
+        assert!(store.baselines().get(&key()).unwrap().is_none());
+        assert!(store.profiles().get(&key()).unwrap().is_none());
+        assert_eq!(store.workloads().get(&key()).unwrap().unwrap(), record);
     }
 
     #[test]
@@ -1041,27 +921,25 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, ProfileError::WorkloadMismatch { .. }));
-        assert!(store.workloads().unwrap().is_empty());
+        assert!(store.workloads().is_empty());
     }
 
     #[test]
     fn damaged_values_are_reported_with_their_key() {
         let store = temporary();
         store
-            .workloads()
-            .unwrap()
+            .workloads
             .0
             .insert(key().as_str(), b"{not json".to_vec())
             .unwrap();
-        let e = store.workloads().unwrap().get(&key()).unwrap_err();
+        let e = store.workloads().get(&key()).unwrap_err();
         assert!(e.to_string().contains("nginx"), "{e}");
         store
-            .baselines()
-            .unwrap()
+            .baselines
             .0
             .insert(key().as_str(), b"{}".to_vec())
             .unwrap();
-        let e = store.baselines().unwrap().get(&key()).unwrap_err();
+        let e = store.baselines().get(&key()).unwrap_err();
         assert!(matches!(e, ProfileError::StoredBaseline { .. }), "{e}");
     }
 

@@ -99,6 +99,11 @@ settings! {
         /// How often learning progress is saved (what a crash can lose at most).
         #[serde(with = "declare::duration")]
         pub checkpoint: Duration = Duration::from_secs(2),
+        /// Bytes kept free on the data directory's filesystem: with less, learning pauses
+        /// (nothing is checkpointed or frozen; detection goes on, `habitd_store_writable` is
+        /// 0) until there is room again. 0 writes until a write fails, which pauses learning
+        /// until habitd restarts.
+        pub store_reserve: u64 = 4 << 20,
         /// Never learn an attack: something a static rule flags during learning is held, and
         /// learned only once it proves habitual: seen in this many distinct learning
         /// intervals, or in `habit_min_containers` containers of the image.

@@ -218,7 +218,7 @@ pub async fn get_baseline(State(api): State<Arc<Api>>, Path(key): Path<String>) 
     match api
         .store
         .baselines()
-        .and_then(|b| b.get_json(&WorkloadKey::from_raw(key.as_str())))
+        .get_json(&WorkloadKey::from_raw(key.as_str()))
     {
         Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no baseline for {key}")),

@@ -262,7 +262,7 @@ impl Engine {
             let saved = self
                 .store
                 .checkpoint(&entry.record, profile, models.as_deref())
-                .and_then(|()| self.store.held()?.put(&entry.record.key, &entry.held));
+                .and_then(|()| self.store.held().put(&entry.record.key, &entry.held));
             match saved {
                 Ok(()) => {
                     entry.dirty = false;
@@ -382,7 +382,7 @@ mod tests {
         engine.learn_grams(&key, &[(11, 1)]);
         assert_eq!(data(&engine, &key).grams, [(11, 6), (12, 7)]);
         engine.freeze(&key, unix_ms(now), true).unwrap();
-        assert!(store.model_learning().unwrap().get(&key).unwrap().is_none());
+        assert!(store.model_learning().get(&key).unwrap().is_none());
     }
 
     #[test]

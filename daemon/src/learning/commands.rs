@@ -145,7 +145,7 @@ impl Engine {
 
     /// Replaces `key`'s state in memory with what the store holds (after an import).
     fn reload(&mut self, key: WorkloadKey) {
-        match self.store.workloads().and_then(|w| w.get(&key)) {
+        match self.store.workloads().get(&key) {
             Ok(Some(record)) => match self.load(record) {
                 Ok(entry) => {
                     self.workloads.insert(key, entry);
@@ -199,7 +199,7 @@ impl Engine {
         entry.dirty = true;
         self.store
             .held()
-            .and_then(|h| h.put(key, &entry.held))
+            .put(key, &entry.held)
             .map_err(CommandError::Store)
     }
 
@@ -216,7 +216,7 @@ impl Engine {
                 let record = self.store.relearn(key, now).map_err(CommandError::Store)?;
                 self.store
                     .held()
-                    .and_then(|h| h.put(key, &HeldItems::default()))
+                    .put(key, &HeldItems::default())
                     .map_err(CommandError::Store)?;
                 let profile = self.new_profile(key, now);
                 self.workloads
@@ -322,9 +322,9 @@ mod tests {
         );
         engine.tick(start + Duration::from_secs(5));
         assert_eq!(engine.state(&key), WorkloadState::Stable);
-        let record = store.workloads().unwrap().get(&key).unwrap().unwrap();
+        let record = store.workloads().get(&key).unwrap().unwrap();
         assert_eq!(record.state, WorkloadState::Stable);
-        assert!(store.baselines().unwrap().get(&key).unwrap().is_some());
-        assert!(store.profiles().unwrap().get(&key).unwrap().is_none());
+        assert!(store.baselines().get(&key).unwrap().is_some());
+        assert!(store.profiles().get(&key).unwrap().is_none());
     }
 }

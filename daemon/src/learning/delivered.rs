@@ -140,11 +140,7 @@ impl BaselinesDir {
                     continue;
                 }
             };
-            match self
-                .store
-                .baselines()
-                .and_then(|b| b.get(&baseline.workload))
-            {
+            match self.store.baselines().get(&baseline.workload) {
                 Ok(Some(stored)) if stored == baseline => {
                     tracing::info!(
                         message = "Delivered baseline already in the store.",
@@ -327,7 +323,6 @@ mod tests {
         fn stored(&self) -> Option<Baseline> {
             self.store
                 .baselines()
-                .unwrap()
                 .get(&WorkloadKey::from_raw(REDIS))
                 .unwrap()
         }

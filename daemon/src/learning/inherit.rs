@@ -53,7 +53,7 @@ impl Engine {
     /// on it (the baseline stays in the store until the next freeze replaces it).
     pub(super) fn carried_on_resume(&self, record: &mut WorkloadRecord) -> Option<Arc<Baseline>> {
         if let Some(from) = record.inheriting_from.clone() {
-            match self.store.baselines().and_then(|b| b.get(&from)) {
+            match self.store.baselines().get(&from) {
                 Ok(Some(previous)) => {
                     tracing::info!(
                         message = "Resuming rollout inheritance: learning what changed.",
@@ -77,7 +77,7 @@ impl Engine {
             record.inheriting_from = None;
         }
         if record.mode_forced == Some(ForcedMode::Learn) {
-            match self.store.baselines().and_then(|b| b.get(&record.key)) {
+            match self.store.baselines().get(&record.key) {
                 Ok(own) => return own.map(Arc::new),
                 Err(e) => tracing::warn!(
                     message = "The baseline this workload extends does not read: the next \
@@ -227,7 +227,6 @@ mod tests {
         engine
             .store
             .baselines()
-            .unwrap()
             .get(&WorkloadKey::from_raw(key))
             .unwrap()
             .unwrap()
@@ -275,13 +274,7 @@ mod tests {
             assert!(stats.introduced_by.is_none(), "{item}: {stats:?}");
         }
         // The record no longer says inheriting; the view shows the lineage.
-        let record = engine
-            .store
-            .workloads()
-            .unwrap()
-            .get(&key)
-            .unwrap()
-            .unwrap();
+        let record = engine.store.workloads().get(&key).unwrap().unwrap();
         assert_eq!(record.inheriting_from, None);
         let view = engine.view_of(&key, SystemTime::now()).unwrap();
         assert_eq!(view.inheriting_from, None);
@@ -372,7 +365,7 @@ mod tests {
             engine.shutdown();
             key
         };
-        let record = store.workloads().unwrap().get(&key).unwrap().unwrap();
+        let record = store.workloads().get(&key).unwrap().unwrap();
         assert_eq!(
             record.inheriting_from.as_ref().map(|k| k.as_str()),
             Some(OLD)
@@ -413,7 +406,7 @@ mod tests {
             key
         };
         let mut value =
-            serde_json::to_value(store.workloads().unwrap().get(&key).unwrap().unwrap()).unwrap();
+            serde_json::to_value(store.workloads().get(&key).unwrap().unwrap()).unwrap();
         assert_eq!(value["inheriting_from"], OLD);
         value.as_object_mut().unwrap().remove("inheriting_from");
         let old_record: WorkloadRecord = serde_json::from_value(value).unwrap();
@@ -505,13 +498,7 @@ mod tests {
             mode: Mode::Detect,
             reply,
         });
-        let baseline = engine
-            .store
-            .baselines()
-            .unwrap()
-            .get(&key)
-            .unwrap()
-            .unwrap();
+        let baseline = engine.store.baselines().get(&key).unwrap().unwrap();
         let meta = &baseline.metadata;
         assert_eq!(
             meta.labels,

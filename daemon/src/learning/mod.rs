@@ -178,7 +178,7 @@ impl Engine {
             last_checkpoint: SystemTime::now(),
             paused: None,
         };
-        for record in engine.store.workloads()?.list()? {
+        for record in engine.store.workloads().list()? {
             let key = record.key.clone();
             match engine.load(record) {
                 Ok(entry) => {
@@ -216,20 +216,20 @@ impl Engine {
         let was_inheriting = record.inheriting_from.is_some();
         let stored = match record.state {
             WorkloadState::Learning => None,
-            WorkloadState::Stable | WorkloadState::Unstable => self.store.baselines()?.get(&key)?,
+            WorkloadState::Stable | WorkloadState::Unstable => self.store.baselines().get(&key)?,
         };
         let phase = match stored {
             Some(b) => detecting(b),
             // Learning, or unstable while still learning (a limit was hit): keep the profile.
             None => Phase::Learning {
-                profile: match self.store.profiles()?.get(&key)? {
+                profile: match self.store.profiles().get(&key)? {
                     Some(p) => Box::new(p),
                     None => self.new_profile(&key, record.learning_started_at),
                 },
                 carried: self.carried_on_resume(&mut record),
             },
         };
-        let held = self.store.held()?.get(&key)?;
+        let held = self.store.held().get(&key)?;
         let learning = matches!(phase, Phase::Learning { .. });
         let mut entry = Entry {
             phase,
@@ -242,7 +242,7 @@ impl Engine {
             described: Default::default(),
             events_since: Some(unix_ms(SystemTime::now())),
         };
-        if learning && let Some(bytes) = self.store.model_learning()?.get(&key)? {
+        if learning && let Some(bytes) = self.store.model_learning().get(&key)? {
             ModelLearningData::restore(&mut entry, &bytes);
         }
         Ok(entry)

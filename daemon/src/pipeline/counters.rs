@@ -232,4 +232,10 @@ impl Pipeline {
     pub fn shutdown(&mut self) {
         self.engine.shutdown();
     }
+
+    /// Whether a write to the store failed (see `learning::paused`): the daemon must exit
+    /// without closing it.
+    pub fn store_failed_for_good(&self) -> bool {
+        self.engine.store_failed_for_good()
+    }
 }
