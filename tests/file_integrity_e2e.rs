@@ -85,6 +85,12 @@ fn every_file_change_is_an_event_and_an_alert_and_a_learned_one_is_quiet() {
         .get(&format!("/api/v1/baselines/{key}"))
         .map(|(_, body)| body)
         .unwrap_or_default();
+    if !baseline.contains("rename /etc/app.conf.new -> /etc/app.conf") {
+        eprintln!(
+            "baseline without the configuration's rename; habitd log:\n{}",
+            common::tail(&daemon.log(), 80)
+        );
+    }
     assert!(
         baseline.contains("rename /var/log/app/app.log -> /var/log/app/app.log.<num>"),
         "the rotation is learned, generalised: {}",
