@@ -14,7 +14,7 @@
 //!   open path (the path read and hashed, the de-duplication lookup; one record per path and
 //!   interval), and the cycle has ten 6-grams (one per position) instead of one.
 //!
-//! Both run under six configurations, measured side by side in one run, interleaved round-robin
+//! Both run under seven configurations, measured side by side in one run, interleaved round-robin
 //! over several rounds so that drift of the machine (frequency, noisy neighbours) hits all of
 //! them alike:
 //!
@@ -24,6 +24,9 @@
 //! - `habitd`:   habitd's full probe set, with `self_tgid = 0` so that the benchmark's own
 //!   syscalls take the full path, sequences off (the per-thread history still advances); its
 //!   events are drained on another CPU;
+//! - `habitd-ref`: the same from another build's object (`--reference-object PATH`, e.g. the
+//!   previous release's prebuilt object), so that a change's cost is measured in one run;
+//!   skipped without the flag;
 //! - `seq-learn`: the full set with every cgroup's syscall sequences in learning (each 6-gram
 //!   counted in the (workload, gram) hash map);
 //! - `seq-detect`: the full set with every cgroup in detection (each 6-gram looked up and its
@@ -1184,9 +1187,11 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // Loaded once and kept for the whole run (aya parses the bytes at each load).
     let reference: Option<&'static [u8]> = match &args.reference {
-        Some(path) => Some(Vec::leak(std::fs::read(path).map_err(|e| {
-            format!("--reference-object {}: {e}", path.display())
-        })?)),
+        Some(path) => {
+            Some(Vec::leak(std::fs::read(path).map_err(|e| {
+                format!("--reference-object {}: {e}", path.display())
+            })?))
+        }
         None => {
             for ((_, c), s) in series.iter_mut() {
                 if *c == Config::Reference {
@@ -1258,22 +1263,21 @@ fn run(args: &Args) -> Result<bool, String> {
                     continue;
                 }
                 let before = tracing_programs();
-                let holder =
-                    match attach(
-                        config,
-                        plan.workload,
-                        holder_cpu,
-                        naive_object.as_deref(),
-                        reference,
-                    ) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            eprintln!("overhead: {} could not be attached: {e}", config.label());
-                            s.skipped = Some(format!("failed to attach: {e}"));
-                            failed = true;
-                            continue;
-                        }
-                    };
+                let holder = match attach(
+                    config,
+                    plan.workload,
+                    holder_cpu,
+                    naive_object.as_deref(),
+                    reference,
+                ) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("overhead: {} could not be attached: {e}", config.label());
+                        s.skipped = Some(format!("failed to attach: {e}"));
+                        failed = true;
+                        continue;
+                    }
+                };
                 ours.extend(
                     tracing_programs()
                         .into_keys()

@@ -565,7 +565,11 @@ mod tests {
             wid: 1,
             _pad: 0,
         }));
-        records.push(bytes_of(&fchange_record(abi::FC_UNLINK, b"/var/log/x", b"")));
+        records.push(bytes_of(&fchange_record(
+            abi::FC_UNLINK,
+            b"/var/log/x",
+            b"",
+        )));
         let mut labels = Vec::new();
         for record in &records {
             let ev = decode(record).unwrap();

@@ -210,7 +210,9 @@ impl FileOp {
 
     /// The operation of an `abi::FC_*` code.
     pub fn from_abi(op: u32) -> Option<Self> {
-        Self::ALL.get(usize::try_from(op).ok()?.checked_sub(1)?).copied()
+        Self::ALL
+            .get(usize::try_from(op).ok()?.checked_sub(1)?)
+            .copied()
     }
 
     /// The stable lowercase name (profile items, `--print-events`).

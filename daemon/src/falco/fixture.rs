@@ -115,7 +115,14 @@ fn header(tgid: u32, ppid: u32, comm: &str) -> Header {
 
 /// A file change by syscall `syscall`: `path` (relative to `base_dir` when that is set) and
 /// `path2` (relative to `base_dir2`).
-fn change(op: FileOp, syscall: u32, path: &str, base_dir: &str, path2: &str, arg: u64) -> EventBody {
+fn change(
+    op: FileOp,
+    syscall: u32,
+    path: &str,
+    base_dir: &str,
+    path2: &str,
+    arg: u64,
+) -> EventBody {
     EventBody::FileChange(FileChange {
         op,
         syscall,
@@ -263,7 +270,14 @@ impl Fixture {
             change(FileOp::Link, 86, "/etc/shadow", "", "/tmp/sh", 0),
             change(FileOp::Symlink, 266, "/etc/shadow", "", "/tmp/s", 0),
             change(FileOp::Truncate, 77, "", "/var/log/syslog", "", 0),
-            change(FileOp::Chown, 92, "/etc/shadow", "", "", (1000 << 32) | 0xffff_ffff),
+            change(
+                FileOp::Chown,
+                92,
+                "/etc/shadow",
+                "",
+                "",
+                (1000 << 32) | 0xffff_ffff,
+            ),
             change(FileOp::Utimes, 280, "/usr/bin/sshd", "", "", 0),
             EventBody::Privileged(PrivOp::SetUid {
                 ruid: u32::MAX,

@@ -184,7 +184,10 @@ fn disputed_fields_have_falcos_meaning() {
             }
             ("unlink", Some(name)) => {
                 assert_eq!(name, "/var/log/auth.log");
-                assert_eq!(f["evt.arg.name"], "/var/log/auth.log", "unlinkat's argument");
+                assert_eq!(
+                    f["evt.arg.name"], "/var/log/auth.log",
+                    "unlinkat's argument"
+                );
                 assert_eq!(f["evt.type"], "unlinkat");
             }
             ("rmdir", Some(name)) => {

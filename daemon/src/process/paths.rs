@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn file_changes_resolve_both_paths() {
         let ev = change(FileOp::Rename, "passwd.new", "/tmp", "passwd", "/etc");
-        assert_eq!(super::absolute_path(&ev).as_deref(), Some("/tmp/passwd.new"));
+        assert_eq!(
+            super::absolute_path(&ev).as_deref(),
+            Some("/tmp/passwd.new")
+        );
         assert_eq!(super::second_path(&ev).as_deref(), Some("/etc/passwd"));
         // A symlink's target is kept as given; its new link is resolved.
         let ev = change(FileOp::Symlink, "../etc/shadow", "", "s", "/tmp");

@@ -242,7 +242,13 @@ fn cases() -> Vec<Case> {
         yes(
             CRITICAL_CHANGE,
             "a crontab deleted",
-            change(host(), "rm", "unlinkat", "/var/spool/cron/crontabs/root", &[]),
+            change(
+                host(),
+                "rm",
+                "unlinkat",
+                "/var/spool/cron/crontabs/root",
+                &[],
+            ),
             &[CRITICAL_CHANGE],
         ),
         yes(
@@ -254,7 +260,13 @@ fn cases() -> Vec<Case> {
         yes(
             CRITICAL_CHANGE,
             "authorized_keys re-owned",
-            change(ctr(), "chown", "fchownat", "/root/.ssh/authorized_keys", &[]),
+            change(
+                ctr(),
+                "chown",
+                "fchownat",
+                "/root/.ssh/authorized_keys",
+                &[],
+            ),
             &[CRITICAL_CHANGE],
         ),
         no(
@@ -265,7 +277,10 @@ fn cases() -> Vec<Case> {
                 "dpkg",
                 "rename",
                 "/usr/bin/curl",
-                &[("oldpath", "/usr/bin/curl.dpkg-new"), ("newpath", "/usr/bin/curl")],
+                &[
+                    ("oldpath", "/usr/bin/curl.dpkg-new"),
+                    ("newpath", "/usr/bin/curl"),
+                ],
             ),
             &[],
         ),
@@ -293,7 +308,13 @@ fn cases() -> Vec<Case> {
         yes(
             LOG_REMOVAL,
             "a log truncated",
-            change(ctr(), "truncate", "truncate", "/var/log/nginx/access.log", &[]),
+            change(
+                ctr(),
+                "truncate",
+                "truncate",
+                "/var/log/nginx/access.log",
+                &[],
+            ),
             &[LOG_REMOVAL],
         ),
         no(
@@ -346,7 +367,10 @@ fn cases() -> Vec<Case> {
                 "ln",
                 "symlink",
                 "/opt/app/libssl.so",
-                &[("target", "/usr/lib/libssl.so.3"), ("linkpath", "/opt/app/libssl.so")],
+                &[
+                    ("target", "/usr/lib/libssl.so.3"),
+                    ("linkpath", "/opt/app/libssl.so"),
+                ],
             ),
             &[],
         ),
