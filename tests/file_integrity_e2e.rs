@@ -234,3 +234,58 @@ fn every_file_change_is_an_event_and_an_alert_and_a_learned_one_is_quiet() {
     );
     eprintln!("took {:?}", started.elapsed());
 }
+
+/// Like opens, file changes are de-duplicated in the kernel per workload, operation, paths and
+/// base directories within an interval (10 minutes here): 300 renames of one relative name to
+/// another in /tmp give one event, and the same relative names renamed in another directory
+/// are reported too (the key holds the directory a relative path is resolved from).
+#[test]
+fn repeated_changes_are_sent_once_per_interval_and_directory() {
+    const RENAMES: u32 = 300;
+    let daemon =
+        Daemon::start("[learning]\ninterval = \"10m\"\n[probes]\ncounters_interval = \"1s\"\n");
+    let image = busybox_image("file-changes-dedup");
+    let script = format!(
+        "cd /tmp; i=0; while [ $i -lt {RENAMES} ]; do echo x > a; mv a b; i=$((i+1)); done; \
+         mkdir -p /tmp/d2; cd /tmp/d2; echo x > a; mv a b; echo done; sleep 60"
+    );
+    let c = Container::run(&image, &["/bin/busybox", "sh", "-c", &script]);
+    let id12 = c.id[..12].to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", &c.id])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&logs.stdout).contains("done") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rename loop did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let renamed = |dir: &'static str| {
+        let id12 = id12.clone();
+        move |f: &Value| {
+            f["container.id"] == id12.as_str()
+                && f["evt.arg.oldpath"] == format!("{dir}/a").as_str()
+                && f["evt.arg.newpath"] == format!("{dir}/b").as_str()
+        }
+    };
+    daemon.wait_event("the rename in /tmp/d2", WAIT, renamed("/tmp/d2"));
+    daemon.wait_event("the rename in /tmp", WAIT, renamed("/tmp"));
+    std::thread::sleep(Duration::from_secs(2));
+    let count = |dir: &'static str| {
+        let pred = renamed(dir);
+        daemon
+            .events()
+            .iter()
+            .filter(|e| pred(&e["output_fields"]))
+            .count()
+    };
+    assert_eq!(
+        count("/tmp"),
+        1,
+        "{RENAMES} renames of one pair in one interval must give one event"
+    );
+    assert_eq!(count("/tmp/d2"), 1, "the same names in another directory");
+}
