@@ -14,7 +14,7 @@
 //!   open path (the path read and hashed, the de-duplication lookup; one record per path and
 //!   interval), and the cycle has ten 6-grams (one per position) instead of one.
 //!
-//! Both run under six configurations, measured side by side in one run, interleaved round-robin
+//! Both run under seven configurations, measured side by side in one run, interleaved round-robin
 //! over several rounds so that drift of the machine (frequency, noisy neighbours) hits all of
 //! them alike:
 //!
@@ -24,6 +24,9 @@
 //! - `habitd`:   habitd's full probe set, with `self_tgid = 0` so that the benchmark's own
 //!   syscalls take the full path, sequences off (the per-thread history still advances); its
 //!   events are drained on another CPU;
+//! - `habitd-ref`: the same from another build's object (`--reference-object PATH`, e.g. the
+//!   previous release's prebuilt object), so that a change's cost is measured in one run;
+//!   skipped without the flag;
 //! - `seq-learn`: the full set with every cgroup's syscall sequences in learning (each 6-gram
 //!   counted in the (workload, gram) hash map);
 //! - `seq-detect`: the full set with every cgroup in detection (each 6-gram looked up and its
@@ -51,6 +54,7 @@
 //!     sudo -E cargo bench --bench overhead -- --workload mix        # one workload only
 //!
 //! Other flags: `--cpu N` (measuring CPU; default: the last allowed one), `--json PATH`,
+//! `--reference-object PATH` (another build's probes object, measured beside this one),
 //! `--max-wait SECS`.
 //!
 //! Any other tracing program on the machine (another habitd, an end-to-end test run) also sits on
@@ -100,6 +104,10 @@ const USAGE: &str =
                --iterations say otherwise)
   --cpu N      CPU the loop is pinned to (default: the last CPU this process may use)
   --json PATH  where to write the results (default: target/overhead.json)
+  --reference-object PATH
+               also measure habitd's probes from this object (another build's
+               probes/bpf/prebuilt/habit.bpf.o, e.g. the previous release's:
+               `git show REV:probes/bpf/prebuilt/habit.bpf.o > ref.o`), sequences off, as (c')
   --max-wait S total seconds to wait, before rounds, for other tracing programs (another
                habitd, a test run) to go away (default 120); rounds that saw one are rerun
                (up to 3x --rounds in all) and left out of the medians
@@ -110,16 +118,19 @@ enum Config {
     Baseline,
     Empty,
     Habitd,
+    /// habitd's probes from `--reference-object` (another build), sequences off.
+    Reference,
     SeqLearn,
     SeqDetect,
     Naive,
 }
 
 impl Config {
-    const ALL: [Config; 6] = [
+    const ALL: [Config; 7] = [
         Config::Baseline,
         Config::Empty,
         Config::Habitd,
+        Config::Reference,
         Config::SeqLearn,
         Config::SeqDetect,
         Config::Naive,
@@ -130,6 +141,7 @@ impl Config {
             Config::Baseline => "baseline",
             Config::Empty => "empty",
             Config::Habitd => "habitd",
+            Config::Reference => "habitd-ref",
             Config::SeqLearn => "seq-learn",
             Config::SeqDetect => "seq-detect",
             Config::Naive => "naive",
@@ -141,6 +153,7 @@ impl Config {
             Config::Baseline => "(a) nothing attached",
             Config::Empty => "(b) empty tp_btf/sys_enter",
             Config::Habitd => "(c) habitd full probe set",
+            Config::Reference => "(c') --reference-object, seq off",
             Config::SeqLearn => "(c1) habitd, sequences learning",
             Config::SeqDetect => "(c2) habitd, sequences detecting",
             Config::Naive => "(d) naive (cgroup,syscall) hash",
@@ -226,6 +239,8 @@ struct Args {
     json: PathBuf,
     /// Total time to wait for foreign tracing programs to go away.
     max_wait: Duration,
+    /// Another build's probes object, measured as [`Config::Reference`].
+    reference: Option<PathBuf>,
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
@@ -247,6 +262,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut cpu = None;
     let mut json = None;
     let mut max_wait = None;
+    let mut reference = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -273,6 +289,11 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--cpu" => cpu = Some(parse_number::<usize>("--cpu", value())?),
             "--max-wait" => max_wait = Some(parse_number::<u64>("--max-wait", value())?),
             "--json" => json = Some(PathBuf::from(value().ok_or("--json needs a path")?)),
+            "--reference-object" => {
+                reference = Some(PathBuf::from(
+                    value().ok_or("--reference-object needs a path")?,
+                ));
+            }
             "-h" | "--help" => return Ok(None),
             other if other.starts_with('-') => return Err(format!("unknown flag {other}")),
             // A benchmark name filter given to `cargo bench NAME`: there is nothing to filter.
@@ -304,6 +325,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         cpu,
         json: json.unwrap_or_else(|| target_dir().join("overhead.json")),
         max_wait: Duration::from_secs(max_wait.unwrap_or(if smoke { 0 } else { 120 })),
+        reference,
     }))
 }
 
@@ -643,6 +665,7 @@ fn attach(
     workload: Workload,
     cpu: usize,
     naive_object: Option<&Path>,
+    reference: Option<&'static [u8]>,
 ) -> Result<Holder, String> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -665,12 +688,21 @@ fn attach(
                 let held = match config {
                     Config::Baseline => Ok(HolderReport::default()),
                     Config::Empty => hold_empty(&ready_tx, stop_rx).await,
-                    Config::Habitd => hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload).await,
+                    Config::Habitd => {
+                        hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, None).await
+                    }
+                    Config::Reference => match reference {
+                        Some(object) => {
+                            hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, Some(object))
+                                .await
+                        }
+                        None => Err("no --reference-object".to_string()),
+                    },
                     Config::SeqLearn => {
-                        hold_habitd(&ready_tx, stop_rx, abi::SEQ_LEARN, workload).await
+                        hold_habitd(&ready_tx, stop_rx, abi::SEQ_LEARN, workload, None).await
                     }
                     Config::SeqDetect => {
-                        hold_habitd(&ready_tx, stop_rx, abi::SEQ_DETECT, workload).await
+                        hold_habitd(&ready_tx, stop_rx, abi::SEQ_DETECT, workload, None).await
                     }
                     Config::Naive => match naive_object {
                         Some(path) => hold_naive(&path, &ready_tx, stop_rx, workload).await,
@@ -712,6 +744,7 @@ async fn hold_empty(ready: &Ready, stop: Stop) -> Result<HolderReport, String> {
         self_tgid: 0,
         ring_buffer_bytes: 1 << 16,
         empty_only: true,
+        object: None,
     })
     .map_err(|e| format!("loading the empty program: {e}"))?;
     let _ = ready.send(Ok(()));
@@ -728,12 +761,14 @@ async fn hold_habitd(
     mut stop: Stop,
     seq_mode: u32,
     workload: Workload,
+    object: Option<&'static [u8]>,
 ) -> Result<HolderReport, String> {
     let mut probes = Probes::load(&ProbeConfig {
         // Ignore nobody: the benchmark's own syscalls must take the full path.
         self_tgid: 0,
         ring_buffer_bytes: 8 << 20,
         empty_only: false,
+        object,
     })
     .map_err(|e| format!("loading habitd's probes: {e}"))?;
     let mut events = probes
@@ -1150,6 +1185,23 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     };
 
+    // Loaded once and kept for the whole run (aya parses the bytes at each load).
+    let reference: Option<&'static [u8]> = match &args.reference {
+        Some(path) => {
+            Some(Vec::leak(std::fs::read(path).map_err(|e| {
+                format!("--reference-object {}: {e}", path.display())
+            })?))
+        }
+        None => {
+            for ((_, c), s) in series.iter_mut() {
+                if *c == Config::Reference {
+                    s.skipped = Some("no --reference-object given".into());
+                }
+            }
+            None
+        }
+    };
+
     let kernel = read_trimmed("/proc/sys/kernel/osrelease");
     let mode = if args.smoke {
         " (smoke test: run with `cargo bench --bench overhead` to measure; nothing is written)"
@@ -1211,16 +1263,21 @@ fn run(args: &Args) -> Result<bool, String> {
                     continue;
                 }
                 let before = tracing_programs();
-                let holder =
-                    match attach(config, plan.workload, holder_cpu, naive_object.as_deref()) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            eprintln!("overhead: {} could not be attached: {e}", config.label());
-                            s.skipped = Some(format!("failed to attach: {e}"));
-                            failed = true;
-                            continue;
-                        }
-                    };
+                let holder = match attach(
+                    config,
+                    plan.workload,
+                    holder_cpu,
+                    naive_object.as_deref(),
+                    reference,
+                ) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        eprintln!("overhead: {} could not be attached: {e}", config.label());
+                        s.skipped = Some(format!("failed to attach: {e}"));
+                        failed = true;
+                        continue;
+                    }
+                };
                 ours.extend(
                     tracing_programs()
                         .into_keys()

@@ -395,6 +395,7 @@ impl Holder {
                 self_tgid: 0,
                 ring_buffer_bytes: 1 << 16,
                 empty_only: true,
+                object: None,
             })
             .map(|p| Holder::Empty(Box::new(p)))
             .map_err(|e| format!("loading the empty program: {e}")),

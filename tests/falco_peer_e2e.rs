@@ -43,6 +43,14 @@ const TESTED: &[(&str, &str)] = &[
     ),
     ("Remove Bulk Data from Disk", "remove_bulk_data_from_disk"),
     (
+        "Create Symlink Over Sensitive Files",
+        "create_symlink_over_sensitive_files",
+    ),
+    (
+        "Create Hardlink Over Sensitive Files",
+        "create_hardlink_over_sensitive_files",
+    ),
+    (
         "Packet socket created in container",
         "packet_socket_created_in_container",
     ),
@@ -93,14 +101,6 @@ const NOT_OBSERVABLE: &[(&str, &str)] = &[
     (
         "Directory traversal monitored file read",
         "needs fd.num >= 0 and fd.nameraw: habitd reports opens at syscall entry (no result, no descriptor) and does not keep the raw path beside the resolved one",
-    ),
-    (
-        "Create Symlink Over Sensitive Files",
-        "symlink/symlinkat are not observed by habitd's probes (no event, no evt.arg.target)",
-    ),
-    (
-        "Create Hardlink Over Sensitive Files",
-        "link/linkat are not observed by habitd's probes (no event, no evt.arg.oldpath)",
     ),
     (
         "Redirect STDOUT/STDIN to Network Connection in Container",
@@ -573,6 +573,58 @@ fn remove_bulk_data_from_disk() {
         "proc.name",
         |f| c.is(f) && is_exec(f) && f["proc.name"] == "shred",
         |f| c.is(f) && f["proc.name"] == "shred",
+    );
+}
+
+#[test]
+fn create_symlink_over_sensitive_files() {
+    let Some(d) = start_daemon("create_symlink_over_sensitive_files") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    let rule = "Create Symlink Over Sensitive Files";
+    // A sensitive file and a sensitive directory (symlink(2) by busybox: evt.type symlink).
+    c.exec_ok(&["/bin/busybox", "ln", "-s", "/etc/shadow", "/tmp/s"]);
+    c.exec_ok(&["/bin/busybox", "ln", "-s", "/root", "/tmp/r"]);
+    let mut results = Vec::new();
+    for (target, link) in [("/etc/shadow", "/tmp/s"), ("/root", "/tmp/r")] {
+        results.push(check_rule(
+            &d,
+            rule,
+            &format!("`ln -s {target} {link}` in a container"),
+            "evt.type symlink/symlinkat and evt.arg.target",
+            |f| {
+                c.is(f)
+                    && matches!(f["evt.type"].as_str(), Some("symlink" | "symlinkat"))
+                    && f["evt.arg.target"] == target
+                    && f["evt.arg.linkpath"] == link
+            },
+            |f| c.is(f) && text(f, "evt.arg.target") == target,
+        ));
+    }
+    all_ok(results);
+}
+
+#[test]
+fn create_hardlink_over_sensitive_files() {
+    let Some(d) = start_daemon("create_hardlink_over_sensitive_files") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // link(2) by busybox: evt.type link, evt.arg.oldpath the existing /etc/shadow.
+    c.exec_ok(&["/bin/busybox", "ln", "/etc/shadow", "/tmp/h"]);
+    expect_rule(
+        &d,
+        "Create Hardlink Over Sensitive Files",
+        "`ln /etc/shadow /tmp/h` in a container",
+        "evt.type link/linkat and evt.arg.oldpath",
+        |f| {
+            c.is(f)
+                && matches!(f["evt.type"].as_str(), Some("link" | "linkat"))
+                && f["evt.arg.oldpath"] == "/etc/shadow"
+                && f["evt.arg.newpath"] == "/tmp/h"
+        },
+        |f| c.is(f) && text(f, "evt.arg.oldpath") == "/etc/shadow",
     );
 }
 

@@ -11,6 +11,7 @@
 
 #include "lib/common.h"
 #include "file.h"
+#include "fchange.h"
 #include "net.h"
 #include "priv.h"
 #include "sequence.h"
@@ -126,6 +127,24 @@ int BPF_PROG(habit_sys_enter, struct pt_regs *regs, long id)
 	case NR_fchmodat:
 	case NR_fchmodat2:
 		return handle_chmod(regs, nr);
+	case NR_rename:
+	case NR_renameat:
+	case NR_renameat2:
+	case NR_unlink:
+	case NR_unlinkat:
+	case NR_rmdir:
+	case NR_link:
+	case NR_linkat:
+	case NR_symlink:
+	case NR_symlinkat:
+	case NR_truncate:
+	case NR_ftruncate:
+	case NR_chown:
+	case NR_fchown:
+	case NR_lchown:
+	case NR_fchownat:
+	case NR_utimensat:
+		return handle_fchange(regs, nr);
 	case NR_connect:
 	case NR_bind:
 		return handle_connect_bind(regs, nr);

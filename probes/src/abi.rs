@@ -4,7 +4,7 @@
 //! compares every size and offset, and the constants of [`constant_table`], with these
 //! definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -29,6 +29,17 @@ pub const EV_BIND: u32 = 8;
 pub const EV_LISTEN: u32 = 9;
 pub const EV_PRIV: u32 = 10;
 pub const EV_SEQ: u32 = 11;
+pub const EV_FCHANGE: u32 = 12;
+
+/// `enum habit_fchange_op`: the operation of a file-change record.
+pub const FC_RENAME: u32 = 1;
+pub const FC_UNLINK: u32 = 2;
+pub const FC_RMDIR: u32 = 3;
+pub const FC_LINK: u32 = 4;
+pub const FC_SYMLINK: u32 = 5;
+pub const FC_TRUNCATE: u32 = 6;
+pub const FC_CHOWN: u32 = 7;
+pub const FC_UTIMES: u32 = 8;
 
 pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_EXE_TRUNCATED: u32 = 2;
@@ -134,6 +145,22 @@ pub struct File {
     pub syscall: u32,
     pub path: [u8; PATH_LEN],
     pub base_components: [u8; COMPONENTS_LEN],
+}
+
+/// `struct habit_fchange`: a rename, unlink, link, symlink, truncate, chown or timestomp.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FChange {
+    pub hdr: Hdr,
+    pub op: u32,
+    pub syscall: u32,
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    pub arg: u64,
+    pub path: [u8; PATH_LEN],
+    pub path2: [u8; PATH_LEN],
+    pub base_components: [u8; COMPONENTS_LEN],
+    pub base2_components: [u8; COMPONENTS_LEN],
 }
 
 #[repr(C)]
@@ -260,6 +287,15 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("HABIT_MAX_CGROUP_SLOTS", MAX_CGROUP_SLOTS.into()),
         ("HABIT_EV_PRIV", EV_PRIV.into()),
         ("HABIT_EV_SEQ", EV_SEQ.into()),
+        ("HABIT_EV_FCHANGE", EV_FCHANGE.into()),
+        ("HABIT_FC_RENAME", FC_RENAME.into()),
+        ("HABIT_FC_UNLINK", FC_UNLINK.into()),
+        ("HABIT_FC_RMDIR", FC_RMDIR.into()),
+        ("HABIT_FC_LINK", FC_LINK.into()),
+        ("HABIT_FC_SYMLINK", FC_SYMLINK.into()),
+        ("HABIT_FC_TRUNCATE", FC_TRUNCATE.into()),
+        ("HABIT_FC_CHOWN", FC_CHOWN.into()),
+        ("HABIT_FC_UTIMES", FC_UTIMES.into()),
         ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 2) as u64),
         (
             "HABIT_DROP_PRIV_DEDUP_FULL",
@@ -352,6 +388,21 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("syscall", offset_of!(File, syscall)),
                 ("path", offset_of!(File, path)),
                 ("base_components", offset_of!(File, base_components)),
+            ],
+        ),
+        (
+            "habit_fchange",
+            size_of::<FChange>(),
+            vec![
+                ("op", offset_of!(FChange, op)),
+                ("syscall", offset_of!(FChange, syscall)),
+                ("dirfd", offset_of!(FChange, dirfd)),
+                ("dirfd2", offset_of!(FChange, dirfd2)),
+                ("arg", offset_of!(FChange, arg)),
+                ("path", offset_of!(FChange, path)),
+                ("path2", offset_of!(FChange, path2)),
+                ("base_components", offset_of!(FChange, base_components)),
+                ("base2_components", offset_of!(FChange, base2_components)),
             ],
         ),
         (

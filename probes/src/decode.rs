@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::abi;
-use crate::event::{Event, EventBody, Header, PrivOp, Protocol, SeqRecord};
+use crate::event::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol, SeqRecord};
 
 /// Why a record could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,15 +28,19 @@ pub enum DecodeError {
     /// A privileged-operation record with an unknown operation code.
     #[error("unknown privileged operation {0}")]
     UnknownPrivOp(u32),
+    /// A file-change record with an unknown operation code.
+    #[error("unknown file-change operation {0}")]
+    UnknownFileOp(u32),
 }
 
 impl DecodeError {
     /// Every [`Self::reason`], so that each label can be exported at zero from start-up.
-    pub const REASONS: [&'static str; 4] = [
+    pub const REASONS: [&'static str; 5] = [
         "truncated",
         "unknown_kind",
         "address_family",
         "unknown_priv_op",
+        "unknown_file_op",
     ];
 
     /// A low-cardinality label for the `habitd_decode_errors_total{reason}` metric.
@@ -46,6 +50,7 @@ impl DecodeError {
             DecodeError::UnknownKind(_) => "unknown_kind",
             DecodeError::AddressFamily(_) => "address_family",
             DecodeError::UnknownPrivOp(_) => "unknown_priv_op",
+            DecodeError::UnknownFileOp(_) => "unknown_file_op",
         }
     }
 }
@@ -196,6 +201,22 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             };
             (e.hdr, body)
         }
+        abi::EV_FCHANGE => {
+            let e: abi::FChange = read(bytes, kind)?;
+            let op = FileOp::from_abi(e.op).ok_or(DecodeError::UnknownFileOp(e.op))?;
+            let change = FileChange {
+                op,
+                syscall: e.syscall,
+                path: c_string(&e.path),
+                dirfd: e.dirfd,
+                base_dir: components_path(&e.base_components),
+                path2: c_string(&e.path2),
+                dirfd2: e.dirfd2,
+                base_dir2: components_path(&e.base2_components),
+                arg: e.arg,
+            };
+            (e.hdr, EventBody::FileChange(change))
+        }
         abi::EV_CONNECT | abi::EV_ACCEPT | abi::EV_BIND | abi::EV_LISTEN => {
             let e: abi::Net = read(bytes, kind)?;
             let protocol = Protocol::from_ipproto(e.protocol);
@@ -320,6 +341,7 @@ mod tests {
             DecodeError::UnknownKind(99),
             DecodeError::AddressFamily(3),
             DecodeError::UnknownPrivOp(9),
+            DecodeError::UnknownFileOp(9),
         ] {
             assert!(DecodeError::REASONS.contains(&e.reason()), "{e}");
         }
@@ -543,6 +565,11 @@ mod tests {
             wid: 1,
             _pad: 0,
         }));
+        records.push(bytes_of(&fchange_record(
+            abi::FC_UNLINK,
+            b"/var/log/x",
+            b"",
+        )));
         let mut labels = Vec::new();
         for record in &records {
             let ev = decode(record).unwrap();
@@ -556,8 +583,73 @@ mod tests {
         }
         assert_eq!(labels, EventBody::KIND_LABELS, "every kind is covered");
         assert_eq!(EventBody::label_of_kind(0), None);
-        assert_eq!(EventBody::label_of_kind(12), None);
+        assert_eq!(EventBody::label_of_kind(13), None);
         assert!(abi::LOST_KINDS > EventBody::KIND_LABELS.len());
+    }
+
+    fn fchange_record(op: u32, path: &[u8], path2: &[u8]) -> abi::FChange {
+        let mut c = abi::FChange {
+            hdr: hdr(abi::EV_FCHANGE),
+            op,
+            syscall: 316,
+            dirfd: -100,
+            dirfd2: -100,
+            arg: 0,
+            path: [0; abi::PATH_LEN],
+            path2: [0; abi::PATH_LEN],
+            base_components: [0; abi::COMPONENTS_LEN],
+            base2_components: [0; abi::COMPONENTS_LEN],
+        };
+        c.path[..path.len()].copy_from_slice(path);
+        c.path2[..path2.len()].copy_from_slice(path2);
+        c
+    }
+
+    #[test]
+    fn decodes_a_rename_with_both_paths_and_bases() {
+        let mut c = fchange_record(abi::FC_RENAME, b"passwd.new", b"/etc/passwd");
+        c.base_components[..8].copy_from_slice(b"tmp\0var\0");
+        let ev = decode(&bytes_of(&c)).unwrap();
+        assert_eq!(ev.body.evt_type(), "renameat2");
+        match ev.body {
+            EventBody::FileChange(change) => {
+                assert_eq!(change.op, FileOp::Rename);
+                assert_eq!(change.path, "passwd.new");
+                assert_eq!(change.base_dir, "/var/tmp");
+                assert_eq!(change.path2, "/etc/passwd");
+                assert_eq!(change.base_dir2, "");
+            }
+            other => panic!("wrong body {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_every_file_op_and_rejects_unknown_ones() {
+        for (code, op) in (1..).zip(FileOp::ALL) {
+            let ev = decode(&bytes_of(&fchange_record(code, b"/x", b""))).unwrap();
+            assert!(matches!(ev.body, EventBody::FileChange(c) if c.op == op));
+        }
+        for bad in [0, 9, u32::MAX] {
+            assert_eq!(
+                decode(&bytes_of(&fchange_record(bad, b"/x", b""))).unwrap_err(),
+                DecodeError::UnknownFileOp(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn chown_owner_and_group_unchanged_are_none() {
+        let mut c = fchange_record(abi::FC_CHOWN, b"/etc/shadow", b"");
+        c.syscall = 92;
+        c.arg = (1000u64 << 32) | u64::from(u32::MAX);
+        match decode(&bytes_of(&c)).unwrap().body {
+            EventBody::FileChange(change) => {
+                assert_eq!(change.uid(), Some(1000));
+                assert_eq!(change.gid(), None);
+                assert_eq!(change.syscall_name(), "chown");
+            }
+            other => panic!("wrong body {other:?}"),
+        }
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum EventBody {
         base_dir: String,
         mode: u32,
     },
+    /// A file renamed, deleted, linked, symlinked, truncated, chowned or timestomped (see
+    /// [`FileOp`] for what `path` and `path2` are for each operation).
+    FileChange(FileChange),
     /// connect(2) to `remote` (IPv4/IPv6 only).
     Connect {
         remote: SocketAddr,
@@ -122,6 +125,113 @@ pub struct SeqRecord {
 impl SeqRecord {
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0
+    }
+}
+
+/// A change to a file other than writing through an open: the facts the kernel sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub op: FileOp,
+    /// The syscall number (rename vs renameat2, fchown vs fchownat: Falco's `evt.type`).
+    pub syscall: u32,
+    /// The first path as passed: rename/link's old path, a symlink's target, or the file of
+    /// the other operations; empty for an fd operation (ftruncate, fchown, futimens).
+    pub path: String,
+    /// What a relative `path` is relative to (`AT_FDCWD` or a directory fd); the fd itself for
+    /// an fd operation.
+    pub dirfd: i32,
+    /// For a relative `path` (or an fd operation: the file itself): the directory (file) the
+    /// kernel resolved it from, from its dentries; empty for absolute paths and symlink targets.
+    pub base_dir: String,
+    /// The second path: rename's and link's new name, symlink's new link; empty otherwise.
+    pub path2: String,
+    pub dirfd2: i32,
+    /// As `base_dir`, for `path2`.
+    pub base_dir2: String,
+    /// chown: `uid << 32 | gid` (`u32::MAX` = unchanged); truncate: the new length;
+    /// rename/unlinkat/linkat: the flags.
+    pub arg: u64,
+}
+
+impl FileChange {
+    /// The syscall's name, as Falco's `evt.type` shows it.
+    pub fn syscall_name(&self) -> &'static str {
+        crate::syscall_names::name(self.syscall).unwrap_or(self.op.name())
+    }
+
+    /// chown's new owner (`None` when left unchanged, or for other operations).
+    pub fn uid(&self) -> Option<u32> {
+        (self.op == FileOp::Chown)
+            .then_some((self.arg >> 32) as u32)
+            .filter(|&u| u != u32::MAX)
+    }
+
+    /// chown's new group (`None` when left unchanged, or for other operations).
+    pub fn gid(&self) -> Option<u32> {
+        (self.op == FileOp::Chown)
+            .then_some(self.arg as u32)
+            .filter(|&g| g != u32::MAX)
+    }
+}
+
+/// What was done to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileOp {
+    /// `path` renamed to `path2` (which is replaced if it exists).
+    Rename,
+    /// `path` deleted.
+    Unlink,
+    /// The directory `path` deleted.
+    Rmdir,
+    /// A hard link `path2` made to the existing `path`.
+    Link,
+    /// A symbolic link `path2` made, pointing to `path` (stored as given, not resolved).
+    Symlink,
+    /// `path` (or the fd's file) truncated.
+    Truncate,
+    /// The owner or group of `path` (or the fd's file) changed.
+    Chown,
+    /// An explicit access/modification time set on `path` (or the fd's file): timestomping.
+    Utimes,
+}
+
+impl FileOp {
+    /// Every operation, in ABI order (`abi::FC_*` = index + 1).
+    pub const ALL: [FileOp; 8] = [
+        FileOp::Rename,
+        FileOp::Unlink,
+        FileOp::Rmdir,
+        FileOp::Link,
+        FileOp::Symlink,
+        FileOp::Truncate,
+        FileOp::Chown,
+        FileOp::Utimes,
+    ];
+
+    /// The operation of an `abi::FC_*` code.
+    pub fn from_abi(op: u32) -> Option<Self> {
+        Self::ALL
+            .get(usize::try_from(op).ok()?.checked_sub(1)?)
+            .copied()
+    }
+
+    /// The stable lowercase name (profile items, `--print-events`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FileOp::Rename => "rename",
+            FileOp::Unlink => "unlink",
+            FileOp::Rmdir => "rmdir",
+            FileOp::Link => "link",
+            FileOp::Symlink => "symlink",
+            FileOp::Truncate => "truncate",
+            FileOp::Chown => "chown",
+            FileOp::Utimes => "utimes",
+        }
+    }
+
+    /// Whether the operation has a second path (`path2`).
+    pub const fn has_two_paths(self) -> bool {
+        matches!(self, FileOp::Rename | FileOp::Link | FileOp::Symlink)
     }
 }
 
@@ -231,6 +341,7 @@ impl EventBody {
             EventBody::Exit { .. } => "procexit",
             EventBody::Open { .. } => "openat",
             EventBody::Chmod { .. } => "chmod",
+            EventBody::FileChange(c) => c.syscall_name(),
             EventBody::Connect { .. } => "connect",
             EventBody::Accept { .. } => "accept",
             EventBody::Bind { .. } => "bind",
@@ -242,7 +353,7 @@ impl EventBody {
 
     /// Every [`EventBody::kind_label`], indexed by [`EventBody::kind_index`]: lets metrics
     /// resolve one counter per kind once, instead of a labelled lookup per event.
-    pub const KIND_LABELS: [&'static str; 11] = [
+    pub const KIND_LABELS: [&'static str; 12] = [
         "exec",
         "fork",
         "exit",
@@ -254,6 +365,7 @@ impl EventBody {
         "listen",
         "privileged",
         "sequence",
+        "file_change",
     ];
 
     /// The position of this event's kind in [`EventBody::KIND_LABELS`].
@@ -270,6 +382,7 @@ impl EventBody {
             EventBody::Listen { .. } => 8,
             EventBody::Privileged(_) => 9,
             EventBody::Sequence(_) => 10,
+            EventBody::FileChange(_) => 11,
         }
     }
 

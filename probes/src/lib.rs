@@ -16,7 +16,7 @@ pub mod kernel_features;
 pub mod loader;
 pub mod syscall_names;
 
-pub use event::{Event, EventBody, Header, PrivOp, Protocol};
+pub use event::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol};
 pub use kernel_features::KernelFeatures;
 pub use loader::{
     EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes, SequenceMaps,

@@ -1005,6 +1005,44 @@ mod tests {
         serde_json::from_str(&learned("node-a", &["/bin/a"]).to_json_pretty().unwrap()).unwrap()
     }
 
+    /// Baselines written before the `file_change` dimension (no such key in `dimensions`, no
+    /// such limit) still read, with the dimension empty; one that has it round-trips.
+    #[test]
+    fn file_change_dimension_is_optional_in_files() {
+        let mut p = Profile::new(nginx(), "node-a", 0, ProfileConfig::default());
+        let here = Provenance::new("node-a", Some("c1"));
+        let rotation = Observation::file_change(
+            "rename",
+            "/var/log/nginx/access.log",
+            Some("/var/log/nginx/access.log.1"),
+        );
+        let _ = p.observe(&rotation, MIN, &here);
+        let b = Baseline::freeze(&p, 10 * MIN, false);
+        let item = "rename /var/log/nginx/access.log -> /var/log/nginx/access.log.<num>";
+        assert!(b.knows_item(Dimension::FileChange, item));
+        let back = Baseline::from_json_slice(b.to_json_pretty().unwrap().as_bytes()).unwrap();
+        assert_eq!(back, b);
+
+        let mut v = valid_json();
+        v["dimensions"]
+            .as_object_mut()
+            .unwrap()
+            .remove("file_change");
+        fn drop_limit(v: &mut serde_json::Value) {
+            if let Some(o) = v.as_object_mut() {
+                if o.contains_key("privileged") && o.contains_key("provenance_per_item") {
+                    o.remove("file_change");
+                }
+                o.values_mut().for_each(drop_limit);
+            }
+        }
+        drop_limit(&mut v);
+        assert!(!v.to_string().contains("file_change"), "{v}");
+        let old = Baseline::from_json_slice(v.to_string().as_bytes()).unwrap();
+        assert_eq!(old.stats(Dimension::FileChange), DimensionStats::default());
+        assert!(!old.knows_item(Dimension::FileChange, item));
+    }
+
     #[test]
     fn rejects_wrong_format_and_version() {
         let mut v = valid_json();

@@ -126,7 +126,9 @@ impl GeneraliseConfig {
     /// The collapse threshold of a dimension, or `None` if the dimension never collapses.
     pub fn collapse_after(&self, dimension: Dimension) -> Option<u32> {
         match dimension {
-            Dimension::Exec | Dimension::File => Some(self.dir_collapse_after),
+            Dimension::Exec | Dimension::File | Dimension::FileChange => {
+                Some(self.dir_collapse_after)
+            }
             Dimension::Inbound | Dimension::Outbound => Some(self.net_collapse_after),
             _ => None,
         }
@@ -159,6 +161,7 @@ pub fn generalise_into(dimension: Dimension, item: &str, out: &mut String) {
         },
         Dimension::Inbound => inbound_into(item, out),
         Dimension::Privileged => privileged_into(item, out),
+        Dimension::FileChange => file_change_into(item, out),
         Dimension::Listen | Dimension::Outbound | Dimension::Syscall => {
             out.push_str(item.trim());
         }
@@ -196,6 +199,16 @@ pub fn collapse_key_into(dimension: Dimension, item: &str, out: &mut String) -> 
             None => dir_key_into(item, out),
         },
         Dimension::Inbound | Dimension::Outbound => net_key_into(item, out),
+        // One-path changes collapse by directory (a cache that deletes its entries); a rename
+        // or link stays exact, because its two names are what matters.
+        Dimension::FileChange => match item.split_once(' ') {
+            Some((op, path)) if !path.contains(EDGE_SEPARATOR) => {
+                out.push_str(op);
+                out.push(' ');
+                dir_key_into(path, out)
+            }
+            _ => false,
+        },
         _ => false,
     };
     if !done {
@@ -213,7 +226,7 @@ pub fn collapse_key(dimension: Dimension, item: &str) -> Option<String> {
 /// Whether a generalised item is itself a collapse key (`dir/*` or a network).
 pub fn is_collapse_key(dimension: Dimension, item: &str) -> bool {
     match dimension {
-        Dimension::Exec | Dimension::File => item.ends_with("/*"),
+        Dimension::Exec | Dimension::File | Dimension::FileChange => item.ends_with("/*"),
         Dimension::Inbound | Dimension::Outbound => item
             .split(' ')
             .next()
@@ -282,6 +295,23 @@ fn inbound_into(item: &str, out: &mut String) {
     }
     out.push_str(EDGE_SEPARATOR);
     out.push_str(local);
+}
+
+/// `op path` or `op path -> path2`: the operation kept, each path generalised as a file's.
+fn file_change_into(item: &str, out: &mut String) {
+    let (op, paths) = item.split_once(' ').unwrap_or(("", item));
+    if !op.is_empty() {
+        out.push_str(op);
+        out.push(' ');
+    }
+    match paths.split_once(EDGE_SEPARATOR) {
+        Some((from, to)) => {
+            path_into(from, out);
+            out.push_str(EDGE_SEPARATOR);
+            path_into(to, out);
+        }
+        None => path_into(paths, out),
+    }
 }
 
 fn privileged_into(item: &str, out: &mut String) {
@@ -584,6 +614,36 @@ mod tests {
 
     fn g(d: Dimension, item: &str) -> String {
         generalise(d, item)
+    }
+
+    #[test]
+    fn file_changes_generalise_each_path_like_files() {
+        assert_eq!(
+            g(
+                FileChange,
+                "rename /var/log/nginx/access.log -> /var/log/nginx/access.log.1"
+            ),
+            "rename /var/log/nginx/access.log -> /var/log/nginx/access.log.<num>"
+        );
+        assert_eq!(
+            g(FileChange, "rename /etc/.passwd.aB3xY9 -> /etc/passwd"),
+            "rename /etc/.passwd.<tmp> -> /etc/passwd"
+        );
+        assert_eq!(
+            g(FileChange, "unlink /tmp/tmp.AbC123xYz9"),
+            "unlink /tmp/<tmp>"
+        );
+        assert_eq!(g(FileChange, "chown /etc/shadow"), "chown /etc/shadow");
+        assert_eq!(
+            collapse_key(FileChange, "unlink /var/cache/app/x").as_deref(),
+            Some("unlink /var/cache/app/*")
+        );
+        assert_eq!(collapse_key(FileChange, "rename /a/b -> /a/c"), None);
+        assert!(is_collapse_key(FileChange, "unlink /var/cache/app/*"));
+        assert_eq!(
+            GeneraliseConfig::default().collapse_after(FileChange),
+            Some(32)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | `outbound` | destination address, a space, `port/proto` | `10.0.0.5 443/tcp` |
 //! | `syscall` | syscall name | `openat` |
 //! | `privileged` | operation, optionally a space and its target | `mount /mnt/x`, `setuid` |
+//! | `file_change` | operation, a space, the path; for `rename`/`link`/`symlink` then ` -> ` and the new name | `unlink /var/log/app.log`, `rename /etc/.passwd.tmp -> /etc/passwd` |
 //!
 //! Every item is one line: control characters (newlines, tabs, escapes) are replaced by `?`, so
 //! that an alert or a reviewed baseline file cannot be forged by a crafted file name, and raw
@@ -66,11 +67,15 @@ pub enum Dimension {
     /// A privileged operation (`setuid`, `ptrace`, `mount /x`, `memfd_create`, `bpf`,
     /// `packet_socket`, …).
     Privileged,
+    /// A change to a file other than a write through an open: `rename`, `unlink`, `rmdir`,
+    /// `link`, `symlink`, `truncate`, `chown`, `utimes` (an explicit timestamp set). Declared
+    /// last: baselines written before it have no such key, which reads as empty.
+    FileChange,
 }
 
 impl Dimension {
     /// Every dimension, in declaration order (which is also [`Dimension::index`] order).
-    pub const ALL: [Dimension; 9] = [
+    pub const ALL: [Dimension; 10] = [
         Dimension::Exec,
         Dimension::ProcessEdge,
         Dimension::Args,
@@ -80,6 +85,7 @@ impl Dimension {
         Dimension::Outbound,
         Dimension::Syscall,
         Dimension::Privileged,
+        Dimension::FileChange,
     ];
 
     /// The number of dimensions; lets scorers keep per-dimension state in arrays.
@@ -102,6 +108,7 @@ impl Dimension {
             Dimension::Outbound => "outbound",
             Dimension::Syscall => "syscall",
             Dimension::Privileged => "privileged",
+            Dimension::FileChange => "file_change",
         }
     }
 
@@ -110,7 +117,7 @@ impl Dimension {
     pub const fn alert_dimension(self) -> AlertDimension {
         match self {
             Dimension::Exec | Dimension::ProcessEdge | Dimension::Args => AlertDimension::Exec,
-            Dimension::File => AlertDimension::File,
+            Dimension::File | Dimension::FileChange => AlertDimension::File,
             Dimension::Listen | Dimension::Inbound | Dimension::Outbound => AlertDimension::Network,
             Dimension::Syscall | Dimension::Privileged => AlertDimension::Syscall,
         }
@@ -154,7 +161,7 @@ pub struct UnknownName {
 pub enum AlertDimension {
     /// Executions, process edges and argument shapes.
     Exec,
-    /// File opens.
+    /// File opens and file changes.
     File,
     /// Listening ports, inbound peers and outbound destinations.
     Network,
@@ -413,6 +420,21 @@ impl Observation {
         Self::finish(Dimension::Privileged, text)
     }
 
+    /// A file change: `op` (`rename`, `unlink`, …) of `path`, and for two-path operations
+    /// (`rename`, `link`, `symlink`) the new name `path2`.
+    pub fn file_change(op: &str, path: &str, path2: Option<&str>) -> Self {
+        let mut text =
+            String::with_capacity(op.len() + path.len() + path2.map_or(0, |p| p.len() + 4) + 1);
+        push_clean(&mut text, op);
+        text.push(' ');
+        push_clean(&mut text, path);
+        if let Some(path2) = path2 {
+            text.push_str(generalise::EDGE_SEPARATOR);
+            push_clean(&mut text, path2);
+        }
+        Self::finish(Dimension::FileChange, text)
+    }
+
     /// The generalised item: the key profiles learn and scorers look up.
     pub fn generalised(&self) -> String {
         let mut out = String::with_capacity(self.item.len());
@@ -544,6 +566,13 @@ mod tests {
             "mount /mnt/x"
         );
         assert_eq!(Observation::syscall("openat").dimension, Dimension::Syscall);
+        assert_eq!(
+            Observation::file_change("unlink", "/var/log/app.log", None).item,
+            "unlink /var/log/app.log"
+        );
+        let rename = Observation::file_change("rename", "/etc/.pw", Some("/etc/passwd"));
+        assert_eq!(rename.item, "rename /etc/.pw -> /etc/passwd");
+        assert_eq!(rename.alert_dimension(), AlertDimension::File);
     }
 
     #[test]

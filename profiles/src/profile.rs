@@ -261,6 +261,9 @@ pub struct ProfileLimits {
     pub syscall: u32,
     /// Distinct privileged operations. 256.
     pub privileged: u32,
+    /// Distinct file changes (operation and path(s)). 1024: renames, deletions and truncations
+    /// of a service's own files generalise and collapse like opens.
+    pub file_change: u32,
     /// Items over all dimensions. 8192, below the sum of the per-dimension limits: a workload
     /// may be large in one dimension, not in all.
     pub total: u32,
@@ -281,6 +284,7 @@ impl Default for ProfileLimits {
             outbound: 1024,
             syscall: 512,
             privileged: 256,
+            file_change: 1024,
             total: 8192,
             provenance_per_item: 4,
         }
@@ -300,6 +304,7 @@ impl ProfileLimits {
             Dimension::Outbound => self.outbound,
             Dimension::Syscall => self.syscall,
             Dimension::Privileged => self.privileged,
+            Dimension::FileChange => self.file_change,
         }
     }
 }

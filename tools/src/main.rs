@@ -255,7 +255,8 @@ enum BaselineCommand {
         #[arg(long)]
         json: bool,
         /// Comma-separated dimensions (exec, process_edge, args, file, listen, inbound,
-        /// outbound, syscall, privileged) or `all`: exit 1 only when NEW adds items in one.
+        /// outbound, syscall, privileged, file_change) or `all`: exit 1 only when NEW adds
+        /// items in one.
         #[arg(long, value_name = "DIMENSIONS", value_delimiter = ',')]
         fail_on_new: Option<Vec<String>>,
     },

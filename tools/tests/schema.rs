@@ -38,6 +38,7 @@ fn learned(node: &str, seed: u32) -> Baseline {
         Observation::listen(8080, Proto::Tcp),
         Observation::outbound("10.1.2.3".parse().unwrap(), 5432, Proto::Tcp),
         Observation::syscall("read"),
+        Observation::file_change("rename", "/var/log/web.log", Some("/var/log/web.log.1")),
     ] {
         let _ = p.observe(&o, 1000, &here);
     }

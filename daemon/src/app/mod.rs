@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> Result<()> {
         self_tgid: crate::host::self_tgid(),
         ring_buffer_bytes: config.probes.ring_buffer_bytes,
         empty_only: false,
+        object: None,
     })
     .context("loading the eBPF probes")?;
     let features = probes.kernel_features().clone();

@@ -16,14 +16,21 @@
 //! - `proc.cmdline`: `proc.name` followed by the arguments (argv\[1..\]);
 //! - `fd.name` of a connection: `client_ip:port->server_ip:port`; a `connect` does not tell
 //!   habitd its local end, so it is `->server_ip:port`; a bound or listening socket is its
-//!   `ip:port`; a file is its absolute path.
+//!   `ip:port`; a file is its absolute path;
+//! - file changes (rename, unlink, link, symlink, truncate, chown, utimensat): `fd.name` is the
+//!   file changed — the new name of a rename or link, the new link of a symlink, else the
+//!   file — and the arguments have Falco's names for each syscall: `evt.arg.oldpath` and
+//!   `evt.arg.newpath` (rename, link), `evt.arg.target` (as given) and `evt.arg.linkpath`
+//!   (symlink), `evt.arg.path` (unlink, rmdir, truncate, chown), `evt.arg.name` (unlinkat),
+//!   `evt.arg.pathname` (fchownat), `evt.arg.uid`/`evt.arg.gid` (chown), `evt.arg.flags`.
+//!   Paths are absolute where the kernel or /proc could resolve them.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use habit_models::rules::{EventFields, Field, FieldArg, FieldRef, Value};
-use habit_probes::{EventBody, PrivOp};
+use habit_probes::{EventBody, FileOp, PrivOp};
 
 use crate::falco::output::Attributed;
 use crate::process::table::{ProcInfo, ProcTable};
@@ -62,6 +69,11 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "evt.arg.nstype",
     "evt.arg.cmd",
     "evt.arg.fd",
+    "evt.arg.oldpath",
+    "evt.arg.newpath",
+    "evt.arg.target",
+    "evt.arg.linkpath",
+    "evt.arg.pathname",
     "evt.is_open_read",
     "evt.is_open_write",
     "evt.is_open_create",
@@ -320,10 +332,50 @@ impl<'a> RuleEvent<'a> {
         }
     }
 
+    /// The file an open, chmod or file change is about (for a rename or link, its new name;
+    /// for a symlink, the new link).
     fn path(&self) -> Option<&'a str> {
         match self.body() {
             EventBody::Open { path, .. } | EventBody::Chmod { path, .. } => {
                 Some(self.attributed.path.unwrap_or(path))
+            }
+            EventBody::FileChange(c) if c.op.has_two_paths() => {
+                Some(self.attributed.path2.unwrap_or(&c.path2))
+            }
+            EventBody::FileChange(c) => Some(self.attributed.path.unwrap_or(&c.path)),
+            _ => None,
+        }
+    }
+
+    /// Falco's argument names of a file change.
+    fn change_arg(&self, name: &str) -> Option<Value<'a>> {
+        let EventBody::FileChange(c) = self.body() else {
+            return None;
+        };
+        let first = || self.attributed.path.unwrap_or(&c.path);
+        let second = || self.attributed.path2.unwrap_or(&c.path2);
+        let syscall = c.syscall_name();
+        match (c.op, name) {
+            (FileOp::Rename | FileOp::Link, "oldpath") => s(first()),
+            (FileOp::Rename | FileOp::Link, "newpath") => s(second()),
+            (FileOp::Symlink, "target") => s(&c.path),
+            (FileOp::Symlink, "linkpath") => s(second()),
+            (FileOp::Unlink | FileOp::Rmdir, "name") if syscall == "unlinkat" => s(first()),
+            (FileOp::Chown, "pathname") if syscall == "fchownat" => s(first()),
+            (FileOp::Unlink | FileOp::Rmdir | FileOp::Truncate | FileOp::Chown, "path")
+                if !matches!(syscall, "unlinkat" | "fchownat" | "fchown" | "ftruncate") =>
+            {
+                s(first())
+            }
+            (FileOp::Utimes, "path" | "pathname") if !c.path.is_empty() => s(first()),
+            (FileOp::Chown, "uid") => c.uid().and_then(num),
+            (FileOp::Chown, "gid") => c.gid().and_then(num),
+            (FileOp::Chown, "fd") if syscall == "fchown" => num(c.dirfd),
+            (FileOp::Truncate, "fd") if syscall == "ftruncate" => num(c.dirfd),
+            (FileOp::Rename | FileOp::Link | FileOp::Unlink | FileOp::Rmdir, "flags")
+                if syscall.ends_with("at") || syscall == "renameat2" =>
+            {
+                num(c.arg as i64)
             }
             _ => None,
         }
@@ -331,6 +383,7 @@ impl<'a> RuleEvent<'a> {
 
     fn arg(&self, name: &str) -> Option<Value<'a>> {
         match (self.body(), name) {
+            (EventBody::FileChange(_), name) => self.change_arg(name),
             (EventBody::Open { flags, .. }, "flags") => num(*flags),
             (EventBody::Open { mode, .. }, "mode") | (EventBody::Chmod { mode, .. }, "mode") => {
                 owned(format!("{mode:o}"))
@@ -447,7 +500,9 @@ impl EventFields for RuleEvent<'_> {
                 _ => None,
             },
             Field::FdName => match self.body() {
-                EventBody::Open { .. } | EventBody::Chmod { .. } => self.path().and_then(s),
+                EventBody::Open { .. } | EventBody::Chmod { .. } | EventBody::FileChange(_) => {
+                    self.path().and_then(s)
+                }
                 // A connection: client->server, the client of a connect unknown.
                 EventBody::Connect { remote, .. } => {
                     owned(format!("->{}:{}", remote.ip(), remote.port()))
@@ -476,6 +531,8 @@ impl EventFields for RuleEvent<'_> {
             Field::FdTypechar | Field::FdType => {
                 let (kind, ch) = match self.body() {
                     EventBody::Open { .. } | EventBody::Chmod { .. } => ("file", "f"),
+                    EventBody::FileChange(c) if c.op == FileOp::Rmdir => ("directory", "d"),
+                    EventBody::FileChange(_) => ("file", "f"),
                     _ => match self.endpoints() {
                         (Some(x), _) | (None, Some(x)) if x.is_ipv4() => ("ipv4", "4"),
                         (Some(_), _) | (None, Some(_)) => ("ipv6", "6"),

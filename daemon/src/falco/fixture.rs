@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use habit_probes::event::SeqRecord;
-use habit_probes::{Event, EventBody, Header, PrivOp, Protocol};
+use habit_probes::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol};
 use habit_profiles::workload::ImageRef;
 
 use crate::attribution::{ContainerInfo, Workload};
 use crate::falco::fields::RuleEvent;
 use crate::falco::output::Attributed;
 use crate::metrics::Metrics;
-use crate::process::paths::absolute_path;
+use crate::process::paths::{absolute_path, second_path};
 use crate::process::table::ProcTable;
 
 /// The event's process, its parent and grandparent.
@@ -35,6 +35,16 @@ pub fn kind(body: &EventBody) -> &'static str {
         EventBody::Bind { .. } => "bind",
         EventBody::Listen { .. } => "listen",
         EventBody::Sequence(_) => "sequence",
+        EventBody::FileChange(c) => match c.op {
+            FileOp::Rename => "rename",
+            FileOp::Unlink => "unlink",
+            FileOp::Rmdir => "rmdir",
+            FileOp::Link => "link",
+            FileOp::Symlink => "symlink",
+            FileOp::Truncate => "truncate",
+            FileOp::Chown => "chown",
+            FileOp::Utimes => "utimes",
+        },
         EventBody::Privileged(op) => match op {
             PrivOp::SetUid { .. } => "setuid",
             PrivOp::SetGid { .. } => "setgid",
@@ -65,6 +75,14 @@ pub const KINDS: &[&str] = &[
     "bind",
     "listen",
     "sequence",
+    "rename",
+    "unlink",
+    "rmdir",
+    "link",
+    "symlink",
+    "truncate",
+    "chown",
+    "utimes",
     "setuid",
     "setgid",
     "capset",
@@ -93,6 +111,29 @@ fn header(tgid: u32, ppid: u32, comm: &str) -> Header {
         cgroup_id: 77,
         comm: comm.into(),
     }
+}
+
+/// A file change by syscall `syscall`: `path` (relative to `base_dir` when that is set) and
+/// `path2` (relative to `base_dir2`).
+fn change(
+    op: FileOp,
+    syscall: u32,
+    path: &str,
+    base_dir: &str,
+    path2: &str,
+    arg: u64,
+) -> EventBody {
+    EventBody::FileChange(FileChange {
+        op,
+        syscall,
+        path: path.into(),
+        dirfd: if base_dir.is_empty() { -100 } else { 3 },
+        base_dir: base_dir.into(),
+        path2: path2.into(),
+        dirfd2: -100,
+        base_dir2: String::new(),
+        arg,
+    })
 }
 
 /// An execve of `filename`, which the kernel's dentries name `exe_path`.
@@ -223,6 +264,21 @@ impl Fixture {
                 flags: 0,
                 wid: 1,
             }),
+            change(FileOp::Rename, 316, ".passwd.new", "/etc", "/etc/passwd", 0),
+            change(FileOp::Unlink, 263, "auth.log", "/var/log", "", 0),
+            change(FileOp::Rmdir, 84, "/var/log/app", "", "", 0),
+            change(FileOp::Link, 86, "/etc/shadow", "", "/tmp/sh", 0),
+            change(FileOp::Symlink, 266, "/etc/shadow", "", "/tmp/s", 0),
+            change(FileOp::Truncate, 77, "", "/var/log/syslog", "", 0),
+            change(
+                FileOp::Chown,
+                92,
+                "/etc/shadow",
+                "",
+                "",
+                (1000 << 32) | 0xffff_ffff,
+            ),
+            change(FileOp::Utimes, 280, "/usr/bin/sshd", "", "", 0),
             EventBody::Privileged(PrivOp::SetUid {
                 ruid: u32::MAX,
                 euid: 0,
@@ -277,11 +333,13 @@ impl Fixture {
     pub fn each(&self, mut f: impl FnMut(&Event, &RuleEvent<'_>)) {
         for ev in &self.events {
             let path = absolute_path(ev);
+            let path2 = second_path(ev);
             let attributed = Attributed {
                 event: ev,
                 workload: &self.workload,
                 process: self.procs.get(ev.header.tgid).map(|p| &**p),
                 path: path.as_deref(),
+                path2: path2.as_deref(),
                 time: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             };
             let view = RuleEvent {

@@ -57,8 +57,12 @@ pub struct Attributed<'a> {
     pub event: &'a Event,
     pub workload: &'a Workload,
     pub process: Option<&'a ProcInfo>,
-    /// For exec/open/chmod: the path made absolute where it could be.
+    /// For exec/open/chmod/file changes: the path made absolute where it could be (see
+    /// [`crate::process::paths::absolute_path`]).
     pub path: Option<&'a str>,
+    /// For rename/link/symlink: the new name made absolute
+    /// ([`crate::process::paths::second_path`]).
+    pub path2: Option<&'a str>,
     pub time: SystemTime,
 }
 

@@ -96,7 +96,19 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
         ] {
             assert!(fields.contains_key(key), "{k}: no {key}");
         }
-        let file = matches!(k, "open" | "chmod");
+        let file = matches!(
+            k,
+            "open"
+                | "chmod"
+                | "rename"
+                | "unlink"
+                | "rmdir"
+                | "link"
+                | "symlink"
+                | "truncate"
+                | "chown"
+                | "utimes"
+        );
         let conn = matches!(k, "connect" | "accept" | "bind" | "listen");
         assert_eq!(fields.contains_key("fd.name"), file || conn, "{k}: fd.name");
         for key in ["fd.sip", "fd.sport"] {
@@ -162,6 +174,47 @@ fn disputed_fields_have_falcos_meaning() {
             ("listen", Some(name)) => assert_eq!(name, ":::8080"),
             ("open", Some(name)) => assert_eq!(name, "/etc/shadow"),
             ("chmod", Some(name)) => assert_eq!(name, "/tmp/x"),
+            // A file change names the file changed: a rename's or link's new name, a
+            // symlink's new link, else the file (resolved against its base directory).
+            ("rename", Some(name)) => {
+                assert_eq!(name, "/etc/passwd");
+                assert_eq!(f["evt.arg.oldpath"], "/etc/.passwd.new");
+                assert_eq!(f["evt.arg.newpath"], "/etc/passwd");
+                assert_eq!(f["evt.type"], "renameat2");
+            }
+            ("unlink", Some(name)) => {
+                assert_eq!(name, "/var/log/auth.log");
+                assert_eq!(
+                    f["evt.arg.name"], "/var/log/auth.log",
+                    "unlinkat's argument"
+                );
+                assert_eq!(f["evt.type"], "unlinkat");
+            }
+            ("rmdir", Some(name)) => {
+                assert_eq!(name, "/var/log/app");
+                assert_eq!(f["evt.arg.path"], "/var/log/app");
+                assert_eq!(f["fd.type"], "directory");
+            }
+            ("link", Some(name)) => {
+                assert_eq!(name, "/tmp/sh");
+                assert_eq!(f["evt.arg.oldpath"], "/etc/shadow");
+            }
+            ("symlink", Some(name)) => {
+                assert_eq!(name, "/tmp/s");
+                assert_eq!(f["evt.arg.target"], "/etc/shadow");
+                assert_eq!(f["evt.arg.linkpath"], "/tmp/s");
+                assert_eq!(f["evt.type"], "symlinkat");
+            }
+            ("truncate", Some(name)) => {
+                assert_eq!(name, "/var/log/syslog", "ftruncate names the fd's file");
+                assert_eq!(f["evt.arg.fd"], 3);
+            }
+            ("chown", Some(name)) => {
+                assert_eq!(name, "/etc/shadow");
+                assert_eq!(f["evt.arg.uid"], 1000);
+                assert!(f.get("evt.arg.gid").is_none(), "gid -1: unchanged");
+            }
+            ("utimes", Some(name)) => assert_eq!(name, "/usr/bin/sshd"),
             (_, None) => {}
             (k, Some(name)) => panic!("{k} has fd.name {name}"),
         }

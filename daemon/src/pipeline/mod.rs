@@ -28,7 +28,7 @@ use crate::falco::output::{Attributed, Clock};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
 use crate::metrics::{Limit, LimitReached, Metrics};
 use crate::pipeline::observe::{is_runtime, observations};
-use crate::process::paths::absolute_path;
+use crate::process::paths::{absolute_path, second_path};
 use crate::process::procfs::ProcSnapshot;
 use crate::process::table::{ProcInfo, ProcTable};
 use crate::rates::RateTracker;
@@ -217,6 +217,7 @@ impl Pipeline {
             workload: &workload,
             process: self.procs.get(h.tgid).map(|p| &**p),
             path: None,
+            path2: None,
             time,
         };
         let view = RuleEvent {
@@ -329,6 +330,7 @@ impl Pipeline {
     fn process(&mut self, ev: &Event, workload: &Workload, alerts: &mut Vec<Alert>) {
         let h = &ev.header;
         let path = absolute_path(ev);
+        let path2 = second_path(ev);
         // A program the container runtime executes itself (runc init becoming the `docker
         // exec`'d command) was started by the runtime, whatever its parent pid says by then.
         let exec_by_runtime = matches!(ev.body, EventBody::Exec { .. })
@@ -350,6 +352,7 @@ impl Pipeline {
             workload,
             process: self.procs.get(h.tgid).map(|p| &**p),
             path: path.as_deref(),
+            path2: path2.as_deref(),
             time,
         };
 
@@ -365,6 +368,13 @@ impl Pipeline {
                 (EventBody::Exec { .. }, Some(c), Some(p)) => self.written.contains(c, p),
                 (EventBody::Open { flags, .. }, Some(c), Some(p)) if flags & 3 != 0 => {
                     self.written.note(c, p);
+                    false
+                }
+                // A binary dropped under another name and renamed or linked into place.
+                (EventBody::FileChange(_), Some(c), _) => {
+                    if let Some(p) = path2.as_deref() {
+                        self.written.note(c, p);
+                    }
                     false
                 }
                 _ => false,
@@ -385,7 +395,14 @@ impl Pipeline {
                 exec_by_runtime,
                 self.procs.get(h.ppid).map(|p| p.exe.as_str()),
             );
-            observations(ev, path.as_deref(), exe, parent_exe, &mut self.observations);
+            observations(
+                ev,
+                path.as_deref(),
+                path2.as_deref(),
+                exe,
+                parent_exe,
+                &mut self.observations,
+            );
             self.findings.clear();
             let now = learn_now;
             if let Some(info) = &workload.container {

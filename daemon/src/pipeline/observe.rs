@@ -1,7 +1,8 @@
 //! Turns an attributed event into the observations a profile learns and a scorer scores.
 //!
-//! One job: decide which facts of an event are behaviour (what ran, what was opened, who was
-//! talked to, which privileged operation was tried); the profiles crate generalises them.
+//! One job: decide which facts of an event are behaviour (what ran, what was opened or changed,
+//! who was talked to, which privileged operation was tried); the profiles crate generalises
+//! them.
 
 use habit_probes::{Event, EventBody, PrivOp, Protocol};
 use habit_profiles::observation::{FileMode, Observation, Proto};
@@ -26,11 +27,13 @@ pub fn is_runtime(exe: &str, comm: &str) -> bool {
 
 /// The observations of one event, appended to `out` (a buffer the caller reuses).
 ///
-/// `path` is the event's absolute path (exec/open/chmod); `exe` the process's executable and
-/// `parent_exe` its parent's, when known (privileged operations, the parent → child edge).
+/// `path` is the event's absolute path (exec/open/chmod/file change), `path2` a rename's,
+/// link's or symlink's new name; `exe` the process's executable and `parent_exe` its parent's,
+/// when known (privileged operations, the parent → child edge).
 pub fn observations(
     ev: &Event,
     path: Option<&str>,
+    path2: Option<&str>,
     exe: Option<&str>,
     parent_exe: Option<&str>,
     out: &mut Vec<Observation>,
@@ -64,6 +67,17 @@ pub fn observations(
             out.push(Observation::privileged(
                 "chmod_setid",
                 Some(path.unwrap_or(raw)),
+            ));
+        }
+        EventBody::FileChange(change) => {
+            let second = change
+                .op
+                .has_two_paths()
+                .then(|| path2.unwrap_or(&change.path2));
+            out.push(Observation::file_change(
+                change.op.name(),
+                path.unwrap_or(&change.path),
+                second,
             ));
         }
         EventBody::Connect { remote, protocol } => {
@@ -109,7 +123,7 @@ pub fn observations(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use habit_probes::Header;
+    use habit_probes::{FileChange, FileOp, Header};
     use habit_profiles::observation::Dimension;
 
     fn ev(body: EventBody) -> Event {
@@ -144,7 +158,14 @@ mod tests {
             cap_effective: 0,
             cap_permitted: 0,
         });
-        observations(&e, Some("/bin/busybox"), None, Some("/bin/sh"), &mut out);
+        observations(
+            &e,
+            Some("/bin/busybox"),
+            None,
+            None,
+            Some("/bin/sh"),
+            &mut out,
+        );
         let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();
         assert_eq!(
             dims,
@@ -172,6 +193,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             &mut out,
         );
         observations(
@@ -180,6 +202,7 @@ mod tests {
                 target_pid: 5,
             })),
             None,
+            None,
             Some("/bin/actions"),
             None,
             &mut out,
@@ -187,5 +210,41 @@ mod tests {
         assert_eq!(out[0].dimension, Dimension::Outbound);
         assert_eq!(out[1].dimension, Dimension::Privileged);
         assert_eq!(out[1].item, "ptrace /bin/actions");
+    }
+
+    fn change(op: FileOp, path: &str, path2: &str) -> Event {
+        ev(EventBody::FileChange(FileChange {
+            op,
+            syscall: 82,
+            path: path.into(),
+            dirfd: -100,
+            base_dir: String::new(),
+            path2: path2.into(),
+            dirfd2: -100,
+            base_dir2: String::new(),
+            arg: 0,
+        }))
+    }
+
+    #[test]
+    fn file_changes_name_the_operation_and_the_resolved_paths() {
+        let mut out = Vec::new();
+        let rename = change(FileOp::Rename, "access.log", "access.log.1");
+        observations(
+            &rename,
+            Some("/var/log/nginx/access.log"),
+            Some("/var/log/nginx/access.log.1"),
+            None,
+            None,
+            &mut out,
+        );
+        let unlink = change(FileOp::Unlink, "/var/log/auth.log", "");
+        observations(&unlink, None, None, None, None, &mut out);
+        assert_eq!(out[0].dimension, Dimension::FileChange);
+        assert_eq!(
+            out[0].generalised(),
+            "rename /var/log/nginx/access.log -> /var/log/nginx/access.log.<num>"
+        );
+        assert_eq!(out[1].item, "unlink /var/log/auth.log");
     }
 }

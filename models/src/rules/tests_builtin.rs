@@ -34,6 +34,9 @@ const MINER_PORT: &str = "Outbound connection to crypto-mining pool port";
 const MINER: &str = "Crypto miner launched";
 const K8S_API: &str = "Contact Kubernetes API server from container";
 const METADATA: &str = "Contact cloud metadata service from container";
+const CRITICAL_CHANGE: &str = "Critical file changed";
+const LOG_REMOVAL: &str = "Log file deleted or truncated";
+const SENSITIVE_LINK: &str = "Link to sensitive file";
 
 fn rules() -> RuleSet {
     let (set, report) = default_rules();
@@ -155,6 +158,20 @@ fn chmod(e: MapEvent, name: &str, path: &str, mode: &str) -> MapEvent {
         .with("fd.name", path)
 }
 
+/// A file change (`evt.type` a rename, unlink, link, … syscall) by `name`; `fd.name` is the file
+/// changed, `args` the other `evt.arg`s.
+fn change(e: MapEvent, name: &str, evt_type: &str, path: &str, args: &[(&str, &str)]) -> MapEvent {
+    let exepath = format!("/usr/bin/{name}");
+    let mut e = proc(e, name, &exepath, &[name, path], "bash")
+        .with("evt.type", evt_type)
+        .with("fd.typechar", "f")
+        .with("fd.name", path);
+    for (k, v) in args {
+        e = e.with(&format!("evt.arg.{k}"), *v);
+    }
+    e
+}
+
 /// One behaviour and the rules it must fire (exactly). `rule` is the rule under test:
 /// a positive case fires it, a negative one (a benign near miss) does not.
 struct Case {
@@ -197,6 +214,166 @@ fn no(
 
 fn cases() -> Vec<Case> {
     vec![
+        // ---- file integrity ----
+        yes(
+            CRITICAL_CHANGE,
+            "a file renamed over /etc/passwd",
+            change(
+                ctr(),
+                "mv",
+                "rename",
+                "/etc/passwd",
+                &[("oldpath", "/tmp/passwd"), ("newpath", "/etc/passwd")],
+            ),
+            &[CRITICAL_CHANGE],
+        ),
+        yes(
+            CRITICAL_CHANGE,
+            "/usr/bin/sshd renamed away",
+            change(
+                ctr(),
+                "mv",
+                "renameat2",
+                "/tmp/sshd",
+                &[("oldpath", "/usr/bin/sshd"), ("newpath", "/tmp/sshd")],
+            ),
+            &[CRITICAL_CHANGE],
+        ),
+        yes(
+            CRITICAL_CHANGE,
+            "a crontab deleted",
+            change(
+                host(),
+                "rm",
+                "unlinkat",
+                "/var/spool/cron/crontabs/root",
+                &[],
+            ),
+            &[CRITICAL_CHANGE],
+        ),
+        yes(
+            CRITICAL_CHANGE,
+            "a web page timestomped",
+            change(ctr(), "touch", "utimensat", "/var/www/html/index.php", &[]),
+            &[CRITICAL_CHANGE],
+        ),
+        yes(
+            CRITICAL_CHANGE,
+            "authorized_keys re-owned",
+            change(
+                ctr(),
+                "chown",
+                "fchownat",
+                "/root/.ssh/authorized_keys",
+                &[],
+            ),
+            &[CRITICAL_CHANGE],
+        ),
+        no(
+            CRITICAL_CHANGE,
+            "dpkg replacing a binary",
+            change(
+                host(),
+                "dpkg",
+                "rename",
+                "/usr/bin/curl",
+                &[
+                    ("oldpath", "/usr/bin/curl.dpkg-new"),
+                    ("newpath", "/usr/bin/curl"),
+                ],
+            ),
+            &[],
+        ),
+        no(
+            CRITICAL_CHANGE,
+            "a temp file renamed in /var/lib",
+            change(
+                ctr(),
+                "redis-server",
+                "rename",
+                "/var/lib/redis/dump.rdb",
+                &[
+                    ("oldpath", "/var/lib/redis/temp-1.rdb"),
+                    ("newpath", "/var/lib/redis/dump.rdb"),
+                ],
+            ),
+            &[],
+        ),
+        yes(
+            LOG_REMOVAL,
+            "a shell deleting the auth log",
+            change(host(), "rm", "unlinkat", "/var/log/auth.log", &[]),
+            &[LOG_REMOVAL],
+        ),
+        yes(
+            LOG_REMOVAL,
+            "a log truncated",
+            change(
+                ctr(),
+                "truncate",
+                "truncate",
+                "/var/log/nginx/access.log",
+                &[],
+            ),
+            &[LOG_REMOVAL],
+        ),
+        no(
+            LOG_REMOVAL,
+            "logrotate expiring an old generation",
+            change(host(), "logrotate", "unlink", "/var/log/syslog.7.gz", &[]),
+            &[],
+        ),
+        no(
+            LOG_REMOVAL,
+            "a log renamed by rotation",
+            change(
+                ctr(),
+                "nginx",
+                "rename",
+                "/var/log/nginx/access.log.1",
+                &[("oldpath", "/var/log/nginx/access.log")],
+            ),
+            &[],
+        ),
+        yes(
+            SENSITIVE_LINK,
+            "a hard link to /etc/shadow",
+            change(
+                ctr(),
+                "ln",
+                "linkat",
+                "/tmp/sh",
+                &[("oldpath", "/etc/shadow"), ("newpath", "/tmp/sh")],
+            ),
+            &[SENSITIVE_LINK],
+        ),
+        yes(
+            SENSITIVE_LINK,
+            "a symlink to root's SSH directory",
+            change(
+                ctr(),
+                "ln",
+                "symlinkat",
+                "/var/www/html/k",
+                &[("target", "/root/.ssh"), ("linkpath", "/var/www/html/k")],
+            ),
+            &[SENSITIVE_LINK, CRITICAL_CHANGE],
+        ),
+        no(
+            SENSITIVE_LINK,
+            "a symlink to a shared library",
+            change(
+                ctr(),
+                "ln",
+                "symlink",
+                "/opt/app/libssl.so",
+                &[
+                    ("target", "/usr/lib/libssl.so.3"),
+                    ("linkpath", "/opt/app/libssl.so"),
+                ],
+            ),
+            &[],
+        ),
         // ---- shell in container ----
         yes(
             SHELL,
@@ -1197,7 +1374,7 @@ fn the_file_loads_without_any_problem() {
     assert!(report.problems().is_empty(), "{report}");
     assert_eq!(report.rules_loaded(), report.rules_total());
     assert_eq!(report.rules_disabled(), 0);
-    assert_eq!(set.len(), 21, "{}", report.summary());
+    assert_eq!(set.len(), 24, "{}", report.summary());
     assert!(set.rules().iter().all(Rule::is_enabled));
 }
 

@@ -73,6 +73,7 @@ struct {
 /* Per-CPU scratch for building records before we know they must be sent. */
 struct habit_scratch {
 	struct habit_file file;
+	struct habit_fchange change;
 };
 
 struct {

@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 2
+#define HABIT_ABI_VERSION 3
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -39,6 +39,7 @@ enum habit_kind {
 	HABIT_EV_LISTEN = 9,
 	HABIT_EV_PRIV = 10,
 	HABIT_EV_SEQ = 11,
+	HABIT_EV_FCHANGE = 12,
 };
 
 /* Reasons a record was lost; index into the per-CPU `drops` array. */
@@ -143,6 +144,36 @@ struct habit_file {
 	/* For a relative `path`: the directory it is relative to (cwd or dirfd), as components;
 	 * empty for absolute paths. */
 	char base_components[HABIT_COMPONENTS_LEN];
+};
+
+/* File changes carried by HABIT_EV_FCHANGE (file integrity: issue 16). */
+enum habit_fchange_op {
+	HABIT_FC_RENAME = 1,   /* rename/renameat/renameat2: path -> path2 */
+	HABIT_FC_UNLINK = 2,   /* unlink/unlinkat */
+	HABIT_FC_RMDIR = 3,    /* rmdir, unlinkat(AT_REMOVEDIR) */
+	HABIT_FC_LINK = 4,     /* link/linkat: path (existing) -> path2 (new name) */
+	HABIT_FC_SYMLINK = 5,  /* symlink/symlinkat: path (target, as given) -> path2 (new link) */
+	HABIT_FC_TRUNCATE = 6, /* truncate, ftruncate (path empty: the fd's file) */
+	HABIT_FC_CHOWN = 7,    /* chown/lchown/fchownat, fchown (path empty: the fd's file) */
+	HABIT_FC_UTIMES = 8,   /* utimensat setting an explicit time (timestomping) */
+};
+
+/* HABIT_EV_FCHANGE: a change to a file other than by writing it through an open. */
+struct habit_fchange {
+	struct habit_hdr hdr;
+	__u32 op;      /* enum habit_fchange_op */
+	__u32 syscall;
+	__s32 dirfd;   /* what `path` is relative to (AT_FDCWD or a directory fd); for an fd
+			* operation (ftruncate, fchown, utimensat(fd, NULL)) the fd itself */
+	__s32 dirfd2;  /* what `path2` is relative to */
+	__u64 arg;     /* chown: uid << 32 | gid; truncate: the length; rename/unlinkat/linkat:
+			* the flags; 0 otherwise */
+	char path[HABIT_PATH_LEN];
+	char path2[HABIT_PATH_LEN];
+	/* The directory a relative `path` is resolved from (for an fd operation: the file
+	 * itself), as components; empty for absolute paths and for a symlink's target. */
+	char base_components[HABIT_COMPONENTS_LEN];
+	char base2_components[HABIT_COMPONENTS_LEN];
 };
 
 /* A socket address: family AF_INET (2) or AF_INET6 (10); addr holds 4 or 16 bytes. */

@@ -90,6 +90,10 @@ pub struct ProbeConfig {
     pub ring_buffer_bytes: u32,
     /// Attach only the empty `sys_enter` program (overhead benchmark reference).
     pub empty_only: bool,
+    /// An object to load instead of the built-in one, with the same programs and maps: the
+    /// overhead benchmark measures a reference build (the previous release's prebuilt
+    /// object) beside this one. `None`: the built-in object.
+    pub object: Option<&'static [u8]>,
 }
 
 impl Default for ProbeConfig {
@@ -98,6 +102,7 @@ impl Default for ProbeConfig {
             self_tgid: std::process::id(),
             ring_buffer_bytes: 8 << 20,
             empty_only: false,
+            object: None,
         }
     }
 }
@@ -150,7 +155,7 @@ impl Probes {
             .override_global("habit_attach_ns", &attach_ns, true)
             .override_global("habit_wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("habit_events", config.ring_buffer_bytes)
-            .load(PROBES_OBJECT)
+            .load(config.object.unwrap_or(PROBES_OBJECT))
             .map_err(ProbeError::Load)?;
 
         let programs: &[(&'static str, &'static str)] = if config.empty_only {
