@@ -85,6 +85,10 @@ pub struct Metrics {
     /// Files of the delivered-baselines directory read, by result (`imported`, `unchanged`,
     /// `refused`; every label exists from start-up, also without a directory).
     pub baseline_files: IntCounterVec,
+    /// Response actions decided, by action (`kill`, `pause`, `stop`) and outcome (`done`,
+    /// `failed`, `gone`, `refused`, `dry_run`, `rate_limited`); every label pair exists from
+    /// start-up, also with the response off.
+    pub response_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -232,6 +236,20 @@ impl Metrics {
         for result in crate::learning::delivered::Outcome::LABELS {
             baseline_files.with_label_values(&[result]);
         }
+        let response_actions = IntCounterVec::new(
+            Opts::new(
+                "habitd_response_actions_total",
+                "Response actions decided on alerts, by action and outcome (done, failed, gone, \
+                 refused, dry_run, rate_limited)",
+            ),
+            &["action", "outcome"],
+        )?;
+        for action in crate::config::ResponseAction::ALL {
+            for outcome in crate::response::Outcome::ALL {
+                response_actions.with_label_values(&[action.name(), outcome.name()]);
+            }
+        }
+        registry.register(Box::new(response_actions.clone()))?;
         registry.register(Box::new(baseline_files.clone()))?;
         registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
@@ -293,6 +311,7 @@ impl Metrics {
             sequence_kernel_grams,
             limit_reached,
             baseline_files,
+            response_actions,
         })
     }
 

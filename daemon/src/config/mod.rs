@@ -58,6 +58,79 @@ settings! {
         pub runtime: Runtime = Runtime::default(),
         /// Where the host is seen from (habitd in a container sees it through mounts).
         pub host: Host = Host::default(),
+        /// Response: act on certain alerts (kill the process, pause or stop the container).
+        /// Opt-in: off by default, and every action is an alert of rule "habitd response".
+        pub response: Response = Response::default(),
+    }
+}
+
+settings! {
+    /// The `[response]` table (what it is for: the doc of [`Config::response`]).
+    pub struct Response {
+        /// Act on alerts that the policy below selects. false = alert only.
+        pub enabled: bool = false,
+        /// Decide and report as if acting (alerts of rule "habitd response" with outcome
+        /// dry_run, and the metric), but do nothing to any process or container.
+        pub dry_run: bool = false,
+        /// What to do: "kill" (SIGKILL the alert's process, after checking by its start time
+        /// that the pid still is that process), "pause" (pause its container; Docker only:
+        /// refused with runtime.cri_sockets set) or "stop" (stop its container through its
+        /// runtime: Docker, or CRI StopContainer).
+        pub action: ResponseAction = ResponseAction::Kill,
+        /// Act on fused alerts: a rule hit on behaviour the workload's baseline does not
+        /// know (novel items; the alert is escalated one priority).
+        pub fused: bool = true,
+        /// Also act on any alert at or above this priority ("critical", "error", …), fused
+        /// or not. "" = priority alone never selects an alert.
+        pub min_priority: String = String::new(),
+        /// Globs over workload keys ("docker.io/library/nginx:*") that may be acted on; empty
+        /// = every container workload. Host workloads ("host", "host:sshd.service") are acted
+        /// on only when a glob that starts with "host" names them.
+        pub workloads: Vec<String> = Vec::new(),
+        /// Globs over rule names ("Reverse shell*", "habitd anomaly") whose alerts may be
+        /// acted on; empty = every rule.
+        pub rules: Vec<String> = Vec::new(),
+        /// At most this many actions per workload within `rate_window`; after that, alerts
+        /// of the workload are only alerted (outcome rate_limited, counted) until the window
+        /// has room again.
+        pub max_actions: u32 = 3,
+        /// The window of `max_actions`.
+        #[serde(with = "declare::duration")]
+        pub rate_window: Duration = Duration::from_secs(60),
+        /// For "stop": how long the runtime lets the container's processes end after SIGTERM
+        /// before it kills them (whole seconds).
+        #[serde(with = "declare::duration")]
+        pub stop_grace: Duration = Duration::from_secs(2),
+    }
+}
+
+/// What the response does to the target of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseAction {
+    /// SIGKILL the alert's process (`proc.pid`).
+    Kill,
+    /// Pause the alert's container (Docker).
+    Pause,
+    /// Stop the alert's container (Docker or CRI).
+    Stop,
+}
+
+impl ResponseAction {
+    /// Every action, for the metric's labels.
+    pub const ALL: [ResponseAction; 3] = [
+        ResponseAction::Kill,
+        ResponseAction::Pause,
+        ResponseAction::Stop,
+    ];
+
+    /// The name in the configuration, alerts and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ResponseAction::Kill => "kill",
+            ResponseAction::Pause => "pause",
+            ResponseAction::Stop => "stop",
+        }
     }
 }
 
@@ -219,6 +292,33 @@ impl Config {
             bail!(
                 "learning.false_alarm_rate must be between 0 and 1, not {}",
                 l.false_alarm_rate
+            );
+        }
+        self.validate_response()
+    }
+
+    /// The `[response]` checks; the policy itself is compiled (and its globs checked) by
+    /// [`crate::response::Policy::from_config`].
+    fn validate_response(&self) -> Result<()> {
+        let r = &self.response;
+        crate::response::Policy::from_config(r)?;
+        if r.max_actions == 0 {
+            bail!(
+                "response.max_actions must be at least 1 (to act on nothing, set response.enabled = false or response.dry_run = true)"
+            );
+        }
+        if r.rate_window.is_zero() {
+            bail!("response.rate_window must be positive");
+        }
+        if r.action == ResponseAction::Pause && !self.runtime.cri_sockets.is_empty() {
+            bail!(
+                "response.action = \"pause\" is not supported by CRI runtimes (runtime.cri_sockets = {:?}): CRI has no pause; use \"stop\" or \"kill\"",
+                self.runtime.cri_sockets
+            );
+        }
+        if r.enabled && !r.fused && r.min_priority.is_empty() {
+            bail!(
+                "response.enabled = true selects no alert: set response.fused = true or a response.min_priority"
             );
         }
         Ok(())
