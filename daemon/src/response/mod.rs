@@ -370,7 +370,8 @@ impl Responder {
         )
         .with_output_fields(fields)
         .with_tags(["habitd", "response", self.action.name(), outcome.name()]);
-        a.habitd.novel = alert.habitd.novel.clone();
+        // The trigger's score, but not its novel items: the aggregator would fold the responses
+        // to alerts of one novel item (each a different process) into one summary.
         a.habitd.anomaly_score = alert.habitd.anomaly_score;
         finish(a, outcome, &what, now)
     }
