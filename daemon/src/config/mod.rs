@@ -449,6 +449,42 @@ mod tests {
     }
 
     #[test]
+    fn the_response_is_off_by_default_and_its_mistakes_name_their_key() {
+        let c = Config::default();
+        assert!(!c.response.enabled && !c.response.dry_run);
+        assert_eq!(c.response.action, ResponseAction::Kill);
+        let c = load_file("[response]\nenabled = true\naction = \"stop\"\nworkloads = [\"docker.io/library/*\"]\n").unwrap();
+        assert_eq!(c.response.action, ResponseAction::Stop);
+        for (text, expected) in [
+            ("[response]\naction = \"explode\"\n", "action"),
+            ("[response]\nmax_actions = 0\n", "response.max_actions"),
+            ("[response]\nrate_window = \"0s\"\n", "response.rate_window"),
+            (
+                "[response]\nworkloads = [\"a[\"]\n",
+                "response.workloads[0]",
+            ),
+            ("[response]\nrules = [\"\"]\n", "response.rules[0]"),
+            (
+                "[response]\nmin_priority = \"loud\"\n",
+                "response.min_priority",
+            ),
+            (
+                "[response]\nenabled = true\nfused = false\n",
+                "set response.fused = true or a response.min_priority",
+            ),
+            (
+                "[runtime]\ncri_sockets = [\"/run/containerd/containerd.sock\"]\n\
+                 [response]\naction = \"pause\"\n",
+                "response.action = \"pause\" is not supported by CRI",
+            ),
+        ] {
+            let err = format!("{:#}", load_file(text).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.contains("c.toml"), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn the_learning_section_gives_the_habit_criterion() {
         assert_eq!(Learning::default().habit(), HabitCriterion::default());
     }

@@ -460,3 +460,146 @@ fn unix_nanos(t: SystemTime) -> u128 {
         .unwrap_or_default()
         .as_nanos()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use habit_models::priority::Priority;
+
+    use super::*;
+
+    const NGINX: &str = "docker.io/library/nginx:1.25";
+
+    fn responder(edit: impl FnOnce(&mut Config)) -> (Responder, Metrics) {
+        let mut config = Config::default();
+        config.response.enabled = true;
+        config.response.dry_run = true;
+        config.response.max_actions = 2;
+        edit(&mut config);
+        let metrics = Metrics::new().unwrap();
+        let r = Responder::new(&config, &[], &metrics, "node".into()).unwrap();
+        (r, metrics)
+    }
+
+    /// A fused alert of process `pid` in a container, `secs` after the epoch.
+    fn fused(pid: u32, secs: u64) -> Alert {
+        let mut fields = serde_json::Map::new();
+        fields.insert("proc.pid".into(), json!(pid));
+        fields.insert("container.id".into(), json!("0123456789ab"));
+        Alert::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            "Reverse shell or netcat with exec",
+            Priority::Critical,
+            "o",
+            NGINX,
+            "stable",
+            "node",
+        )
+        .with_output_fields(fields)
+        .with_novel("exec", "/bin/nc")
+    }
+
+    fn outcomes(alerts: &[Alert]) -> Vec<(String, String)> {
+        alerts
+            .iter()
+            .filter(|a| a.rule == RESPONSE_RULE)
+            .map(|a| {
+                let f = &a.output_fields;
+                (
+                    f["habitd.response.outcome"].as_str().unwrap().to_owned(),
+                    f["habitd.response.target"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn count(metrics: &Metrics, outcome: Outcome) -> u64 {
+        metrics
+            .response_actions
+            .with_label_values(&["kill", outcome.name()])
+            .get()
+    }
+
+    #[test]
+    fn dry_run_reports_then_the_rate_limit_alerts_once_and_counts_the_rest() {
+        let (mut r, metrics) = responder(|_| ());
+        // Pids no process has here (above pid_max's default): nothing could be harmed.
+        let mut alerts: Vec<Alert> = (0..5)
+            .map(|i| fused(4_999_990 + i, 100 + u64::from(i)))
+            .collect();
+        r.respond(&mut alerts);
+        assert_eq!(
+            outcomes(&alerts),
+            [
+                ("dry_run".to_string(), "pid 4999990".to_string()),
+                ("dry_run".to_string(), "pid 4999991".to_string()),
+                ("rate_limited".to_string(), "pid 4999992".to_string()),
+            ]
+        );
+        assert_eq!(count(&metrics, Outcome::DryRun), 2);
+        assert_eq!(count(&metrics, Outcome::RateLimited), 3);
+        assert_eq!(count(&metrics, Outcome::Done), 0);
+        let first = alerts.iter().find(|a| a.rule == RESPONSE_RULE).unwrap();
+        assert!(
+            first.output.contains("would kill pid 4999990"),
+            "{}",
+            first.output
+        );
+        assert_eq!(first.habitd.workload, NGINX);
+        assert_eq!(first.tags, ["habitd", "response", "kill", "dry_run"]);
+        // Response alerts are not responded to.
+        let before = alerts.len();
+        let mut again: Vec<Alert> = alerts
+            .iter()
+            .filter(|a| a.rule == RESPONSE_RULE)
+            .cloned()
+            .collect();
+        r.respond(&mut again);
+        assert_eq!(again.len(), 3);
+        assert_eq!(alerts.len(), before);
+    }
+
+    #[test]
+    fn one_process_is_acted_on_once_and_habitd_never() {
+        let (mut r, metrics) = responder(|c| c.response.max_actions = 10);
+        let mut alerts = vec![fused(4_999_990, 100), fused(4_999_990, 100)];
+        r.respond(&mut alerts);
+        assert_eq!(outcomes(&alerts).len(), 1);
+        let mut me = fused(std::process::id(), 100);
+        me.output_fields.remove("container.id");
+        me.habitd.workload = "docker.io/library/habitd:1".into();
+        let mut alerts = vec![me];
+        r.respond(&mut alerts);
+        assert_eq!(
+            outcomes(&alerts),
+            [("refused".to_string(), format!("pid {}", std::process::id()))]
+        );
+        assert_eq!(count(&metrics, Outcome::Refused), 1);
+        let mut nameless = fused(1, 100);
+        nameless.output_fields.remove("proc.pid");
+        let mut alerts = vec![nameless];
+        r.respond(&mut alerts);
+        assert_eq!(outcomes(&alerts), [("failed".to_string(), String::new())]);
+    }
+
+    #[test]
+    fn off_means_nothing_happens_and_the_metric_is_at_zero() {
+        let (mut r, metrics) = responder(|c| c.response.enabled = false);
+        let mut alerts = vec![fused(4_999_990, 100)];
+        r.respond(&mut alerts);
+        assert_eq!(alerts.len(), 1);
+        let text = metrics.render();
+        for action in ResponseAction::ALL {
+            for outcome in Outcome::ALL {
+                let sample = format!(
+                    "habitd_response_actions_total{{action=\"{}\",outcome=\"{}\"}} 0",
+                    action.name(),
+                    outcome.name()
+                );
+                assert!(text.contains(&sample), "{sample}");
+            }
+        }
+    }
+}
