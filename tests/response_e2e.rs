@@ -45,8 +45,21 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn config(response: &str) -> String {
-    format!("{FAST_LEARNING}[response]\n{response}")
+/// The test config with `[response]` keys `response`, scoped to the test's own workload
+/// (image tag `tag`) unless they list `workloads` themselves: other tests' containers run on
+/// the same machine (other suites, other daemons) and must never be acted on.
+fn config(tag: &str, response: &str) -> String {
+    let scope = if response.contains("workloads") {
+        String::new()
+    } else {
+        format!("workloads = [\"{}\"]\n", key_of(tag))
+    };
+    format!("{FAST_LEARNING}[response]\n{scope}{response}")
+}
+
+/// The workload key of the test image of tag `tag`.
+fn key_of(tag: &str) -> String {
+    format!("docker.io/habitd-e2e/busybox:{tag}")
 }
 
 /// The learned workload: a busybox container on the host's network (so that its reverse shell
@@ -55,7 +68,7 @@ fn config(response: &str) -> String {
 /// that learning makes habitual). Returns its key, the container and the health check loop.
 fn learned_workload(daemon: &Daemon, tag: &str) -> (String, Container, ClientLoop) {
     let image = busybox_image(tag);
-    let key = format!("docker.io/habitd-e2e/busybox:{tag}");
+    let key = key_of(tag);
     let c = Container::run_with(
         &["--network", "host"],
         &image,
@@ -191,7 +204,10 @@ fn is_alive(pid: u64) -> bool {
 fn a_reverse_shell_in_a_learned_container_is_killed_within_a_second() {
     let _serial = serial();
     let started = Instant::now();
-    let daemon = Daemon::start(&config("enabled = true\naction = \"kill\"\n"));
+    let daemon = Daemon::start(&config(
+        "response-kill",
+        "enabled = true\naction = \"kill\"\n",
+    ));
     assert_eq!(metric(&daemon, "kill", "done"), 0.0);
     assert!(
         daemon
@@ -305,7 +321,7 @@ fn with_response_off_or_in_dry_run_the_reverse_shell_is_only_alerted() {
     let _serial = serial();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_in(dir.path(), &config("enabled = false\n"));
+    let mut daemon = Daemon::start_in(dir.path(), &config("response-off", "enabled = false\n"));
     let (key, c, health) = learned_workload(&daemon, "response-off");
 
     for (mode, expected) in [("off", None), ("dry run", Some("dry_run"))] {
@@ -313,7 +329,10 @@ fn with_response_off_or_in_dry_run_the_reverse_shell_is_only_alerted() {
             // The same store, the workload stable from it: now in dry run.
             daemon.stop();
             std::fs::remove_file(dir.path().join("alerts.jsonl")).unwrap();
-            daemon = Daemon::start_in(dir.path(), &config("enabled = true\ndry_run = true\n"));
+            daemon = Daemon::start_in(
+                dir.path(),
+                &config("response-off", "enabled = true\ndry_run = true\n"),
+            );
         }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -381,6 +400,7 @@ fn a_flood_of_alerts_does_not_become_a_flood_of_kills() {
     let _serial = serial();
     let started = Instant::now();
     let daemon = Daemon::start(&config(
+        "response-flood",
         "enabled = true\naction = \"kill\"\nmax_actions = 2\nrate_window = \"1m\"\n",
     ));
     let (key, c, health) = learned_workload(&daemon, "response-flood");
@@ -475,10 +495,17 @@ fn a_flood_of_alerts_does_not_become_a_flood_of_kills() {
 fn a_host_process_is_never_acted_on_unless_named() {
     let _serial = serial();
     let started = Instant::now();
-    // A policy as wide as it gets: every workload glob, every alert from Error up, fused or
-    // not (also while learning).
+    // A wide policy: every alert from Error up, fused or not (also while learning), and a
+    // glob that matches the key "host" as text ("?ost") without naming it (a host glob starts
+    // with "host"). Not "*": other tests' containers run on this machine too, and the unit
+    // tests show that "*" leaves the host out.
+    let key = key_of("response-host");
     let daemon = Daemon::start(&config(
-        "enabled = true\naction = \"kill\"\nworkloads = [\"*\"]\nmin_priority = \"error\"\n",
+        "response-host",
+        &format!(
+            "enabled = true\naction = \"kill\"\nworkloads = [\"{key}\", \"?ost\"]\n\
+             min_priority = \"error\"\n"
+        ),
     ));
     // A bind shell on the host: busybox's nc, run under the name nc.
     let bin = tempfile::tempdir().unwrap();
@@ -498,7 +525,7 @@ fn a_host_process_is_never_acted_on_unless_named() {
     // The same in a container: the policy does act there (so it is live, not idle).
     let image = busybox_image("response-host");
     let c = Container::run(&image, &["/bin/sleep", "60"]);
-    let key = "docker.io/habitd-e2e/busybox:response-host";
+    let key = key.as_str();
     let out = c.exec_with(&["-d"], &["/bin/nc", "-l", "-p", "5555", "-e", "/bin/sh"]);
     assert!(out.status.success());
     let response = daemon.wait_alert("the container's response", key, WAIT, |a| {
@@ -528,6 +555,107 @@ fn a_host_process_is_never_acted_on_unless_named() {
     host_shell.wait().unwrap();
     println!(
         "a_host_process_is_never_acted_on_unless_named took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// `docker inspect -f FORMAT ID`, trimmed ("" when the container is gone).
+fn inspect(id: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_container_is_paused_or_stopped_through_docker() {
+    let _serial = serial();
+    let started = Instant::now();
+    let image = busybox_image("response-container");
+    let key = key_of("response-container");
+    let key = key.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    for action in ["pause", "stop"] {
+        // Alerts from Error up (a bind shell while the workload learns is one), so that the
+        // container needs no learning first.
+        let daemon = Daemon::start_in(
+            dir.path(),
+            &config(
+                "response-container",
+                &format!(
+                    "enabled = true\naction = \"{action}\"\nfused = false\nmin_priority = \"error\"\n\
+                 stop_grace = \"1s\"\n"
+                ),
+            ),
+        );
+        let c = Container::run(&image, &["/bin/sleep", "120"]);
+        let t0 = Instant::now();
+        let out = c.exec_with(&["-d"], &["/bin/nc", "-l", "-p", "5555", "-e", "/bin/sh"]);
+        assert!(out.status.success());
+        let response = daemon.wait_alert(action, key, WAIT, |a| {
+            a["rule"] == RESPONSE_RULE && a["output_fields"]["container.full_id"] == c.id.as_str()
+        });
+        let f = &response["output_fields"];
+        assert_eq!(f["habitd.response.action"], action, "{response}");
+        assert_eq!(f["habitd.response.outcome"], "done", "{response}");
+        assert_eq!(
+            f["habitd.response.target"],
+            format!("container {}", &c.id[..12])
+        );
+        assert!(
+            f["habitd.response.detail"]
+                .as_str()
+                .unwrap()
+                .ends_with("(docker)"),
+            "{response}"
+        );
+        let state = match action {
+            "pause" => inspect(&c.id, "{{.State.Paused}}"),
+            // --rm: a stopped container is removed (or on its way out).
+            _ => {
+                let running = inspect(&c.id, "{{.State.Running}}");
+                if running.is_empty() {
+                    "removed".into()
+                } else {
+                    running
+                }
+            }
+        };
+        println!(
+            "{action}: done {:.0} ms after the exec (runtime call {:.0} ms after the alert), \
+             container state {state:?}",
+            t0.elapsed().as_secs_f64() * 1000.0,
+            f["habitd.response.latency_ms"].as_f64().unwrap()
+        );
+        match action {
+            "pause" => assert_eq!(state, "true", "the container is paused"),
+            _ => assert!(
+                state == "false" || state == "removed",
+                "still running: {state}"
+            ),
+        }
+        assert_eq!(
+            metric(&daemon, action, "done"),
+            1.0,
+            "{}",
+            daemon
+                .get("/metrics")
+                .map(|(_, m)| m)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.starts_with("habitd_response"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        if action == "pause" {
+            let _ = Command::new("docker").args(["unpause", &c.id]).status();
+        }
+        drop(c);
+        drop(daemon);
+    }
+    println!(
+        "a_container_is_paused_or_stopped_through_docker took {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

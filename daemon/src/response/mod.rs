@@ -20,7 +20,7 @@ mod limit;
 mod policy;
 pub mod process;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Result, bail};
@@ -90,8 +90,8 @@ pub struct Responder {
     action: ResponseAction,
     policy: Policy,
     limit: RateLimit,
-    /// Targets already acted on (`pid:…@start` or a container id).
-    acted: HashSet<String>,
+    /// Targets already acted on (`pid:N` with the process's start time, `container:ID`).
+    acted: HashMap<String, Option<u64>>,
     /// habitd's own pid and container (never acted on).
     self_tgid: u32,
     self_container: Option<String>,
@@ -128,7 +128,7 @@ impl Responder {
             action: r.action,
             policy: Policy::from_config(r)?,
             limit: RateLimit::new(r.max_actions, r.rate_window),
-            acted: HashSet::new(),
+            acted: HashMap::new(),
             self_tgid,
             self_container: own_container(),
             containers: ContainerActions::new(
@@ -190,15 +190,15 @@ impl Responder {
             .get("proc.pid")
             .and_then(Value::as_u64)
             .and_then(|p| u32::try_from(p).ok());
-        // The target, and the key under which it is acted on once.
-        let (target, key) = match action {
+        // The target, the key under which it is acted on once, and (for a process) its start
+        // time, which tells a reused pid from the process acted on.
+        let (target, key, start) = match action {
             ResponseAction::Kill => match pid {
-                Some(pid) => {
-                    // One process is acted on once, whatever number of alerts it raises.
-                    let start = process::start_ticks(crate::host::proc(), pid)
-                        .map_or_else(|| format!("t{}", unix_nanos(alert.time)), |t| t.to_string());
-                    (format!("pid {pid}"), format!("pid:{pid}:{start}"))
-                }
+                Some(pid) => (
+                    format!("pid {pid}"),
+                    format!("pid:{pid}"),
+                    process::start_ticks(crate::host::proc(), pid),
+                ),
                 None => {
                     return Some(self.report(
                         alert,
@@ -210,10 +210,14 @@ impl Responder {
                 }
             },
             ResponseAction::Pause | ResponseAction::Stop => match &container {
-                Some(c) => (
-                    format!("container {}", &c[..c.len().min(12)]),
-                    format!("container:{c}"),
-                ),
+                Some(c) => {
+                    let short = &c[..c.len().min(12)];
+                    (
+                        format!("container {short}"),
+                        format!("container:{short}"),
+                        None,
+                    )
+                }
                 None => {
                     return Some(self.report(
                         alert,
@@ -225,7 +229,17 @@ impl Responder {
                 }
             },
         };
-        if self.acted.contains(&key) {
+        // One process or container is acted on once, whatever number of alerts it raises (a
+        // reverse shell is an exec of nc, then of sh in the same process, possibly dead by
+        // then); a pid whose start time changed is another process.
+        let duplicate = self
+            .acted
+            .get(&key)
+            .is_some_and(|recorded| match (recorded, start) {
+                (Some(r), Some(s)) => *r == s,
+                _ => true,
+            });
+        if duplicate {
             tracing::debug!(
                 message = "Response: target already acted on.",
                 target = %target,
@@ -279,7 +293,7 @@ impl Responder {
         if self.acted.len() >= MAX_ACTED {
             self.acted.clear();
         }
-        self.acted.insert(key);
+        self.acted.insert(key, start);
         if self.dry_run {
             let what = format!("dry run: would {} {target}", action.name());
             return Some(self.report(alert, trigger, Outcome::DryRun, &target, what));
@@ -455,12 +469,6 @@ fn own_container() -> Option<String> {
     })
 }
 
-fn unix_nanos(t: SystemTime) -> u128 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -582,6 +590,30 @@ mod tests {
         let mut alerts = vec![nameless];
         r.respond(&mut alerts);
         assert_eq!(outcomes(&alerts), [("failed".to_string(), String::new())]);
+    }
+
+    #[test]
+    fn a_reused_pid_is_another_process_and_a_dead_one_is_not_acted_on_twice() {
+        let (mut r, _metrics) = responder(|c| c.response.max_actions = 10);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // An earlier process of the same pid was acted on (start time 1 tick after boot).
+        r.acted.insert(format!("pid:{pid}"), Some(1));
+        let mut alerts = vec![fused(pid, 100)];
+        r.respond(&mut alerts);
+        assert_eq!(outcomes(&alerts).len(), 1, "a new process");
+        let mut alerts = vec![fused(pid, 101)];
+        r.respond(&mut alerts);
+        assert!(outcomes(&alerts).is_empty(), "the same process again");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Dead now (its start time unreadable): its later alerts are still the same target.
+        let mut alerts = vec![fused(pid, 102)];
+        r.respond(&mut alerts);
+        assert!(outcomes(&alerts).is_empty(), "the dead process again");
     }
 
     #[test]
