@@ -83,9 +83,10 @@ settings! {
         /// Also act on any alert at or above this priority ("critical", "error", …), fused
         /// or not. "" = priority alone never selects an alert.
         pub min_priority: String = String::new(),
-        /// Globs over workload keys ("docker.io/library/nginx:*") that may be acted on; empty
-        /// = every container workload. Host workloads ("host", "host:sshd.service") are acted
-        /// on only when a glob that starts with "host" names them.
+        /// Globs over workload keys ("docker.io/library/nginx:*") that may be acted on; no
+        /// container glob = every container workload. Host workloads ("host",
+        /// "host:sshd.service") are acted on only when a glob that starts with "host" names
+        /// them ("*" never does).
         pub workloads: Vec<String> = Vec::new(),
         /// Globs over rule names ("Reverse shell*", "habitd anomaly") whose alerts may be
         /// acted on; empty = every rule.
