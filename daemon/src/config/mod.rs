@@ -67,7 +67,8 @@ settings! {
 settings! {
     /// The `[response]` table (what it is for: the doc of [`Config::response`]).
     pub struct Response {
-        /// Act on alerts that the policy below selects. false = alert only.
+        /// Act on the alerts that the [response] policy selects (keys fused, min_priority,
+        /// workloads, rules). false = alert only.
         pub enabled: bool = false,
         /// Decide and report as if acting (alerts of rule "habitd response" with outcome
         /// dry_run, and the metric), but do nothing to any process or container.
