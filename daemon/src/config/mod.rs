@@ -318,6 +318,18 @@ impl Config {
                 self.runtime.cri_sockets
             );
         }
+        if r.action != ResponseAction::Kill
+            && let Some((i, glob)) = r
+                .workloads
+                .iter()
+                .enumerate()
+                .find(|(_, g)| g.starts_with("host"))
+        {
+            bail!(
+                "response.workloads[{i}] = {glob:?} names host workloads, which have no container to {}: use action = \"kill\", or leave the host out",
+                r.action.name()
+            );
+        }
         if r.enabled && !r.fused && r.min_priority.is_empty() {
             bail!(
                 "response.enabled = true selects no alert: set response.fused = true or a response.min_priority"
@@ -469,6 +481,10 @@ mod tests {
             (
                 "[response]\nmin_priority = \"loud\"\n",
                 "response.min_priority",
+            ),
+            (
+                "[response]\naction = \"stop\"\nworkloads = [\"docker.io/*\", \"host:cron.service\"]\n",
+                "response.workloads[1] = \"host:cron.service\" names host workloads",
             ),
             (
                 "[response]\nenabled = true\nfused = false\n",

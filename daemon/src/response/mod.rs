@@ -200,13 +200,13 @@ impl Responder {
                     process::start_ticks(crate::host::proc(), pid),
                 ),
                 None => {
-                    return Some(self.report(
-                        alert,
-                        trigger,
-                        Outcome::Failed,
-                        "",
-                        "the alert names no process (no proc.pid)".into(),
-                    ));
+                    // A rate anomaly names no process: nothing to kill, and no failure.
+                    tracing::debug!(
+                        message = "Response: the alert names no process (no proc.pid).",
+                        rule = %alert.rule,
+                        workload = %workload
+                    );
+                    return None;
                 }
             },
             ResponseAction::Pause | ResponseAction::Stop => match &container {
@@ -585,11 +585,13 @@ mod tests {
             [("refused".to_string(), format!("pid {}", std::process::id()))]
         );
         assert_eq!(count(&metrics, Outcome::Refused), 1);
+        // An alert without a process (a rate anomaly): nothing to act on, nothing counted.
         let mut nameless = fused(1, 100);
         nameless.output_fields.remove("proc.pid");
         let mut alerts = vec![nameless];
         r.respond(&mut alerts);
-        assert_eq!(outcomes(&alerts), [("failed".to_string(), String::new())]);
+        assert!(outcomes(&alerts).is_empty());
+        assert_eq!(count(&metrics, Outcome::Failed), 0);
     }
 
     #[test]
