@@ -71,7 +71,8 @@ settings! {
         /// workloads, rules). false = alert only.
         pub enabled: bool = false,
         /// Decide and report as if acting (alerts of rule "habitd response" with outcome
-        /// dry_run, and the metric), but do nothing to any process or container.
+        /// dry_run, and the metric), but do nothing to any process or container. Runs the
+        /// policy also with `enabled = false`.
         pub dry_run: bool = false,
         /// What to do: "kill" (SIGKILL the alert's process, after checking by its start time
         /// that the pid still is that process), "pause" (pause its container; Docker only:
@@ -330,9 +331,9 @@ impl Config {
                 r.action.name()
             );
         }
-        if r.enabled && !r.fused && r.min_priority.is_empty() {
+        if (r.enabled || r.dry_run) && !r.fused && r.min_priority.is_empty() {
             bail!(
-                "response.enabled = true selects no alert: set response.fused = true or a response.min_priority"
+                "the [response] policy selects no alert: set response.fused = true or a response.min_priority"
             );
         }
         Ok(())

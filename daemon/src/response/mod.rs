@@ -114,7 +114,11 @@ impl Responder {
     ) -> Result<Responder> {
         let r = &config.response;
         let self_tgid = crate::host::self_tgid();
-        if r.enabled && r.action == ResponseAction::Kill && self_tgid != std::process::id() {
+        if r.enabled
+            && !r.dry_run
+            && r.action == ResponseAction::Kill
+            && self_tgid != std::process::id()
+        {
             bail!(
                 "response.action = \"kill\" needs habitd in the host's pid namespace (hostPID: \
                  true in a pod): habitd is pid {} here and {self_tgid} on the host",
@@ -123,7 +127,8 @@ impl Responder {
         }
         let (finished_tx, finished_rx) = mpsc::channel(FINISHED_QUEUE);
         let responder = Responder {
-            enabled: r.enabled,
+            // A dry run needs no `enabled`: it cannot do anything.
+            enabled: r.enabled || r.dry_run,
             dry_run: r.dry_run,
             action: r.action,
             policy: Policy::from_config(r)?,
@@ -142,7 +147,7 @@ impl Responder {
             finished_tx,
             finished_rx,
         };
-        if r.enabled {
+        if responder.enabled {
             tracing::info!(
                 message = "Response enabled.",
                 action = r.action.name(),
@@ -620,10 +625,21 @@ mod tests {
 
     #[test]
     fn off_means_nothing_happens_and_the_metric_is_at_zero() {
-        let (mut r, metrics) = responder(|c| c.response.enabled = false);
+        let (mut r, metrics) = responder(|c| {
+            c.response.enabled = false;
+            c.response.dry_run = false;
+        });
         let mut alerts = vec![fused(4_999_990, 100)];
         r.respond(&mut alerts);
         assert_eq!(alerts.len(), 1);
+        // A dry run alone (`--response-dry-run`) runs the policy.
+        let (mut dry, _) = responder(|c| c.response.enabled = false);
+        let mut alerts = vec![fused(4_999_990, 100)];
+        dry.respond(&mut alerts);
+        assert_eq!(
+            outcomes(&alerts),
+            [("dry_run".to_string(), "pid 4999990".to_string())]
+        );
         let text = metrics.render();
         for action in ResponseAction::ALL {
             for outcome in Outcome::ALL {
