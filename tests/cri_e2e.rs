@@ -281,3 +281,68 @@ fn containers_are_described_when_containerd_comes_back() {
     );
     drop(client);
 }
+
+/// The response (issue 16) stops a CRI container through `StopContainer`: a write below /etc
+/// in a pod's container (rule "Write below etc or root", Error) with a policy that acts from
+/// Error up on this image only.
+#[test]
+fn the_response_stops_a_container_through_cri() {
+    let _serial = serial();
+    let started = Instant::now();
+    let mut ctd = Containerd::start(PAUSE);
+    let key = images(&ctd, "response");
+    let daemon = Daemon::start(&config_for(
+        &ctd,
+        &format!(
+            "[response]\nenabled = true\naction = \"stop\"\nfused = false\n\
+             min_priority = \"error\"\nstop_grace = \"1s\"\nworkloads = [\"{key}\"]\n"
+        ),
+    ));
+    let pod = ctd.run_pod("resp-1", "shop", "uid-resp-1", "web", false);
+    let id = ctd.run_container(&pod, "sleeper", 0, &key, &["/bin/sleep", "300"]);
+    wait_event(&daemon, &key, "entrypoint exec", |e| {
+        e["kind"] == "exec" && e["output_fields"]["container.id"] == id[..12]
+    });
+    assert_eq!(
+        ctd.container_state(&id),
+        Some(cri::api::ContainerState::ContainerRunning)
+    );
+    let (code, _) = ctd.exec_sync(&id, &["/bin/sh", "-c", "echo owned > /etc/owned"]);
+    assert_eq!(code, 0);
+    let response = daemon.wait_alert("the response", &key, WAIT, |a| {
+        a["rule"] == "habitd response"
+    });
+    let f = &response["output_fields"];
+    println!(
+        "CRI stop: {} ({}), runtime answered {:.0} ms after the alert; container state {:?}",
+        f["habitd.response.outcome"],
+        f["habitd.response.detail"],
+        f["habitd.response.latency_ms"].as_f64().unwrap_or(-1.0),
+        ctd.container_state(&id)
+    );
+    assert_eq!(
+        f["habitd.response.rule"], "Write below etc or root",
+        "{response}"
+    );
+    assert_eq!(f["habitd.response.outcome"], "done", "{response}");
+    assert!(
+        f["habitd.response.detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(CRI)"),
+        "{response}"
+    );
+    assert_eq!(
+        ctd.container_state(&id),
+        Some(cri::api::ContainerState::ContainerExited)
+    );
+    assert_eq!(
+        daemon.metric("habitd_response_actions_total{action=\"stop\",outcome=\"done\"}"),
+        1.0
+    );
+    ctd.remove_container(&id);
+    println!(
+        "the_response_stops_a_container_through_cri took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -13,6 +13,7 @@
 //! - `learning`: per-workload lifecycle, observation, held items, operator commands, views;
 //! - `sequences`, `rates`: the syscall-sequence and rate models' daemon side;
 //! - `alerts`: the alert record, aggregation of repeats, sinks;
+//! - `response`: the opt-in response to certain alerts (kill, pause, stop), its policy and limit;
 //! - `http`: `/healthz`, `/metrics` and the `/api/v1` routes; `metrics`: the Prometheus registry.
 
 mod alerts;
@@ -28,6 +29,7 @@ mod notify;
 mod pipeline;
 mod process;
 mod rates;
+mod response;
 mod rules;
 mod sequences;
 

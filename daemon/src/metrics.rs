@@ -89,6 +89,10 @@ pub struct Metrics {
     pub store_writable: IntGauge,
     /// Writes to the store that failed (each pauses learning until the store is writable).
     pub store_write_failures: prometheus::IntCounter,
+    /// Response actions decided, by action (`kill`, `pause`, `stop`) and outcome (`done`,
+    /// `failed`, `gone`, `refused`, `dry_run`, `rate_limited`); every label pair exists from
+    /// start-up, also with the response off.
+    pub response_actions: IntCounterVec,
 }
 
 impl Metrics {
@@ -246,6 +250,20 @@ impl Metrics {
         for result in crate::learning::delivered::Outcome::LABELS {
             baseline_files.with_label_values(&[result]);
         }
+        let response_actions = IntCounterVec::new(
+            Opts::new(
+                "habitd_response_actions_total",
+                "Response actions decided on alerts, by action and outcome (done, failed, gone, \
+                 refused, dry_run, rate_limited)",
+            ),
+            &["action", "outcome"],
+        )?;
+        for action in crate::config::ResponseAction::ALL {
+            for outcome in crate::response::Outcome::ALL {
+                response_actions.with_label_values(&[action.name(), outcome.name()]);
+            }
+        }
+        registry.register(Box::new(response_actions.clone()))?;
         registry.register(Box::new(baseline_files.clone()))?;
         registry.register(Box::new(store_writable.clone()))?;
         registry.register(Box::new(store_write_failures.clone()))?;
@@ -311,6 +329,7 @@ impl Metrics {
             baseline_files,
             store_writable,
             store_write_failures,
+            response_actions,
         })
     }
 

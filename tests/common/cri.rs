@@ -353,6 +353,23 @@ impl Containerd {
         });
     }
 
+    /// `ContainerStatus`: the container's state (`api::ContainerState`), `None` when the
+    /// runtime does not know it.
+    pub fn container_state(&self, id: &str) -> Option<api::ContainerState> {
+        let mut c = self.runtime();
+        let request = api::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        let status = self
+            .rt
+            .block_on(async move { c.container_status(request).await })
+            .ok()?
+            .into_inner()
+            .status?;
+        api::ContainerState::try_from(status.state).ok()
+    }
+
     /// `ExecSync` in a container; (exit code, stdout).
     pub fn exec_sync(&self, id: &str, cmd: &[&str]) -> (i32, String) {
         let mut c = self.runtime();

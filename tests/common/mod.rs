@@ -190,6 +190,19 @@ impl Daemon {
         )
     }
 
+    /// Like [`Daemon::start_in`], running `bin` (e.g. [`release_habitd_bin`], for a test whose
+    /// claim is a latency: a debug build handles events about ten times slower).
+    pub fn start_bin_in(bin: &Path, dir: &Path, extra_config: &str) -> Daemon {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        Daemon::spawn(
+            bin,
+            dir,
+            extra_config,
+            Printed::Collect(events.clone()),
+            events,
+        )
+    }
+
     /// Like [`Daemon::start_in`], but every `--print-events` line is written to
     /// `dir/events.jsonl` as it comes and nothing is kept in memory: a long run under load
     /// prints millions of events (one eval run once grew to 22 GB holding them as values).

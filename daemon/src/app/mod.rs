@@ -1,5 +1,5 @@
-//! `habitd run`: wires probes, attribution, the pipeline, periodic kernel reads and HTTP, and
-//! tears everything down on SIGINT/SIGTERM (dropping the probes detaches them).
+//! `habitd run`: wires probes, attribution, the pipeline, the response, periodic kernel reads
+//! and HTTP, and tears everything down on SIGINT/SIGTERM (dropping the probes detaches them).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +28,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::pending::{Pending, PendingConfig, PendingMetrics};
 use crate::process::{listeners, procfs};
 use crate::rates::RateTracker;
+use crate::response::Responder;
 use crate::rules::fusion::Fusion;
 use crate::sequences::SequenceTracker;
 
@@ -102,6 +103,7 @@ pub async fn run(config: Config) -> Result<()> {
     )?;
     let views = engine.views();
     let mut alerting = Alerting::start(&config, &metrics)?;
+    let mut responder = Responder::new(&config, &cri_sockets, &metrics, hostname())?;
     let fusion = Fusion::new(
         crate::rules::load_rules(&config),
         config.alerts_include_suppressed,
@@ -224,6 +226,7 @@ pub async fn run(config: Config) -> Result<()> {
                 r?;
                 pipeline.handle_batch(&batch, &mut alerts).await;
                 pipeline.flush_sequences(&mut probes);
+                responder.respond(&mut alerts);
                 alerting.raise(&mut alerts);
             }
             _ = interval_tick.tick() => {
@@ -234,6 +237,7 @@ pub async fn run(config: Config) -> Result<()> {
             }
             _ = counters_tick.tick() => {
                 pipeline.read_kernel_counters(&mut probes, config.probes.counters_interval, &mut alerts).await;
+                responder.respond(&mut alerts);
                 alerting.raise(&mut alerts);
             }
             _ = second_tick.tick() => {
@@ -243,8 +247,10 @@ pub async fn run(config: Config) -> Result<()> {
             }
             _ = pending_tick.tick() => {
                 pipeline.release_pending(&mut alerts).await;
+                responder.respond(&mut alerts);
                 alerting.raise(&mut alerts);
             }
+            Some(response) = responder.finished() => alerting.raise(&mut vec![response]),
             Some(command) = commands.recv() => pipeline.command(command),
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break; }

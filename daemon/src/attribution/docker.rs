@@ -12,7 +12,7 @@ use std::time::Duration;
 use habit_profiles::workload::ImageRef;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use hyper::{Request, StatusCode, header};
+use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -106,6 +106,48 @@ impl DockerRuntime {
 
     /// One HTTP/1.1 GET on a fresh connection; returns status and body.
     async fn get(&self, path: &str, what: &str) -> Result<(StatusCode, Bytes), ResolveError> {
+        self.request(Method::GET, path, what).await
+    }
+
+    /// How long one request may take (`runtime.timeout`; the response's stop adds its grace).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// `POST /containers/{id}/{verb}` (`pause`, `stop?t=N`), for the response: `Ok(true)` when
+    /// done (204) or already so (304), `Ok(false)` when Docker does not know the container.
+    pub async fn container_action(&self, id: &str, verb: &str) -> Result<bool, ResolveError> {
+        validate_id(id)?;
+        let path = format!("/containers/{id}/{verb}");
+        let what = format!("POST {path}");
+        let (status, body) =
+            tokio::time::timeout(self.timeout, self.request(Method::POST, &path, &what))
+                .await
+                .map_err(|_| ResolveError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    what: what.clone(),
+                    after: self.timeout,
+                })??;
+        match status {
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(ResolveError::Status {
+                endpoint: self.endpoint.clone(),
+                what,
+                status: status.as_u16(),
+                message: error_message(&body),
+            }),
+        }
+    }
+
+    /// One HTTP/1.1 request without a body on a fresh connection; returns status and body.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        what: &str,
+    ) -> Result<(StatusCode, Bytes), ResolveError> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             ResolveError::DockerUnreachable {
                 socket: self.socket.clone(),
@@ -117,7 +159,9 @@ impl DockerRuntime {
             .map_err(|e| self.http_error(what, e))?;
         // The connection task ends by itself once `sender` is dropped.
         tokio::spawn(connection);
-        let request = Request::get(path)
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, "docker")
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())

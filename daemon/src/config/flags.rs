@@ -45,6 +45,17 @@ pub struct Flags {
     learning: LearningFlags,
     #[command(flatten)]
     runtime: RuntimeFlags,
+    #[command(flatten)]
+    response: ResponseFlags,
+}
+
+/// The flags of the `[response]` keys (the policy itself is configured in the file).
+#[derive(Debug, Default, Args, Serialize)]
+struct ResponseFlags {
+    #[arg(long = "response", id = "response.enabled", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    enabled: Option<bool>,
+    #[arg(long = "response-dry-run", id = "response.dry_run", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    dry_run: Option<bool>,
 }
 
 /// The flags of the `[runtime]` keys.
@@ -185,7 +196,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 13);
+        assert_eq!(checked, 15);
     }
 
     #[test]

@@ -58,6 +58,82 @@ settings! {
         pub runtime: Runtime = Runtime::default(),
         /// Where the host is seen from (habitd in a container sees it through mounts).
         pub host: Host = Host::default(),
+        /// Response: act on certain alerts (kill the process, pause or stop the container).
+        /// Opt-in: off by default, and every action is an alert of rule "habitd response".
+        pub response: Response = Response::default(),
+    }
+}
+
+settings! {
+    /// The `[response]` table (what it is for: the doc of [`Config::response`]).
+    pub struct Response {
+        /// Act on the alerts that the [response] policy selects (keys fused, min_priority,
+        /// workloads, rules). false = alert only.
+        pub enabled: bool = false,
+        /// Decide and report as if acting (alerts of rule "habitd response" with outcome
+        /// dry_run, and the metric), but do nothing to any process or container. Runs the
+        /// policy also with `enabled = false`.
+        pub dry_run: bool = false,
+        /// What to do: "kill" (SIGKILL the alert's process, after checking by its start time
+        /// that the pid still is that process), "pause" (pause its container; Docker only:
+        /// refused with runtime.cri_sockets set) or "stop" (stop its container through its
+        /// runtime: Docker, or CRI StopContainer).
+        pub action: ResponseAction = ResponseAction::Kill,
+        /// Act on fused alerts: a rule hit on behaviour the workload's baseline does not
+        /// know (novel items; the alert is escalated one priority).
+        pub fused: bool = true,
+        /// Also act on any alert at or above this priority ("critical", "error", …), fused
+        /// or not. "" = priority alone never selects an alert.
+        pub min_priority: String = String::new(),
+        /// Globs over workload keys ("docker.io/library/nginx:*") that may be acted on; no
+        /// container glob = every container workload. Host workloads ("host",
+        /// "host:sshd.service") are acted on only when a glob that starts with "host" names
+        /// them ("*" never does).
+        pub workloads: Vec<String> = Vec::new(),
+        /// Globs over rule names ("Reverse shell*", "habitd anomaly") whose alerts may be
+        /// acted on; empty = every rule.
+        pub rules: Vec<String> = Vec::new(),
+        /// At most this many actions per workload within `rate_window`; after that, alerts
+        /// of the workload are only alerted (outcome rate_limited, counted) until the window
+        /// has room again.
+        pub max_actions: u32 = 3,
+        /// The window of `max_actions`.
+        #[serde(with = "declare::duration")]
+        pub rate_window: Duration = Duration::from_secs(60),
+        /// For "stop": how long the runtime lets the container's processes end after SIGTERM
+        /// before it kills them (whole seconds).
+        #[serde(with = "declare::duration")]
+        pub stop_grace: Duration = Duration::from_secs(2),
+    }
+}
+
+/// What the response does to the target of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseAction {
+    /// SIGKILL the alert's process (`proc.pid`).
+    Kill,
+    /// Pause the alert's container (Docker).
+    Pause,
+    /// Stop the alert's container (Docker or CRI).
+    Stop,
+}
+
+impl ResponseAction {
+    /// Every action, for the metric's labels.
+    pub const ALL: [ResponseAction; 3] = [
+        ResponseAction::Kill,
+        ResponseAction::Pause,
+        ResponseAction::Stop,
+    ];
+
+    /// The name in the configuration, alerts and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ResponseAction::Kill => "kill",
+            ResponseAction::Pause => "pause",
+            ResponseAction::Stop => "stop",
+        }
     }
 }
 
@@ -226,6 +302,45 @@ impl Config {
                 l.false_alarm_rate
             );
         }
+        self.validate_response()
+    }
+
+    /// The `[response]` checks; the policy itself is compiled (and its globs checked) by
+    /// [`crate::response::Policy::from_config`].
+    fn validate_response(&self) -> Result<()> {
+        let r = &self.response;
+        crate::response::Policy::from_config(r)?;
+        if r.max_actions == 0 {
+            bail!(
+                "response.max_actions must be at least 1 (to act on nothing, set response.enabled = false or response.dry_run = true)"
+            );
+        }
+        if r.rate_window.is_zero() {
+            bail!("response.rate_window must be positive");
+        }
+        if r.action == ResponseAction::Pause && !self.runtime.cri_sockets.is_empty() {
+            bail!(
+                "response.action = \"pause\" is not supported by CRI runtimes (runtime.cri_sockets = {:?}): CRI has no pause; use \"stop\" or \"kill\"",
+                self.runtime.cri_sockets
+            );
+        }
+        if r.action != ResponseAction::Kill
+            && let Some((i, glob)) = r
+                .workloads
+                .iter()
+                .enumerate()
+                .find(|(_, g)| g.starts_with("host"))
+        {
+            bail!(
+                "response.workloads[{i}] = {glob:?} names host workloads, which have no container to {}: use action = \"kill\", or leave the host out",
+                r.action.name()
+            );
+        }
+        if (r.enabled || r.dry_run) && !r.fused && r.min_priority.is_empty() {
+            bail!(
+                "the [response] policy selects no alert: set response.fused = true or a response.min_priority"
+            );
+        }
         Ok(())
     }
 }
@@ -351,6 +466,46 @@ mod tests {
             load_file("[probes]\nring_buffer_bytes = 5000\n").unwrap_err()
         );
         assert!(err.contains("probes.ring_buffer_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_response_is_off_by_default_and_its_mistakes_name_their_key() {
+        let c = Config::default();
+        assert!(!c.response.enabled && !c.response.dry_run);
+        assert_eq!(c.response.action, ResponseAction::Kill);
+        let c = load_file("[response]\nenabled = true\naction = \"stop\"\nworkloads = [\"docker.io/library/*\"]\n").unwrap();
+        assert_eq!(c.response.action, ResponseAction::Stop);
+        for (text, expected) in [
+            ("[response]\naction = \"explode\"\n", "action"),
+            ("[response]\nmax_actions = 0\n", "response.max_actions"),
+            ("[response]\nrate_window = \"0s\"\n", "response.rate_window"),
+            (
+                "[response]\nworkloads = [\"a[\"]\n",
+                "response.workloads[0]",
+            ),
+            ("[response]\nrules = [\"\"]\n", "response.rules[0]"),
+            (
+                "[response]\nmin_priority = \"loud\"\n",
+                "response.min_priority",
+            ),
+            (
+                "[response]\naction = \"stop\"\nworkloads = [\"docker.io/*\", \"host:cron.service\"]\n",
+                "response.workloads[1] = \"host:cron.service\" names host workloads",
+            ),
+            (
+                "[response]\nenabled = true\nfused = false\n",
+                "set response.fused = true or a response.min_priority",
+            ),
+            (
+                "[runtime]\ncri_sockets = [\"/run/containerd/containerd.sock\"]\n\
+                 [response]\naction = \"pause\"\n",
+                "response.action = \"pause\" is not supported by CRI",
+            ),
+        ] {
+            let err = format!("{:#}", load_file(text).unwrap_err());
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.contains("c.toml"), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use anyhow::{Context, Result};
 
 use super::declare::Key;
-use super::{Config, Host, Learning, ProbeSettings, Runtime};
+use super::{Config, Host, Learning, ProbeSettings, Response, Runtime};
 
 /// The top level and each table of the configuration, with its keys.
 const SECTIONS: &[(&str, &[Key])] = &[
@@ -15,6 +15,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
     ("probes", ProbeSettings::KEYS),
     ("runtime", Runtime::KEYS),
     ("host", Host::KEYS),
+    ("response", Response::KEYS),
 ];
 
 const HEADER: &str = "\

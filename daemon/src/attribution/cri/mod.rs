@@ -343,6 +343,21 @@ impl CriRuntime {
         }
     }
 
+    /// `StopContainer` (the response's "stop"): the runtime sends SIGTERM, then SIGKILL after
+    /// `grace`. `Ok(false)` when the runtime does not know the container. The client's
+    /// timeout must exceed `grace` (the response builds its own client for that).
+    pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<bool, ResolveError> {
+        let mut client = self.runtime();
+        let request = proto::StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: grace.as_secs() as i64,
+        };
+        let answer = self
+            .call("StopContainer", client.stop_container(request))
+            .await?;
+        Ok(answer.is_some())
+    }
+
     /// `ListContainers`, every container described and cached; returns how many.
     pub async fn list(&self) -> Result<usize, ResolveError> {
         let mut client = self.runtime();
