@@ -46,6 +46,9 @@ const PROFILES: &str = "profiles";
 const BASELINES: &str = "baselines";
 const HELD: &str = "held";
 const MODEL_LEARNING: &str = "model_learning";
+/// sled's page cache. Its default (1 GiB) kept every stored profile and baseline resident
+/// (the engine holds what it needs in memory and reads the store only at start-up): bounded.
+const CACHE_BYTES: u64 = 8 << 20;
 /// Key, in sled's default tree, of the store's layout version.
 const SCHEMA_KEY: &[u8] = b"habitd.schema";
 /// The layout version this build writes: bump it when a tree's key or value changes
@@ -371,12 +374,16 @@ impl ProfileStore {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ProfileError> {
         let path = path.as_ref();
-        let db = sled::open(path).map_err(|source| ProfileError::Store {
-            op: "open",
-            tree: "-",
-            key: path.display().to_string(),
-            source,
-        })?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|source| ProfileError::Store {
+                op: "open",
+                tree: "-",
+                key: path.display().to_string(),
+                source,
+            })?;
         Ok(Self {
             path: Some(path.to_path_buf()),
             ..Self::from_db(db)?
