@@ -26,6 +26,15 @@ fn comm_is_runtime(comm: &str) -> bool {
         || matches!(comm, "crun" | "conmon" | "exe")
 }
 
+/// Whether a process flagged as the runtime still runs a runtime's binary by what /proc says
+/// of its executable: the binary itself, or runc's sealed memfd copy of itself
+/// (`/memfd:runc_cloned:/proc/self/exe (deleted)`). Only asked of processes that were
+/// executed on the host as the runtime (`process::runtime`), so a workload cannot reach it.
+fn still_runtime_binary(exe: &str) -> bool {
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
+    is_runtime_executable(exe) || exe.starts_with("/memfd:runc_cloned:")
+}
+
 /// The process facts events are enriched with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
@@ -125,6 +134,10 @@ impl ProcTable {
                     .exe
                     .map(|e| e.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                // Still running the runtime's binary: no exec was missed, the thread only has
+                // a name no runtime has (runc init re-executing its memfd copy is named after
+                // the descriptor, `3`, until it names itself): still the runtime.
+                let runtime = still_runtime_binary(&exe);
                 ProcInfo {
                     comm: process_name(&s.comm, &s.cmdline),
                     exe,
@@ -132,7 +145,7 @@ impl ProcTable {
                     ppid: s.ppid,
                     tty: s.tty,
                     cap_effective: s.cap_effective,
-                    runtime: false,
+                    runtime,
                 }
             }
             None => ProcInfo {
@@ -403,6 +416,30 @@ mod tests {
         assert!(!p.runtime);
         // Once only; a process that is not the runtime is never re-read.
         assert!(!t.refresh_missed_exec(4242, "bio_close_file", proc_root.path()));
+
+        // runc init re-executed from its memfd copy (named after the descriptor): no exec was
+        // missed, it is still the runtime.
+        let dir = proc_root.path().join("4300");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            "4300 (3) S 4200 4300 4300 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("status"),
+            "Name:\t3\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t0000000000000000\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("cmdline"), b"runc\0init\0").unwrap();
+        std::os::unix::fs::symlink(
+            "/memfd:runc_cloned:/proc/self/exe (deleted)",
+            dir.join("exe"),
+        )
+        .unwrap();
+        t.insert(4300, runc(4200));
+        assert!(t.refresh_missed_exec(4300, "3", proc_root.path()));
+        assert!(t.get(4300).unwrap().runtime);
 
         // Gone from /proc: the kernel's name, an unknown executable, no longer the runtime.
         t.insert(777, runc(1));
