@@ -104,5 +104,167 @@ fn a_workload_named_like_the_runtime_or_habitd_gets_no_exemption() {
             common::has_novel(a, "exec", exe)
         });
     }
+    // The real runtime is still recognised: the `docker exec` went through runc init in the
+    // container's cgroup, and nothing of its own work was scored.
+    let runtime_noise: Vec<Value> = common::alerts_of(&daemon, &key)
+        .into_iter()
+        .filter(|a| field(a, "proc.cmdline").starts_with("runc init"))
+        .collect();
+    assert!(
+        runtime_noise.is_empty(),
+        "the runtime's own work was scored: {runtime_noise:#?}"
+    );
     drop(client);
+}
+
+/// `bpftool` (Debian package `bpftool`), which the tamper test uses as the attacker's tool.
+fn require_bpftool() {
+    let ok = std::process::Command::new("bpftool")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "bpftool is missing: apt-get install bpftool (the tamper test writes habitd's maps with it)"
+    );
+}
+
+/// The id of the BPF map called `name` that process `pid` holds (its fds' fdinfo name the
+/// map ids; other habitd instances on the machine have maps of the same name).
+fn map_id_of(pid: u32, name: &str) -> u32 {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let info = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        if let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            ids.push(id);
+        }
+    }
+    for id in ids {
+        let out = std::process::Command::new("bpftool")
+            .args(["-j", "map", "show", "id", &id.to_string()])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if v["name"] == name {
+            return id;
+        }
+    }
+    panic!("habitd (pid {pid}) holds no map called {name}");
+}
+
+/// The /healthz body.
+fn health(daemon: &Daemon) -> Value {
+    let (status, body) = daemon.get("/healthz").expect("/healthz answers");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn a_map_written_by_another_process_is_an_alert_a_metric_and_in_healthz() {
+    common::require_root_and_bpf();
+    require_bpftool();
+    let _serial = serial();
+    // Checked every second; learning intervals of 250 ms, so that habitd itself writes the
+    // map four times a second: a foreign write is found whether a check or habitd's next
+    // write comes first.
+    let daemon =
+        Daemon::start("[probes]\nintegrity_interval = \"1s\"\n[learning]\ninterval = \"250ms\"\n");
+    let before = health(&daemon);
+    assert_eq!(before["status"], "ok", "{before}");
+    assert_eq!(before["tamper"], serde_json::json!([]), "{before}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        common::alerts_of(&daemon, "host")
+            .iter()
+            .all(|a| a["rule"] != "habitd probes tampered with"),
+        "habitd's own writes are not tampering"
+    );
+
+    // The de-duplication interval, set to a value habitd never writes.
+    let id = map_id_of(daemon.pid(), "habit_epoch");
+    let written_at = std::time::Instant::now();
+    let out = std::process::Command::new("bpftool")
+        .args([
+            "map",
+            "update",
+            "id",
+            &id.to_string(),
+            "key",
+            "0",
+            "0",
+            "0",
+            "0",
+        ])
+        .args(["value", "0xef", "0xbe", "0xad", "0xde", "0", "0", "0", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bpftool map update failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = daemon.wait_alert("the map written", "host", Duration::from_secs(10), |a| {
+        a["rule"] == "habitd probes tampered with"
+    });
+    let found_after = written_at.elapsed();
+    assert_eq!(a["priority"], "Critical", "{a:#}");
+    assert_eq!(
+        a["output_fields"]["habitd.tamper.kind"], "map_written",
+        "{a:#}"
+    );
+    assert_eq!(
+        a["output_fields"]["habitd.tamper.object"], "habit_epoch",
+        "{a:#}"
+    );
+    assert!(
+        a["output"]
+            .as_str()
+            .unwrap()
+            .contains(&0xdead_beef_u64.to_string()),
+        "the alert names the value found: {a:#}"
+    );
+    let h = health(&daemon);
+    assert_eq!(h["status"], "tampered", "{h}");
+    let report = &h["tamper"][0];
+    assert_eq!(report["kind"], "map_written", "{h}");
+    assert_eq!(report["object"], "habit_epoch", "{h}");
+    assert_eq!(
+        daemon.metric("habitd_tamper_detected_total{kind=\"map_written\"}"),
+        1.0
+    );
+    assert_eq!(daemon.metric("habitd_probes_tampered"), 1.0);
+    assert!(
+        found_after < Duration::from_secs(3),
+        "found within the check period (1 s) and an alert flush: {found_after:?}"
+    );
+
+    // Put back: the map no longer holds the foreign value.
+    let dump = std::process::Command::new("bpftool")
+        .args([
+            "-j",
+            "map",
+            "lookup",
+            "id",
+            &id.to_string(),
+            "key",
+            "0",
+            "0",
+            "0",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&dump.stdout).unwrap();
+    assert_ne!(
+        v["value"],
+        serde_json::json!([
+            "0xef", "0xbe", "0xad", "0xde", "0x00", "0x00", "0x00", "0x00"
+        ]),
+        "habitd wrote its interval back: {v}"
+    );
 }

@@ -13,6 +13,7 @@
 //! - `learning`: per-workload lifecycle, observation, held items, operator commands, views;
 //! - `sequences`, `rates`: the syscall-sequence and rate models' daemon side;
 //! - `alerts`: the alert record, aggregation of repeats, sinks;
+//! - `tamper`: tamper evidence (probes detached, maps written by others) as alerts and health;
 //! - `http`: `/healthz`, `/metrics` and the `/api/v1` routes; `metrics`: the Prometheus registry.
 
 mod alerts;
@@ -30,6 +31,7 @@ mod process;
 mod rates;
 mod rules;
 mod sequences;
+mod tamper;
 
 pub use app::run;
 pub use config::{Config, Flags, default_toml};

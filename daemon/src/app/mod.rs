@@ -30,6 +30,7 @@ use crate::process::{listeners, procfs};
 use crate::rates::RateTracker;
 use crate::rules::fusion::Fusion;
 use crate::sequences::SequenceTracker;
+use crate::tamper::TamperWatch;
 
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
@@ -170,8 +171,11 @@ pub async fn run(config: Config) -> Result<()> {
         commands: command_tx,
         token: read_token(&config.api_token_file)?,
     });
+    let mut tamper =
+        TamperWatch::new(metrics.registry(), hostname()).context("registering tamper metrics")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
+        tamper: tamper.reports(),
         metrics: metrics.clone(),
         probes_attached: true.into(),
         kernel_features: serde_json::json!({
@@ -205,6 +209,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let mut counters_tick = tokio::time::interval(config.probes.counters_interval);
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut integrity_tick = tokio::time::interval(config.probes.integrity_interval);
     // Held events are let go as soon as their container is described, also when no new
     // event arrives.
     let mut pending_tick = tokio::time::interval(Duration::from_millis(100));
@@ -233,6 +238,13 @@ pub async fn run(config: Config) -> Result<()> {
             }
             _ = counters_tick.tick() => {
                 pipeline.read_kernel_counters(&mut probes, config.probes.counters_interval, &mut alerts).await;
+                alerting.raise(&mut alerts);
+            }
+            _ = integrity_tick.tick() => {
+                match probes.check_integrity() {
+                    Ok(found) => tamper.observe(found, SystemTime::now(), &mut alerts),
+                    Err(e) => tracing::warn!(message = "Cannot check the probes' integrity.", %e),
+                }
                 alerting.raise(&mut alerts);
             }
             _ = second_tick.tick() => {

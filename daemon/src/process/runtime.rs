@@ -11,7 +11,7 @@
 //! binaries are executed by the engine on the host (runc by the shim, runc init by runc) and
 //! only then enter the container's namespaces and cgroup. So a process is the runtime when
 //! its last exec happened in the host's mount namespace (the kernel's `mntns` of the exec
-//! event, compared with that of the host's pid 1) and ran a runtime's binary, or re-executed
+//! event, compared with that of the host's pid 1, or kthreadd's) and ran a runtime's binary, or re-executed
 //! itself there (runc init re-executes a sealed memfd copy of itself: CVE-2019-5736) while
 //! already being the runtime. Forks inherit it; the next exec decides again: the entrypoint
 //! or a `docker exec`'d command, executed inside the container, is the workload.
@@ -45,10 +45,12 @@ pub fn namespace_inode(proc_root: &Path, pid: u32, ns: &str) -> Option<u32> {
     s.split_once('[')?.1.strip_suffix(']')?.parse().ok()
 }
 
-/// The host's mount namespace: that of pid 1 in the host's procfs. `None` (with a warning)
-/// when it cannot be read, and then no process is taken for the runtime.
+/// The host's mount namespace: that of pid 1 in the host's procfs or, where pid 1 cannot be
+/// inspected (an init with capabilities habitd lacks), that of pid 2, kthreadd: kernel threads
+/// live in the initial mount namespace. `None` (with a warning) when neither can be read, and
+/// then no process is taken for the runtime.
 pub fn host_mount_namespace(proc_root: &Path) -> Option<u32> {
-    let ns = namespace_inode(proc_root, 1, "mnt");
+    let ns = namespace_inode(proc_root, 1, "mnt").or_else(|| namespace_inode(proc_root, 2, "mnt"));
     if ns.is_none() {
         tracing::warn!(
             message = "The host's mount namespace cannot be read: no process is recognised as the container runtime, so runtime work in containers is learned as theirs.",
@@ -123,5 +125,7 @@ mod tests {
         let ours = namespace_inode(proc_root, std::process::id(), "mnt");
         assert!(ours.is_some_and(|n| n > 0));
         assert_eq!(namespace_inode(proc_root, u32::MAX, "mnt"), None);
+        // Run on the host, habitd is in the host's mount namespace.
+        assert_eq!(host_mount_namespace(proc_root), ours);
     }
 }
