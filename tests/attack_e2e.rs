@@ -1,5 +1,14 @@
 //! End-to-end tests of an attacker's workload (issue 15): a real habitd, real containers.
 //!
+//! Floods: a container opening a million distinct paths, connecting to thousands of ports,
+//! forking thousands of processes and starting thousands of threads with syscall orders of
+//! their own (tests/fixtures/flood.c) beside a container learning quietly; habitd's memory,
+//! the workload's state, the drops and the neighbour's learning and detection are checked.
+//! The flood test runs the release build (`cargo build --release -p habitd` first).
+//!
+//! Tamper evidence: a map only habitd writes, written with bpftool, is an alert, a metric and
+//! a `/healthz` report within the check period.
+//!
 //! Evasion: nothing a container's unprivileged process can set (its comm, argv, executable's
 //! name, environment, its container's name) makes habitd take it for the container runtime,
 //! whose own work is not learned or scored. They need root, BTF and Docker and fail with what
@@ -12,6 +21,8 @@ use std::time::Duration;
 
 use common::{ClientLoop, Container, Daemon, busybox_image};
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Learning windows in seconds, so that a test converges in well under a minute.
 const FAST_LEARNING: &str = "[learning]\nmin = \"3s\"\nstable = \"4s\"\nmax = \"90s\"\n\
@@ -267,4 +278,221 @@ fn a_map_written_by_another_process_is_an_alert_a_metric_and_in_healthz() {
         ]),
         "habitd wrote its interval back: {v}"
     );
+}
+
+/// An image for the flood test: the busybox test image's root plus the flood generator at
+/// /bin/flood.
+fn flood_image(tag: &str) -> String {
+    let name = format!("habitd-e2e/flood:{tag}");
+    let root = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; cd {root}; mkdir -p bin etc tmp www; cp {busybox} bin/; \
+         for a in sh cat sleep httpd true; do ln -sf busybox bin/$a; done; \
+         echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; echo hello > www/index.html; \
+         cp {flood} bin/flood",
+        root = root.path().display(),
+        busybox = common::static_busybox().display(),
+        flood = common::static_helper_with("flood", &["-pthread"]).display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "preparing the root of {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::import_rootfs(root.path(), &name, &[]);
+    name
+}
+
+/// The resident memory of process `pid`, bytes (0 once it is gone).
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Samples a process's resident memory every 100 ms; keeps the peak.
+struct RssPeak {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    fn start(pid: u32) -> RssPeak {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        RssPeak {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssPeak {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The sum of the samples of metric `name` whose labels contain every `filter` pair.
+fn metric_sum(daemon: &Daemon, name: &str, filter: &[&str]) -> f64 {
+    let (_, body) = daemon.get("/metrics").unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| filter.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
+    common::require_root_and_bpf();
+    common::require_docker();
+    let _serial = serial();
+    let bin = common::release_habitd_bin();
+    // The rate model needs at least 10 counters intervals of learning.
+    let config = FAST_LEARNING.replace("min = \"3s\"", "min = \"14s\"");
+    let daemon = Daemon::start_streaming(&bin, &config, None);
+    let rss_idle = rss_bytes(daemon.pid());
+    let rss = RssPeak::start(daemon.pid());
+    let image = flood_image("attack");
+
+    // The neighbour: a web server learning its habit while the flood goes on beside it.
+    let neighbour = Container::run_with(
+        &["--label", "role=neighbour"],
+        &image,
+        &["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+    );
+    let ip = neighbour.ip();
+    let client = ClientLoop::start(move || {
+        let _ = common::web_get(&ip, "/index.html");
+    });
+    let key = "docker.io/habitd-e2e/flood:attack".to_string();
+    daemon.wait_state(&key, "learning", WAIT);
+
+    // The flood, in a second image (its own workload) made of the same root.
+    let flood_key = "docker.io/habitd-e2e/flooder:attack";
+    let out = std::process::Command::new("docker")
+        .args(["tag", &image, "habitd-e2e/flooder:attack"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    let attacker = Container::run(
+        "habitd-e2e/flooder:attack",
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/flood files 1000000; /bin/flood ports 5000; /bin/flood forks 5000; \
+             /bin/flood threads 5000; exec /bin/sleep 600",
+        ],
+    );
+    let unstable = daemon.wait_state(flood_key, "unstable", Duration::from_secs(90));
+    let became_unstable = started.elapsed();
+    let reason = unstable["unstable_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !reason.is_empty(),
+        "an unstable workload says why: {unstable}"
+    );
+    assert!(daemon.metric("habitd_workloads{state=\"unstable\"}") >= 1.0);
+    assert!(
+        daemon.log().contains(flood_key),
+        "the state change is logged:\n{}",
+        common::tail(&daemon.log(), 20)
+    );
+
+    // The neighbour converges meanwhile, and detects.
+    daemon.wait_state(&key, "stable", Duration::from_secs(90));
+    let neighbour_stable = started.elapsed();
+    neighbour.exec(&["/bin/sh", "-c", "/bin/true"]);
+    daemon.wait_alert("a shell in the neighbour", &key, WAIT, |a| {
+        common::has_novel(a, "exec", "/bin/sh")
+    });
+
+    // Let the whole flood run out before measuring what it cost.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps = attacker.exec(&["/bin/sh", "-c", "ps | grep -c '[f]lood'"]);
+        if String::from_utf8_lossy(&ps.stdout).trim() == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not finish within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let flood_done = started.elapsed();
+
+    // The flood in detection: the neighbour, stable, connects to thousands of ports.
+    neighbour.exec(&["/bin/flood", "ports", "3000"]);
+    let a = daemon.wait_alert("the neighbour's flood", &key, WAIT, |a| {
+        common::has_novel(a, "rate", "")
+    });
+    let peak = rss.peak();
+    drop(rss);
+
+    // Kernel drops: by reason, and a ring buffer overflow is counted per workload too.
+    let ringbuf_full = metric_sum(&daemon, "habitd_events_dropped_total", &["ringbuf_full"]);
+    let attacker_lost = metric_sum(
+        &daemon,
+        "habitd_workload_events_dropped_total",
+        &[&format!("workload=\"{flood_key}\"")],
+    );
+    eprintln!(
+        "flood: unstable after {:.1} s ({reason}); neighbour stable after {:.1} s; flood done after \
+         {:.1} s; habitd RSS idle {:.1} MiB, peak {:.1} MiB; ring buffer full {ringbuf_full}, \
+         the attacker's lost records {attacker_lost}; drops: {}; the flood's alert: {}",
+        became_unstable.as_secs_f64(),
+        neighbour_stable.as_secs_f64(),
+        flood_done.as_secs_f64(),
+        rss_idle as f64 / MIB,
+        peak as f64 / MIB,
+        daemon.nonzero_drops().join(", "),
+        a["output"]
+    );
+    if ringbuf_full > 0.0 {
+        assert!(
+            attacker_lost > 0.0,
+            "records lost on a full ring buffer are counted per workload: {}",
+            daemon.nonzero_drops().join(", ")
+        );
+    }
+    assert!(
+        peak < 512 * 1024 * 1024,
+        "habitd's memory stays bounded under the flood: peak RSS {:.1} MiB",
+        peak as f64 / MIB
+    );
+    drop(client);
 }
