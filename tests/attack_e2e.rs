@@ -426,10 +426,16 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
         "an unstable workload says why: {unstable}"
     );
     assert!(daemon.metric("habitd_workloads{state=\"unstable\"}") >= 1.0);
+    assert_eq!(
+        daemon.metric("habitd_limit_reached_total{limit=\"profile\"}"),
+        1.0
+    );
+    let log = daemon.log();
     assert!(
-        daemon.log().contains(flood_key),
+        log.lines()
+            .any(|l| l.contains("Workload unstable") && l.contains(flood_key)),
         "the state change is logged:\n{}",
-        common::tail(&daemon.log(), 20)
+        common::tail(&log, 20)
     );
 
     // The neighbour converges meanwhile, and detects.

@@ -12,8 +12,8 @@ use habit_models::calibrate::calibrate;
 use habit_models::rate::{FeatureVector, RateConfig, RateModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::error::ProfileError;
-use habit_profiles::profile::{Introduced, UnixMillis};
-use habit_profiles::store::ForcedMode;
+use habit_profiles::profile::{Introduced, Profile, UnixMillis};
+use habit_profiles::store::{ForcedMode, WorkloadRecord, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
 
 use super::inherit::last_change;
@@ -21,6 +21,34 @@ use super::score::detecting;
 use super::sequence::SequenceLearning;
 use super::{Engine, Entry, Phase, unix_ms};
 use crate::config::Learning;
+use crate::metrics::{Limit, Metrics};
+
+/// Copies a learning profile's progress into its record. When that makes the workload
+/// unstable (a profile limit was hit: a flood of distinct paths, destinations, executables…)
+/// it is said once, as it happens: a warning naming the workload and the limit, and
+/// `habitd_limit_reached_total{limit="profile"}`. From then on the workload learns nothing new
+/// and is matched by rules only.
+fn update_record(
+    record: &mut WorkloadRecord,
+    profile: &Profile,
+    now: UnixMillis,
+    metrics: &Metrics,
+) {
+    let was = record.state;
+    record.update_from_profile(profile, now);
+    if was != WorkloadState::Unstable && record.state == WorkloadState::Unstable {
+        metrics
+            .limit_reached
+            .with_label_values(&[Limit::Profile.label()])
+            .inc();
+        tracing::warn!(
+            message = "Workload unstable: a profile limit was reached; it learns nothing new and is matched by rules only.",
+            workload = %record.key,
+            reason = %record.unstable_reason.map(|r| r.to_string()).unwrap_or_default(),
+            items = record.items
+        );
+    }
+}
 
 /// The convergence test of one learning workload: learned for `min`, and nothing new since
 /// `quiet_since` for `stable` (all in milliseconds).
@@ -74,7 +102,7 @@ impl Engine {
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
-        entry.record.update_from_profile(profile, now);
+        update_record(&mut entry.record, profile, now, &self.metrics);
         // An inheriting workload learns only what changed: shorter windows.
         let Windows {
             min,
@@ -193,7 +221,7 @@ impl Engine {
             let Phase::Learning { profile, .. } = &entry.phase else {
                 continue;
             };
-            entry.record.update_from_profile(profile, now);
+            update_record(&mut entry.record, profile, now, &self.metrics);
             let saved = self
                 .store
                 .checkpoint(&entry.record, profile)
