@@ -438,6 +438,38 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
         common::tail(&log, 20)
     );
 
+    // Threads making syscalls in ever new orders, alone in a workload of their own: its
+    // sequence learning is bounded, and its 6-grams leave the kernel map every workload shares.
+    let threads_key = "docker.io/habitd-e2e/flooder:threads";
+    let out = std::process::Command::new("docker")
+        .args(["tag", &image, "habitd-e2e/flooder:threads"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let threads_started = std::time::Instant::now();
+    let _threads = Container::run(
+        "habitd-e2e/flooder:threads",
+        &[
+            "/bin/sh",
+            "-c",
+            "sleep 3; /bin/flood threads 5000; exec /bin/sleep 600",
+        ],
+    );
+    let unstable = daemon.wait_state(threads_key, "unstable", Duration::from_secs(60));
+    let threads_unstable = threads_started.elapsed();
+    let threads_reason = unstable["unstable_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        threads_reason.contains("6-grams"),
+        "unstable for its syscall orders: {unstable}"
+    );
+
     // The neighbour converges meanwhile, and detects.
     daemon.wait_state(&key, "stable", Duration::from_secs(90));
     let neighbour_stable = started.elapsed();
@@ -471,16 +503,28 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
 
     // Kernel drops: by reason, and a ring buffer overflow is counted per workload too.
     let ringbuf_full = metric_sum(&daemon, "habitd_events_dropped_total", &["ringbuf_full"]);
+    let grams_full = metric_sum(
+        &daemon,
+        "habitd_events_dropped_total",
+        &["reason=\"grams_full\""],
+    );
+    let grams_slot_full = metric_sum(
+        &daemon,
+        "habitd_events_dropped_total",
+        &["reason=\"grams_slot_full\""],
+    );
     let attacker_lost = metric_sum(
         &daemon,
         "habitd_workload_events_dropped_total",
         &[&format!("workload=\"{flood_key}\"")],
     );
     eprintln!(
-        "flood: unstable after {:.1} s ({reason}); neighbour stable after {:.1} s; flood done after \
+        "flood: unstable after {:.1} s ({reason}); threads unstable after {:.1} s \
+         ({threads_reason}); neighbour stable after {:.1} s; flood done after \
          {:.1} s; habitd RSS idle {:.1} MiB, peak {:.1} MiB; ring buffer full {ringbuf_full}, \
          the attacker's lost records {attacker_lost}; drops: {}; the flood's alert: {}",
         became_unstable.as_secs_f64(),
+        threads_unstable.as_secs_f64(),
         neighbour_stable.as_secs_f64(),
         flood_done.as_secs_f64(),
         rss_idle as f64 / MIB,
@@ -495,6 +539,17 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
             daemon.nonzero_drops().join(", ")
         );
     }
+    assert_eq!(
+        grams_full,
+        0.0,
+        "the shared 6-gram map never filled: {}",
+        daemon.nonzero_drops().join(", ")
+    );
+    assert!(
+        grams_slot_full > 0.0,
+        "the thread flood's new grams past its slot's bound are counted: {}",
+        daemon.nonzero_drops().join(", ")
+    );
     assert!(
         peak < 512 * 1024 * 1024,
         "habitd's memory stays bounded under the flood: peak RSS {:.1} MiB",

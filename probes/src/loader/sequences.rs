@@ -65,6 +65,16 @@ impl SequenceMaps {
         Ok(())
     }
 
+    /// The new 6-grams a slot inserted since it was last written (the kernel stops at
+    /// [`abi::SEQ_SLOT_GRAMS`]).
+    pub fn slot_grams(&self, slot: u32) -> Result<u32, ProbeError> {
+        Ok(self
+            .slots
+            .get(&slot, 0)
+            .map_err(map_op("habit_seq_slots"))?
+            .grams)
+    }
+
     /// Every (workload id, 6-gram key, occurrences since the key was inserted) in the map.
     pub fn all_counts(&self) -> Vec<(u32, u64, u64)> {
         self.grams
