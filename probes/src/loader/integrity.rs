@@ -96,12 +96,10 @@ impl AttachedPrograms {
     pub(super) fn detached(&self) -> Option<Vec<Tamper>> {
         let mut linked = HashSet::new();
         let mut listed = false;
-        for link in aya::programs::loaded_links() {
-            // A link can go away between its id and its info: skip it.
-            if let Ok(link) = link {
-                listed = true;
-                linked.insert(link.program_id());
-            }
+        // A link can go away between its id and its info: skip it.
+        for link in aya::programs::loaded_links().flatten() {
+            listed = true;
+            linked.insert(link.program_id());
         }
         if !listed && !self.programs.is_empty() {
             return None;
