@@ -430,6 +430,16 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
         daemon.metric("habitd_limit_reached_total{limit=\"profile\"}"),
         1.0
     );
+    // An alert says so: a workload flooding while it learns is matched by rules only from
+    // now on, and that must not go unnoticed.
+    let a = daemon.wait_alert("the workload unstable", flood_key, WAIT, |a| {
+        a["rule"] == "habitd workload unstable"
+    });
+    assert_eq!(a["habitd"]["baseline_state"], "unstable", "{a:#}");
+    assert!(
+        a["output"].as_str().unwrap().contains(&reason),
+        "the alert names the limit: {a:#}"
+    );
     let log = daemon.log();
     assert!(
         log.lines()
@@ -469,6 +479,9 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
         threads_reason.contains("6-grams"),
         "unstable for its syscall orders: {unstable}"
     );
+    daemon.wait_alert("the thread flood unstable", threads_key, WAIT, |a| {
+        a["rule"] == "habitd workload unstable"
+    });
 
     // The neighbour converges meanwhile, and detects.
     daemon.wait_state(&key, "stable", Duration::from_secs(90));

@@ -249,7 +249,8 @@ pub async fn run(config: Config) -> Result<()> {
             }
             _ = second_tick.tick() => {
                 let now = SystemTime::now();
-                pipeline.tick(now);
+                pipeline.tick(now, &mut alerts);
+                alerting.raise(&mut alerts);
                 alerting.tick(now);
             }
             _ = pending_tick.tick() => {

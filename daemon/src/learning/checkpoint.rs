@@ -25,18 +25,19 @@ use crate::metrics::{Limit, Metrics};
 
 /// Copies a learning profile's progress into its record. When that makes the workload
 /// unstable (a profile limit was hit: a flood of distinct paths, destinations, executables…)
-/// it is said once, as it happens: a warning naming the workload and the limit, and
-/// `habitd_limit_reached_total{limit="profile"}`. From then on the workload learns nothing new
-/// and is matched by rules only.
+/// it is said once, as it happens: a warning naming the workload and the limit,
+/// `habitd_limit_reached_total{limit="profile"}`, and (returned, for an alert) the reason.
+/// From then on the workload learns nothing new and is matched by rules only.
 fn update_record(
     record: &mut WorkloadRecord,
     profile: &Profile,
     now: UnixMillis,
     metrics: &Metrics,
-) {
+) -> Option<(WorkloadKey, String)> {
     let was = record.state;
     record.update_from_profile(profile, now);
-    if was != WorkloadState::Unstable && record.state == WorkloadState::Unstable {
+    let became = was != WorkloadState::Unstable && record.state == WorkloadState::Unstable;
+    if became {
         metrics
             .limit_reached
             .with_label_values(&[Limit::Profile.label()])
@@ -48,6 +49,10 @@ fn update_record(
             items = record.items
         );
     }
+    became.then(|| {
+        let reason = record.unstable_reason.map(|r| r.to_string());
+        (record.key.clone(), reason.unwrap_or_default())
+    })
 }
 
 /// The convergence test of one learning workload: learned for `min`, and nothing new since
@@ -102,7 +107,9 @@ impl Engine {
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
-        update_record(&mut entry.record, profile, now, &self.metrics);
+        if let Some(became) = update_record(&mut entry.record, profile, now, &self.metrics) {
+            self.became_unstable.push(became);
+        }
         // An inheriting workload learns only what changed: shorter windows.
         let Windows {
             min,
@@ -221,7 +228,9 @@ impl Engine {
             let Phase::Learning { profile, .. } = &entry.phase else {
                 continue;
             };
-            update_record(&mut entry.record, profile, now, &self.metrics);
+            if let Some(became) = update_record(&mut entry.record, profile, now, &self.metrics) {
+                self.became_unstable.push(became);
+            }
             let saved = self
                 .store
                 .checkpoint(&entry.record, profile)

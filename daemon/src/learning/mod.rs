@@ -140,6 +140,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     views: Views,
     last_checkpoint: SystemTime,
+    /// Workloads that became unstable since the last [`Engine::take_unstable`], with why.
+    became_unstable: Vec<(WorkloadKey, String)>,
 }
 
 pub fn unix_ms(t: SystemTime) -> UnixMillis {
@@ -171,6 +173,7 @@ impl Engine {
             metrics,
             views: Arc::default(),
             last_checkpoint: SystemTime::now(),
+            became_unstable: Vec::new(),
         };
         for record in engine.store.workloads().list()? {
             let key = record.key.clone();
@@ -290,5 +293,11 @@ impl Engine {
             self.last_checkpoint = now;
         }
         self.publish(now);
+    }
+
+    /// The workloads that became unstable since the last call (a limit hit while learning),
+    /// with the reason: each is said once, as an alert by the caller.
+    pub fn take_unstable(&mut self) -> Vec<(WorkloadKey, String)> {
+        std::mem::take(&mut self.became_unstable)
     }
 }
