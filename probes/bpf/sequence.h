@@ -92,7 +92,10 @@ static __always_inline __u32 seq_learn(struct habit_task *ts, struct habit_seq_s
 	v = bpf_map_lookup_elem(&habit_grams, key);
 	if (v) {
 		__sync_fetch_and_add(&v->count, 1);
+	} else if (cfg->grams >= HABIT_SEQ_SLOT_GRAMS) {
+		count_drop(HABIT_DROP_GRAMS_SLOT_FULL);
 	} else if (bpf_map_update_elem(&habit_grams, key, &fresh, BPF_NOEXIST) == 0) {
+		__sync_fetch_and_add(&cfg->grams, 1);
 		flags |= HABIT_SEQ_REC_NEW;
 	} else {
 		/* Full, or another CPU inserted it a moment ago (then it sent it). */

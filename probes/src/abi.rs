@@ -4,7 +4,7 @@
 //! compares every size and offset, and the constants of [`constant_table`], with these
 //! definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -45,7 +45,7 @@ pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_EXE_TRUNCATED: u32 = 2;
 
 /// Reasons the kernel side lost a record (index into the per-CPU `habit_drops` array).
-pub const DROP_REASONS: [&str; 7] = [
+pub const DROP_REASONS: [&str; 8] = [
     "ringbuf_full",
     "counter_slots_full",
     "open_dedup_full",
@@ -53,6 +53,7 @@ pub const DROP_REASONS: [&str; 7] = [
     "task_storage",
     "grams_full",
     "priv_dedup_full",
+    "grams_slot_full",
 ];
 pub const DROP_MAX: u32 = 8;
 
@@ -213,6 +214,8 @@ pub const SEQ_KEY_MASK: u64 = (1 << 60) - 1;
 pub const SEQ_CHECKPOINT: u64 = 256;
 /// Longest calibration trace, in grams (`HABIT_SEQ_TRACE_MAX`).
 pub const SEQ_TRACE_MAX: u64 = 16384;
+/// Most new 6-grams a cgroup slot inserts between two writes of its slot by user space.
+pub const SEQ_SLOT_GRAMS: u32 = 16384;
 pub const GRAM_VALUED: u32 = 1;
 pub const GRAM_UNLEARNED: u32 = 2;
 pub const SEQ_REC_NEW: u32 = 1;
@@ -242,7 +245,8 @@ pub struct SeqSlot {
     pub mode: u32,
     pub wid: u32,
     pub samples: i32,
-    pub _pad: u32,
+    /// New 6-grams the slot inserted since user space last wrote it (the kernel counts them).
+    pub grams: u32,
 }
 
 /// `struct habit_gram_key`: (workload id, 6-gram key).
@@ -296,11 +300,16 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("HABIT_FC_TRUNCATE", FC_TRUNCATE.into()),
         ("HABIT_FC_CHOWN", FC_CHOWN.into()),
         ("HABIT_FC_UTIMES", FC_UTIMES.into()),
-        ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 2) as u64),
+        ("HABIT_DROP_GRAMS_FULL", (DROP_REASONS.len() - 3) as u64),
         (
             "HABIT_DROP_PRIV_DEDUP_FULL",
+            (DROP_REASONS.len() - 2) as u64,
+        ),
+        (
+            "HABIT_DROP_GRAMS_SLOT_FULL",
             (DROP_REASONS.len() - 1) as u64,
         ),
+        ("HABIT_SEQ_SLOT_GRAMS", SEQ_SLOT_GRAMS.into()),
         ("HABIT_DROP_MAX", DROP_MAX.into()),
         ("HABIT_LOST_KINDS", LOST_KINDS as u64),
         ("HABIT_LOST_NO_SLOT", LOST_NO_SLOT.into()),
@@ -444,6 +453,7 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("mode", offset_of!(SeqSlot, mode)),
                 ("wid", offset_of!(SeqSlot, wid)),
                 ("samples", offset_of!(SeqSlot, samples)),
+                ("grams", offset_of!(SeqSlot, grams)),
             ],
         ),
         (

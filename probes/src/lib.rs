@@ -20,5 +20,5 @@ pub use event::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol};
 pub use kernel_features::KernelFeatures;
 pub use loader::{
     EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes, SequenceMaps,
-    SyscallDelta,
+    SyscallDelta, Tamper,
 };

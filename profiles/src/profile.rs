@@ -363,6 +363,12 @@ pub enum UnstableReason {
         /// The limit.
         limit: u32,
     },
+    /// The syscall-sequence learning reached a bound of new 6-grams (in total, or in one
+    /// counters interval of one cgroup): threads making syscalls in ever new orders.
+    SequenceLimit {
+        /// The limit.
+        limit: u32,
+    },
 }
 
 impl fmt::Display for UnstableReason {
@@ -373,6 +379,12 @@ impl fmt::Display for UnstableReason {
             }
             UnstableReason::TotalLimit { limit } => {
                 write!(f, "the profile reached its limit of {limit} items")
+            }
+            UnstableReason::SequenceLimit { limit } => {
+                write!(
+                    f,
+                    "syscall-sequence learning reached a limit of {limit} new 6-grams"
+                )
             }
         }
     }
@@ -706,6 +718,12 @@ impl Profile {
     /// Why the profile is unstable, if it is.
     pub fn unstable_reason(&self) -> Option<UnstableReason> {
         self.unstable_reason
+    }
+
+    /// Marks the profile unstable for a limit reached outside it (the sequence model's learning
+    /// data); the first reason is kept.
+    pub fn mark_unstable(&mut self, reason: UnstableReason) {
+        self.unstable_reason.get_or_insert(reason);
     }
 
     /// How many observations were refused because a limit was reached.

@@ -31,6 +31,7 @@ use crate::rates::RateTracker;
 use crate::response::Responder;
 use crate::rules::fusion::Fusion;
 use crate::sequences::SequenceTracker;
+use crate::tamper::TamperWatch;
 
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
@@ -173,8 +174,11 @@ pub async fn run(config: Config) -> Result<()> {
         commands: command_tx,
         token: read_token(&config.api_token_file)?,
     });
+    let mut tamper =
+        TamperWatch::new(metrics.registry(), hostname()).context("registering tamper metrics")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
+        tamper: tamper.reports(),
         metrics: metrics.clone(),
         probes_attached: true.into(),
         kernel_features: serde_json::json!({
@@ -208,6 +212,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     let mut counters_tick = tokio::time::interval(config.probes.counters_interval);
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut integrity_tick = tokio::time::interval(config.probes.integrity_interval);
     // Held events are let go as soon as their container is described, also when no new
     // event arrives.
     let mut pending_tick = tokio::time::interval(Duration::from_millis(100));
@@ -240,9 +245,17 @@ pub async fn run(config: Config) -> Result<()> {
                 responder.respond(&mut alerts);
                 alerting.raise(&mut alerts);
             }
+            _ = integrity_tick.tick() => {
+                match probes.check_integrity() {
+                    Ok(found) => tamper.observe(found, SystemTime::now(), &mut alerts),
+                    Err(e) => tracing::warn!(message = "Cannot check the probes' integrity.", %e),
+                }
+                alerting.raise(&mut alerts);
+            }
             _ = second_tick.tick() => {
                 let now = SystemTime::now();
-                pipeline.tick(now);
+                pipeline.tick(now, &mut alerts);
+                alerting.raise(&mut alerts);
                 alerting.tick(now);
             }
             _ = pending_tick.tick() => {

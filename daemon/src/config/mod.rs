@@ -206,6 +206,11 @@ settings! {
         /// How often the in-kernel syscall counters are read (and the sequence maps updated).
         #[serde(with = "declare::duration")]
         pub counters_interval: Duration = Duration::from_secs(10),
+        /// How often habitd checks that its programs are still attached and that the maps only
+        /// it writes hold what it wrote (tamper evidence: an alert, `/healthz` and
+        /// `habitd_tamper_detected_total`).
+        #[serde(with = "declare::duration")]
+        pub integrity_interval: Duration = Duration::from_secs(5),
         /// Learn and score the order of syscalls (per-thread 6-grams in the kernel): learning
         /// counts them, detection sends only 6-grams the workload never made. false = history
         /// only.
@@ -290,10 +295,14 @@ impl Config {
                 self.probes.ring_buffer_bytes
             );
         }
-        if l.interval.is_zero() || l.checkpoint.is_zero() || self.probes.counters_interval.is_zero()
+        if l.interval.is_zero()
+            || l.checkpoint.is_zero()
+            || self.probes.counters_interval.is_zero()
+            || self.probes.integrity_interval.is_zero()
         {
             bail!(
-                "learning.interval, learning.checkpoint and probes.counters_interval must be positive"
+                "learning.interval, learning.checkpoint, probes.counters_interval and \
+                 probes.integrity_interval must be positive"
             );
         }
         if !(l.false_alarm_rate > 0.0 && l.false_alarm_rate < 1.0) {

@@ -25,6 +25,8 @@ pub struct AppState {
     pub probes_attached: AtomicBool,
     /// Optional kernel features found at start-up, reported by /healthz.
     pub kernel_features: serde_json::Value,
+    /// What the integrity check found (tamper evidence), reported by /healthz.
+    pub tamper: crate::tamper::TamperReports,
 }
 
 pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
@@ -58,10 +60,22 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let tamper = state
+        .tamper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    // Tampering does not change the status code (see `tamper`): it is readiness.
+    let text = match (attached, tamper.is_empty()) {
+        (false, _) => "starting",
+        (true, true) => "ok",
+        (true, false) => "tampered",
+    };
     let body = json!({
-        "status": if attached { "ok" } else { "starting" },
+        "status": text,
         "probes_attached": attached,
         "kernel": state.kernel_features,
+        "tamper": tamper,
     });
     (status, axum::Json(body))
 }

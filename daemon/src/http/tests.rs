@@ -76,6 +76,7 @@ async fn start() -> Daemon {
         metrics,
         probes_attached: AtomicBool::new(true),
         kernel_features: serde_json::Value::Null,
+        tamper: Default::default(),
     });
     let api = Arc::new(Api {
         views: views.clone(),

@@ -14,8 +14,8 @@ use habit_models::calibrate::calibrate;
 use habit_models::rate::{FeatureVector, RateConfig, RateModel};
 use habit_profiles::baseline::Baseline;
 use habit_profiles::error::ProfileError;
-use habit_profiles::profile::{Introduced, UnixMillis};
-use habit_profiles::store::ForcedMode;
+use habit_profiles::profile::{Introduced, Profile, UnixMillis};
+use habit_profiles::store::{ForcedMode, WorkloadRecord, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
 
 use super::inherit::last_change;
@@ -24,6 +24,39 @@ use super::score::detecting;
 use super::sequence::SequenceLearning;
 use super::{Engine, Entry, Phase, unix_ms};
 use crate::config::Learning;
+use crate::metrics::{Limit, Metrics};
+
+/// Copies a learning profile's progress into its record. When that makes the workload
+/// unstable (a profile limit was hit: a flood of distinct paths, destinations, executables…)
+/// it is said once, as it happens: a warning naming the workload and the limit,
+/// `habitd_limit_reached_total{limit="profile"}`, and (returned, for an alert) the reason.
+/// From then on the workload learns nothing new and is matched by rules only.
+fn update_record(
+    record: &mut WorkloadRecord,
+    profile: &Profile,
+    now: UnixMillis,
+    metrics: &Metrics,
+) -> Option<(WorkloadKey, String)> {
+    let was = record.state;
+    record.update_from_profile(profile, now);
+    let became = was != WorkloadState::Unstable && record.state == WorkloadState::Unstable;
+    if became {
+        metrics
+            .limit_reached
+            .with_label_values(&[Limit::Profile.label()])
+            .inc();
+        tracing::warn!(
+            message = "Workload unstable: a profile limit was reached; it learns nothing new and is matched by rules only.",
+            workload = %record.key,
+            reason = %record.unstable_reason.map(|r| r.to_string()).unwrap_or_default(),
+            items = record.items
+        );
+    }
+    became.then(|| {
+        let reason = record.unstable_reason.map(|r| r.to_string());
+        (record.key.clone(), reason.unwrap_or_default())
+    })
+}
 
 /// What the models learn from while the profile is learned, checkpointed with it in one
 /// transaction: a restart during learning resumes the rate intervals, the 6-gram counts and
@@ -120,7 +153,9 @@ impl Engine {
         let Phase::Learning { profile, .. } = &entry.phase else {
             return Ok(());
         };
-        entry.record.update_from_profile(profile, now);
+        if let Some(became) = update_record(&mut entry.record, profile, now, &self.metrics) {
+            self.became_unstable.push(became);
+        }
         // An inheriting workload learns only what changed: shorter windows.
         let Windows {
             min,
@@ -246,7 +281,9 @@ impl Engine {
             let Phase::Learning { profile, .. } = &entry.phase else {
                 continue;
             };
-            entry.record.update_from_profile(profile, now);
+            if let Some(became) = update_record(&mut entry.record, profile, now, &self.metrics) {
+                self.became_unstable.push(became);
+            }
             let models = match serde_json::to_vec(&ModelLearningData::of(entry)) {
                 Ok(bytes) => Some(bytes),
                 Err(e) => {

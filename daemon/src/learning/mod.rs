@@ -145,6 +145,8 @@ pub struct Engine {
     last_checkpoint: SystemTime,
     /// Set while the store cannot be written (see `paused`).
     paused: Option<paused::Paused>,
+    /// Workloads that became unstable since the last [`Engine::take_unstable`], with why.
+    became_unstable: Vec<(WorkloadKey, String)>,
 }
 
 pub fn unix_ms(t: SystemTime) -> UnixMillis {
@@ -177,6 +179,7 @@ impl Engine {
             views: Arc::default(),
             last_checkpoint: SystemTime::now(),
             paused: None,
+            became_unstable: Vec::new(),
         };
         for record in engine.store.workloads().list()? {
             let key = record.key.clone();
@@ -311,5 +314,11 @@ impl Engine {
             self.last_checkpoint = now;
         }
         self.publish(now);
+    }
+
+    /// The workloads that became unstable since the last call (a limit hit while learning),
+    /// with the reason: each is said once, as an alert by the caller.
+    pub fn take_unstable(&mut self) -> Vec<(WorkloadKey, String)> {
+        std::mem::take(&mut self.became_unstable)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use habit_models::sequence::{self, SequenceConfig, SequenceModel};
 use habit_profiles::baseline::Baseline;
+use habit_profiles::profile::UnstableReason;
 use habit_profiles::store::WorkloadState;
 use habit_profiles::workload::WorkloadKey;
 
@@ -28,6 +29,10 @@ pub enum SequenceMode {
 
 /// Most calibration traces kept per learning workload (see [`SequenceLearning`]).
 const MAX_SEQUENCE_TRACES: usize = 64;
+
+/// Most distinct 6-grams a learning workload keeps (a quarter of the kernel's shared map; a
+/// busy real server makes a few thousand).
+pub const MAX_LEARNED_GRAMS: usize = 65_536;
 /// The name of the sequence model in a baseline's `models`.
 pub(super) const SEQUENCE_MODEL: &str = "sequence";
 
@@ -147,6 +152,11 @@ impl Engine {
             return SequenceMode::Off;
         };
         match &entry.phase {
+            // A flood of new syscall orders (or of anything else) must not fill the kernel's
+            // 6-gram map that every workload shares.
+            Phase::Learning { .. } if entry.record.state == WorkloadState::Unstable => {
+                SequenceMode::Off
+            }
             Phase::Learning { .. } => SequenceMode::Learn {
                 samples: entry.sequence.room(),
             },
@@ -158,14 +168,37 @@ impl Engine {
         }
     }
 
-    /// Adds 6-gram counts read from the kernel to a learning workload.
+    /// A learning workload's sequence learning reached `limit` new 6-grams (in total, or in
+    /// one counters interval of one cgroup: the kernel's bound): it is unstable, its sequence
+    /// learning stops and its grams leave the kernel map (`Engine::sequence_mode`).
+    pub fn sequence_limit_reached(&mut self, key: &WorkloadKey, limit: u32) {
+        if let Some(entry) = self.learning_entry(key) {
+            if let Phase::Learning { profile, .. } = &mut entry.phase {
+                profile.mark_unstable(UnstableReason::SequenceLimit { limit });
+            }
+            entry.dirty = true;
+        }
+    }
+
+    /// Adds 6-gram counts read from the kernel to a learning workload. Past
+    /// [`MAX_LEARNED_GRAMS`] distinct grams the workload is unstable.
     pub fn learn_grams(&mut self, key: &WorkloadKey, counts: &[(u64, u64)]) {
+        let mut full = false;
         if let Some(entry) = self.learning_entry(key) {
             entry.dirty |= !counts.is_empty();
             for &(gram, count) in counts {
+                if entry.sequence.grams.len() >= MAX_LEARNED_GRAMS
+                    && !entry.sequence.grams.contains_key(&gram)
+                {
+                    full = true;
+                    break;
+                }
                 let total = entry.sequence.grams.entry(gram).or_insert(0);
                 *total = total.saturating_add(count);
             }
+        }
+        if full {
+            self.sequence_limit_reached(key, MAX_LEARNED_GRAMS as u32);
         }
     }
 

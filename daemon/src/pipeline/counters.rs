@@ -218,9 +218,13 @@ impl Pipeline {
         self.sequences.flush(&mut probes.sequences);
     }
 
-    /// The once-a-second tick of learning (convergence, checkpoints).
-    pub fn tick(&mut self, now: SystemTime) {
+    /// The once-a-second tick of learning (convergence, checkpoints); a workload that became
+    /// unstable is an alert in `alerts`.
+    pub fn tick(&mut self, now: SystemTime, alerts: &mut Vec<Alert>) {
         self.engine.tick(now);
+        for (key, reason) in self.engine.take_unstable() {
+            alerts.push(self.fusion.unstable_alert(key.as_str(), &reason, now));
+        }
     }
 
     /// An operator command from the API.

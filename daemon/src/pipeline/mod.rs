@@ -27,9 +27,10 @@ use crate::falco::fields::RuleEvent;
 use crate::falco::output::{Attributed, Clock};
 use crate::learning::{Engine, Finding, Flag, unix_ms};
 use crate::metrics::{Limit, LimitReached, Metrics};
-use crate::pipeline::observe::{is_runtime, observations};
+use crate::pipeline::observe::observations;
 use crate::process::paths::{absolute_path, second_path};
 use crate::process::procfs::ProcSnapshot;
+use crate::process::runtime::RUNTIME_PARENT;
 use crate::process::table::{ProcInfo, ProcTable};
 use crate::rates::RateTracker;
 use crate::rules::fusion::{ALWAYS_TAG, Fusion, NEVER_LEARN_TAG};
@@ -148,18 +149,21 @@ impl Pipeline {
     /// Seeds the process table with processes that started before habitd.
     pub fn seed_processes(&mut self, snapshot: Vec<ProcSnapshot>) {
         for p in snapshot {
+            let exe = p
+                .exe
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let runtime = self.procs.seeded_is_runtime(p.tgid, &exe);
             self.procs.insert(
                 p.tgid,
                 ProcInfo {
-                    exe: p
-                        .exe
-                        .map(|e| e.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    exe,
                     comm: p.comm,
                     args: p.cmdline,
                     ppid: p.ppid,
                     tty: p.tty,
                     cap_effective: p.cap_effective,
+                    runtime,
                 },
             );
         }
@@ -183,12 +187,10 @@ impl Pipeline {
 
     /// Whether the event comes from the container runtime's own work (runc init in a
     /// container's cgroup before it executes the entrypoint): never the workload's habits.
+    /// Decided by the process table from where the process was executed; nothing the event's
+    /// thread can set (its comm) counts (`process::runtime`).
     fn is_runtime_work(&self, ev: &Event) -> bool {
-        let h = &ev.header;
-        self.procs
-            .get(h.tgid)
-            .is_some_and(|p| is_runtime(&p.exe, &p.comm))
-            || is_runtime("", &h.comm)
+        self.procs.get(ev.header.tgid).is_some_and(|p| p.runtime)
     }
 
     /// A syscall-sequence record: it names its workload (the id the kernel was given), so it
@@ -334,10 +336,7 @@ impl Pipeline {
         // A program the container runtime executes itself (runc init becoming the `docker
         // exec`'d command) was started by the runtime, whatever its parent pid says by then.
         let exec_by_runtime = matches!(ev.body, EventBody::Exec { .. })
-            && self
-                .procs
-                .get(h.tgid)
-                .is_some_and(|p| is_runtime(&p.exe, &p.comm));
+            && self.procs.get(h.tgid).is_some_and(|p| p.runtime);
         if matches!(ev.body, EventBody::Exec { .. }) {
             self.procs.apply(ev, path.as_deref().unwrap_or_default());
         } else {
@@ -391,9 +390,10 @@ impl Pipeline {
                 .on_event(&workload.key, h.cgroup_id, &ev.body, path.as_deref(), time);
             self.observations.clear();
             let exe = self.procs.get(h.tgid).map(|p| p.exe.as_str());
+            let parent = self.procs.get(h.ppid);
             let parent_exe = exec_parent(
-                exec_by_runtime,
-                self.procs.get(h.ppid).map(|p| p.exe.as_str()),
+                exec_by_runtime || parent.is_some_and(|p| p.runtime),
+                parent.map(|p| p.exe.as_str()),
             );
             observations(
                 ev,
@@ -486,21 +486,18 @@ impl Pipeline {
 }
 
 /// The parent an exec's process edge names: the container runtime when the process that
-/// executed was the runtime itself (runc init running a `docker exec`'d command), else its
-/// parent's executable. By the time the exec is processed, runc's parent may have exited and
+/// executed was the runtime itself (runc init running a `docker exec`'d command) or its
+/// parent is (the shim, once runc exited), else its parent's executable. By the time the exec is processed, runc's parent may have exited and
 /// the process been re-parented, or its parent not be in the table: the edge then went missing
 /// in one learning round of three and stayed held, and the same `docker exec` in detection
 /// was "novel: <runtime> -> /bin/sh".
 fn exec_parent(exec_by_runtime: bool, parent_exe: Option<&str>) -> Option<&str> {
     if exec_by_runtime {
-        Some(RUNTIME_EXE)
+        Some(RUNTIME_PARENT)
     } else {
         parent_exe
     }
 }
-
-/// Any executable [`is_runtime`] recognises, standing for "the container runtime".
-const RUNTIME_EXE: &str = "runc";
 
 /// Whether a process is pid 1 of its pid namespace (the last `NSpid` of its status is 1);
 /// false when it is gone.
@@ -546,14 +543,13 @@ mod tests {
 
     #[test]
     fn a_program_the_runtime_executes_has_the_runtime_as_parent() {
-        assert!(is_runtime(RUNTIME_EXE, ""));
         // runc init became the command: the runtime, whatever the parent pid says.
-        assert_eq!(exec_parent(true, None), Some(RUNTIME_EXE));
+        assert_eq!(exec_parent(true, None), Some(RUNTIME_PARENT));
         assert_eq!(
             exec_parent(true, Some("/usr/bin/containerd-shim-runc-v2")),
-            Some(RUNTIME_EXE)
+            Some(RUNTIME_PARENT)
         );
-        assert_eq!(exec_parent(true, Some("/bin/sh")), Some(RUNTIME_EXE));
+        assert_eq!(exec_parent(true, Some("/bin/sh")), Some(RUNTIME_PARENT));
         // Anything else: its parent, if known.
         assert_eq!(exec_parent(false, Some("/bin/sh")), Some("/bin/sh"));
         assert_eq!(exec_parent(false, None), None);

@@ -15,21 +15,12 @@ fn proto(p: Protocol) -> Proto {
     }
 }
 
-/// Whether a process is the container runtime itself (runc/crun init, conmon, containerd's
-/// shim): it runs in a container's cgroup while it starts or enters the container, but its
-/// behaviour is the runtime's, not the workload's, so it is neither learned nor scored.
-pub fn is_runtime(exe: &str, comm: &str) -> bool {
-    let name = exe.rsplit('/').next().unwrap_or(exe);
-    comm.starts_with("runc:[")
-        || matches!(name, "runc" | "crun" | "conmon")
-        || name.starts_with("containerd-shim")
-}
-
 /// The observations of one event, appended to `out` (a buffer the caller reuses).
 ///
 /// `path` is the event's absolute path (exec/open/chmod/file change), `path2` a rename's,
 /// link's or symlink's new name; `exe` the process's executable and `parent_exe` its parent's,
-/// when known (privileged operations, the parent → child edge).
+/// when known (privileged operations, the parent → child edge; `<runtime>` when the parent is
+/// the container runtime: `pipeline::exec_parent`).
 pub fn observations(
     ev: &Event,
     path: Option<&str>,
@@ -43,13 +34,6 @@ pub fn observations(
             let exe = path.unwrap_or(filename);
             out.push(Observation::exec(exe));
             if let Some(parent) = parent_exe.filter(|p| !p.is_empty()) {
-                // Processes started by `docker exec` have runc or the shim as parent, which
-                // of the two depends on timing: both are "the runtime".
-                let parent = if is_runtime(parent, "") {
-                    "<runtime>"
-                } else {
-                    parent
-                };
                 out.push(Observation::process_edge(parent, exe));
             }
             // argv[0] included: multi-call binaries (busybox) are told apart by it.
@@ -172,14 +156,6 @@ mod tests {
             [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]
         );
         assert_eq!(out[0].item, "/bin/busybox");
-    }
-
-    #[test]
-    fn runtimes_are_recognised() {
-        assert!(is_runtime("/usr/sbin/runc", ""));
-        assert!(is_runtime("/usr/bin/containerd-shim-runc-v2", ""));
-        assert!(is_runtime("/proc/self/exe", "runc:[2:INIT]"));
-        assert!(!is_runtime("/bin/sh", "sh"));
     }
 
     #[test]

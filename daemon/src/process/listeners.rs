@@ -11,16 +11,15 @@ use std::fs;
 use habit_probes::abi::{COMM_LEN, EV_LISTEN, Hdr, ListenerKey};
 
 use crate::process::procfs::ProcSnapshot;
+use crate::process::runtime::namespace_inode;
+
+/// The inode of a namespace of host process `pid`.
+fn ns_inode(pid: u32, ns: &str) -> Option<u32> {
+    namespace_inode(crate::host::proc(), pid, ns)
+}
 
 /// `st` of a listening socket in /proc/net/tcp.
 const TCP_LISTEN: &str = "0A";
-
-/// The inode number of a namespace link (`net:[4026531840]`).
-fn ns_inode(pid: u32, ns: &str) -> Option<u32> {
-    let link = fs::read_link(crate::host::proc().join(format!("{pid}/ns/{ns}"))).ok()?;
-    let s = link.to_string_lossy();
-    s.split_once('[')?.1.strip_suffix(']')?.parse().ok()
-}
 
 /// (local port, socket inode) of every listening socket in a /proc/net/tcp{,6} table.
 pub fn parse_tcp_listeners(table: &str) -> Vec<(u16, u64)> {

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use habit_probes::{Event, EventBody};
 
 use crate::metrics::{Limit, LimitReached, Metrics};
-use crate::pipeline::observe::is_runtime;
 use crate::process::procfs::snapshot_process;
+use crate::process::runtime::{
+    exec_is_runtime, host_mount_namespace, is_runtime_executable, namespace_inode,
+};
 
 /// Most processes remembered as refreshed from /proc (see [`ProcTable::refresh_missed_exec`]).
 const MAX_REFRESHED: usize = 4096;
@@ -24,6 +26,15 @@ fn comm_is_runtime(comm: &str) -> bool {
         || matches!(comm, "crun" | "conmon" | "exe")
 }
 
+/// Whether a process flagged as the runtime still runs a runtime's binary by what /proc says
+/// of its executable: the binary itself, or runc's sealed memfd copy of itself
+/// (`/memfd:runc_cloned:/proc/self/exe (deleted)`). Only asked of processes that were
+/// executed on the host as the runtime (`process::runtime`), so a workload cannot reach it.
+fn still_runtime_binary(exe: &str) -> bool {
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
+    is_runtime_executable(exe) || exe.starts_with("/memfd:runc_cloned:")
+}
+
 /// The process facts events are enriched with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcInfo {
@@ -35,6 +46,9 @@ pub struct ProcInfo {
     pub tty: u32,
     /// Effective capabilities at exec (bit N = capability N).
     pub cap_effective: u64,
+    /// The container runtime's own work: decided at exec from where it happened, never from
+    /// names the process can set (`process::runtime`).
+    pub runtime: bool,
 }
 
 /// The process name: the kernel's comm, unless the program was executed through an alias
@@ -63,6 +77,8 @@ pub struct ProcTable {
     full: LimitReached,
     /// Processes already refreshed from /proc (read once each; bounded).
     refreshed: HashSet<u32>,
+    /// The host's mount namespace: an exec there may be the runtime's, one elsewhere never.
+    host_mntns: Option<u32>,
 }
 
 impl ProcTable {
@@ -73,7 +89,23 @@ impl ProcTable {
             limit,
             full: LimitReached::new(Limit::ProcTable, limit, metrics),
             refreshed: HashSet::new(),
+            host_mntns: host_mount_namespace(crate::host::proc()),
         }
+    }
+
+    /// The table with `host_mntns` as the host's mount namespace (tests).
+    #[cfg(test)]
+    pub fn with_host_mntns(mut self, host_mntns: Option<u32>) -> Self {
+        self.host_mntns = host_mntns;
+        self
+    }
+
+    /// Whether a process that predates habitd (seeded from /proc) is the runtime: a runtime's
+    /// binary now in the host's mount namespace (a container's process cannot enter it).
+    pub fn seeded_is_runtime(&self, tgid: u32, exe: &str) -> bool {
+        is_runtime_executable(exe)
+            && self.host_mntns.is_some()
+            && namespace_inode(crate::host::proc(), tgid, "mnt") == self.host_mntns
     }
 
     /// Repairs the entry of `tgid` when its exec was missed: the table still says the container
@@ -87,10 +119,7 @@ impl ProcTable {
     pub fn refresh_missed_exec(&mut self, tgid: u32, comm: &str, proc_root: &Path) -> bool {
         let stale = !comm.is_empty()
             && !comm_is_runtime(comm)
-            && self
-                .procs
-                .get(&tgid)
-                .is_some_and(|p| is_runtime(&p.exe, &p.comm));
+            && self.procs.get(&tgid).is_some_and(|p| p.runtime);
         if !stale || self.refreshed.contains(&tgid) {
             return false;
         }
@@ -105,6 +134,10 @@ impl ProcTable {
                     .exe
                     .map(|e| e.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                // Still running the runtime's binary: no exec was missed, the thread only has
+                // a name no runtime has (runc init re-executing its memfd copy is named after
+                // the descriptor, `3`, until it names itself): still the runtime.
+                let runtime = still_runtime_binary(&exe);
                 ProcInfo {
                     comm: process_name(&s.comm, &s.cmdline),
                     exe,
@@ -112,6 +145,7 @@ impl ProcTable {
                     ppid: s.ppid,
                     tty: s.tty,
                     cap_effective: s.cap_effective,
+                    runtime,
                 }
             }
             None => ProcInfo {
@@ -121,6 +155,7 @@ impl ProcTable {
                 ppid,
                 tty: 0,
                 cap_effective: 0,
+                runtime: false,
             },
         };
         tracing::debug!(
@@ -154,17 +189,22 @@ impl ProcTable {
                 tty,
                 cap_effective,
                 ..
-            } => self.insert(
-                h.tgid,
-                ProcInfo {
-                    exe: exec_path.to_string(),
-                    comm: process_name(&h.comm, argv),
-                    args: argv.clone(),
-                    ppid: h.ppid,
-                    tty: *tty,
-                    cap_effective: *cap_effective,
-                },
-            ),
+            } => {
+                let was_runtime = self.procs.get(&h.tgid).is_some_and(|p| p.runtime);
+                let runtime = exec_is_runtime(self.host_mntns, h.mntns, exec_path, was_runtime);
+                self.insert(
+                    h.tgid,
+                    ProcInfo {
+                        exe: exec_path.to_string(),
+                        comm: process_name(&h.comm, argv),
+                        args: argv.clone(),
+                        ppid: h.ppid,
+                        tty: *tty,
+                        cap_effective: *cap_effective,
+                        runtime,
+                    },
+                )
+            }
             EventBody::Fork { child_pid } => {
                 // The child runs the parent's image until it execs.
                 let info = match self.procs.get(&h.tgid) {
@@ -179,6 +219,7 @@ impl ProcTable {
                         ppid: h.tgid,
                         tty: 0,
                         cap_effective: 0,
+                        runtime: false,
                     },
                 };
                 self.insert(*child_pid, info);
@@ -239,6 +280,66 @@ mod tests {
         assert!(t.get(11).is_none());
     }
 
+    fn exec_in(tgid: u32, mntns: u32, comm: &str, exe: &str) -> Event {
+        let mut e = ev(
+            tgid,
+            EventBody::Exec {
+                filename: exe.into(),
+                exe_path: exe.into(),
+                argv: vec![exe.into()],
+                argv_truncated: false,
+                cgroup_v1_name: String::new(),
+                loginuid: 0,
+                tty: 0,
+                cap_effective: 0,
+                cap_permitted: 0,
+            },
+        );
+        e.header.mntns = mntns;
+        e.header.comm = comm.into();
+        e
+    }
+
+    #[test]
+    fn the_runtime_is_what_was_executed_on_the_host_not_what_it_is_called() {
+        const HOST: u32 = 4026531840;
+        const CONTAINER: u32 = 4026532301;
+        let metrics = Metrics::new().unwrap();
+        let mut t = ProcTable::new(16, &metrics).with_host_mntns(Some(HOST));
+        // The shim runs runc, runc runs `runc init` (its memfd copy), which forks the init.
+        t.apply(
+            &exec_in(20, HOST, "runc", "/usr/sbin/runc"),
+            "/usr/sbin/runc",
+        );
+        assert!(t.get(20).unwrap().runtime);
+        t.apply(&ev(20, EventBody::Fork { child_pid: 21 }), "");
+        let memfd = "/memfd:runc_cloned:/proc/self/exe";
+        t.apply(&exec_in(21, HOST, "runc:[0:PARENT]", memfd), memfd);
+        assert!(t.get(21).unwrap().runtime, "runc re-executing itself");
+        t.apply(&ev(21, EventBody::Fork { child_pid: 22 }), "");
+        assert!(t.get(22).unwrap().runtime, "forks inherit");
+        // The init executes the entrypoint inside the container: the workload.
+        t.apply(&exec_in(22, CONTAINER, "httpd", "/bin/httpd"), "/bin/httpd");
+        assert!(!t.get(22).unwrap().runtime);
+
+        // Inside a container, names are the workload's to choose: none of them is the runtime.
+        for (pid, comm, exe) in [
+            (30, "runc:[2:INIT]", "/bin/actions"),
+            (31, "runc", "/tmp/runc"),
+            (32, "containerd-shim", "/tmp/containerd-shim-runc-v2"),
+            (33, "habitd", "/usr/bin/habitd"),
+        ] {
+            t.apply(&exec_in(pid, CONTAINER, comm, exe), exe);
+            assert!(!t.get(pid).unwrap().runtime, "{comm} {exe}");
+        }
+        // Nor is a host program that is not a runtime.
+        t.apply(
+            &exec_in(40, HOST, "sshd", "/usr/sbin/sshd"),
+            "/usr/sbin/sshd",
+        );
+        assert!(!t.get(40).unwrap().runtime);
+    }
+
     #[test]
     fn applets_run_through_proc_self_exe_are_named_by_argv0() {
         assert_eq!(process_name("exe", &["/bin/nc".into(), "-e".into()]), "nc");
@@ -277,6 +378,7 @@ mod tests {
             ppid,
             tty: 0,
             cap_effective: 0,
+            runtime: true,
         };
         let proc_root = tempfile::tempdir().unwrap();
         let dir = proc_root.path().join("4242");
@@ -311,15 +413,39 @@ mod tests {
         assert_eq!(p.comm, "redis-server");
         assert_eq!(p.args, ["/usr/bin/redis-server", "/etc/redis/redis.conf"]);
         assert_eq!(p.ppid, 4200);
-        assert!(!is_runtime(&p.exe, &p.comm));
+        assert!(!p.runtime);
         // Once only; a process that is not the runtime is never re-read.
         assert!(!t.refresh_missed_exec(4242, "bio_close_file", proc_root.path()));
+
+        // runc init re-executed from its memfd copy (named after the descriptor): no exec was
+        // missed, it is still the runtime.
+        let dir = proc_root.path().join("4300");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            "4300 (3) S 4200 4300 4300 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 4 0",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("status"),
+            "Name:\t3\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapEff:\t0000000000000000\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("cmdline"), b"runc\0init\0").unwrap();
+        std::os::unix::fs::symlink(
+            "/memfd:runc_cloned:/proc/self/exe (deleted)",
+            dir.join("exe"),
+        )
+        .unwrap();
+        t.insert(4300, runc(4200));
+        assert!(t.refresh_missed_exec(4300, "3", proc_root.path()));
+        assert!(t.get(4300).unwrap().runtime);
 
         // Gone from /proc: the kernel's name, an unknown executable, no longer the runtime.
         t.insert(777, runc(1));
         assert!(t.refresh_missed_exec(777, "nc", proc_root.path()));
         let p = t.get(777).unwrap();
         assert_eq!((p.exe.as_str(), p.comm.as_str(), p.ppid), ("", "nc", 1));
-        assert!(!is_runtime(&p.exe, &p.comm));
+        assert!(!p.runtime);
     }
 }

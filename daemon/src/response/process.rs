@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::falco::output::Clock;
-use crate::pipeline::observe::is_runtime;
+use crate::process::runtime::{host_mount_namespace, is_runtime_executable, namespace_inode};
 
 use super::Outcome;
 
@@ -22,7 +22,7 @@ use super::Outcome;
 const START_TOLERANCE: Duration = Duration::from_millis(30);
 
 /// Executables of the container runtimes and node agents that are never killed, beside
-/// [`is_runtime`]'s runc, crun, conmon and containerd shims.
+/// [`is_runtime_executable`]'s runc, crun, conmon and containerd shims.
 const RUNTIME_DAEMONS: &[&str] = &[
     "dockerd",
     "containerd",
@@ -94,7 +94,15 @@ pub fn kill(proc_root: &Path, target: &KillTarget<'_>) -> (Outcome, String) {
         );
     };
     let exe = exe.to_string_lossy();
-    if is_protected(&exe, &comm) {
+    // A name protects only a process of the host's mount namespace: inside a container, an
+    // executable's name (a copy called `runc` or `habitd`) is the workload's to choose. When
+    // the host's namespace cannot be read, every name counts (never kill what may be the
+    // runtime).
+    let on_host = match host_mount_namespace(proc_root) {
+        Some(host) => namespace_inode(proc_root, pid, "mnt") == Some(host),
+        None => true,
+    };
+    if on_host && is_protected(&exe) {
         return (
             Outcome::Refused,
             format!("pid {pid} ({exe}) is the container runtime or habitd"),
@@ -125,11 +133,12 @@ pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
     parse_stat(&stat).map(|(_, t)| t)
 }
 
-/// The runtime's processes and habitd: never killed, whatever an alert says.
-fn is_protected(exe: &str, comm: &str) -> bool {
+/// The runtime's programs and habitd, by the executable's name (of a host process): never
+/// killed, whatever an alert says.
+fn is_protected(exe: &str) -> bool {
+    let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
     let name = exe.rsplit('/').next().unwrap_or(exe);
-    let name = name.strip_suffix(" (deleted)").unwrap_or(name);
-    is_runtime(exe, comm) || RUNTIME_DAEMONS.contains(&name)
+    is_runtime_executable(exe) || RUNTIME_DAEMONS.contains(&name)
 }
 
 /// `comm` and `starttime` (clock ticks after boot) of a `/proc/PID/stat` line.
@@ -204,14 +213,11 @@ mod tests {
 
     #[test]
     fn the_runtime_and_habitd_are_protected() {
-        assert!(is_protected("/usr/bin/dockerd", "dockerd"));
-        assert!(is_protected(
-            "/usr/bin/containerd-shim-runc-v2",
-            "containerd-shim"
-        ));
-        assert!(is_protected("/usr/sbin/runc", "runc"));
-        assert!(is_protected("/usr/local/bin/habitd (deleted)", "habitd"));
-        assert!(!is_protected("/bin/busybox", "nc"));
+        assert!(is_protected("/usr/bin/dockerd"));
+        assert!(is_protected("/usr/bin/containerd-shim-runc-v2"));
+        assert!(is_protected("/usr/sbin/runc"));
+        assert!(is_protected("/usr/local/bin/habitd (deleted)"));
+        assert!(!is_protected("/bin/busybox"));
     }
 
     #[test]

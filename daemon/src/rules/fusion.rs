@@ -38,6 +38,9 @@ pub struct Fusion {
     metrics: Arc<Metrics>,
 }
 
+/// The rule name of [`Fusion::unstable_alert`].
+pub const UNSTABLE_RULE: &str = "habitd workload unstable";
+
 /// One level more severe (Emergency stays Emergency).
 pub fn escalate(p: Priority) -> Priority {
     let i = Priority::ALL.iter().position(|x| *x == p).unwrap_or(0);
@@ -100,6 +103,28 @@ impl Fusion {
             fields,
             &self.hostname,
         )
+    }
+
+    /// The alert of a learning workload that became unstable: a limit was hit (a flood of
+    /// distinct paths, destinations, syscall orders…), so from now on it learns nothing new and
+    /// only rules match it. Said once per workload, because a workload flooding while it learns
+    /// would otherwise stay blind to novelty without a word in the alert stream.
+    pub fn unstable_alert(&self, workload: &str, reason: &str, time: SystemTime) -> Alert {
+        Alert::new(
+            time,
+            UNSTABLE_RULE,
+            Priority::Warning,
+            format!(
+                "Workload {workload} became unstable while learning: {reason}; it learns nothing \
+                 new and is matched by rules only (a flood of new behaviour, or a workload too \
+                 varied for a baseline)"
+            ),
+            workload,
+            WorkloadState::Unstable.name(),
+            &self.hostname,
+        )
+        .with_tags(["habitd", "unstable"])
+        .with_novel("limit", reason)
     }
 
     /// The anomaly alert of an interval whose rates the baseline's rate model finds anomalous;

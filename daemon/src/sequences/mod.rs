@@ -180,9 +180,18 @@ impl SequenceTracker {
                 Some(key) => self.slot_config(maps, key, engine)?,
                 None => abi::SeqSlot::default(),
             };
-            // A learning slot is rewritten every time: the kernel spends its samples.
+            // A learning slot is rewritten every time: the kernel spends its samples and
+            // counts the new grams it inserted against HABIT_SEQ_SLOT_GRAMS per interval.
             let set = (*cgroup_id, config);
-            if self.slots.get(slot) != Some(&set) || config.samples > 0 {
+            // A learning slot that inserted its bound of new grams since the last write is
+            // making syscalls in ever new orders: a flood, the workload is unstable.
+            if let (Some(key), Some((_, previous))) = (key, self.slots.get(slot))
+                && previous.mode == abi::SEQ_LEARN
+                && maps.slot_grams(*slot)? >= abi::SEQ_SLOT_GRAMS
+            {
+                engine.sequence_limit_reached(key, abi::SEQ_SLOT_GRAMS);
+            }
+            if self.slots.get(slot) != Some(&set) || config.mode == abi::SEQ_LEARN {
                 maps.set_slot(*slot, config)?;
                 self.slots.insert(*slot, set);
             }
@@ -203,7 +212,16 @@ impl SequenceTracker {
             return Ok(abi::SeqSlot::default());
         };
         let (mode, samples) = match mode {
-            SequenceMode::Off => (abi::SEQ_OFF, 0),
+            SequenceMode::Off => {
+                if followed.learning {
+                    // Learning stopped without a model (the workload became unstable): its
+                    // grams leave the kernel map, which every workload shares.
+                    followed.reset(wid, maps, &mut self.previous)?;
+                    followed.learning = false;
+                    followed.used = false;
+                }
+                (abi::SEQ_OFF, 0)
+            }
             SequenceMode::Learn { samples } => {
                 if !followed.learning {
                     // Fresh learning: nothing of an earlier model or learning may count.
@@ -243,7 +261,7 @@ impl SequenceTracker {
             mode,
             wid,
             samples: samples as i32,
-            _pad: 0,
+            grams: 0,
         })
     }
 

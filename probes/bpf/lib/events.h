@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 3
+#define HABIT_ABI_VERSION 4
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -51,6 +51,7 @@ enum habit_drop {
 	HABIT_DROP_TASK_STORAGE = 4, /* task storage could not be created */
 	HABIT_DROP_GRAMS_FULL = 5,   /* the 6-gram map is full: a new gram was not counted */
 	HABIT_DROP_PRIV_DEDUP_FULL = 6, /* bpf() de-duplication map update failed */
+	HABIT_DROP_GRAMS_SLOT_FULL = 7, /* a slot inserted HABIT_SEQ_SLOT_GRAMS new grams this interval */
 	HABIT_DROP_MAX = 8,
 };
 
@@ -234,8 +235,13 @@ struct habit_seq_slot {
 	__u32 mode;    /* enum habit_seq_mode */
 	__u32 wid;     /* workload id: the 6-gram map is keyed by it */
 	__s32 samples; /* learning: how many more new threads to send whole (calibration traces) */
-	__u32 _pad;
+	__u32 grams;   /* learning: new 6-grams this slot inserted since user space last wrote it */
 };
+
+/* Most new 6-grams one cgroup slot inserts between two writes of its slot by user space (one
+ * counters interval): a flood of new syscall orders cannot fill the map every workload shares
+ * before user space, at its next read, makes the workload unstable and removes its grams. */
+#define HABIT_SEQ_SLOT_GRAMS 16384
 
 struct habit_gram_key {
 	__u32 wid;

@@ -11,13 +11,16 @@
 //!   CPU, records lost per cgroup slot and kind;
 //! - `sequences` ([`SequenceMaps`]): per-slot sequence modes and the (workload, 6-gram) table;
 //! - `dedup`: the open de-duplication interval ([`Probes::set_epoch`]);
-//! - `listeners`: listeners seeded from /proc ([`Probes::seed_listener`]).
+//! - `listeners`: listeners seeded from /proc ([`Probes::seed_listener`]);
+//! - `integrity` ([`Tamper`]): whether the programs are still attached and the maps only user
+//!   space writes still hold what it wrote ([`Probes::check_integrity`]).
 //!
 //! Maps only the kernel uses (task storage, scratch, the open LRU) have no handle here.
 
 mod counters;
 mod dedup;
 mod events;
+mod integrity;
 mod listeners;
 mod sequences;
 
@@ -27,11 +30,13 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 pub use counters::{KernelCounters, LostDelta, SyscallDelta};
 pub use events::EventStream;
+pub use integrity::Tamper;
 pub use sequences::SequenceMaps;
 
 use crate::abi;
 use crate::kernel_features::KernelFeatures;
 use dedup::DedupEpoch;
+use integrity::AttachedPrograms;
 use listeners::Listeners;
 
 /// The compiled probes object (built by build.rs from probes/bpf, or the checked-in copy).
@@ -117,6 +122,7 @@ pub struct Probes {
     epoch: DedupEpoch,
     listeners: Listeners,
     kernel_features: KernelFeatures,
+    attached: AttachedPrograms,
 }
 
 /// Takes map `name` out of the object and converts it to its typed handle.
@@ -166,8 +172,17 @@ impl Probes {
         // The free counter slots are queued before anything is attached: a syscall counted
         // before then would find no slot and be recorded as a drop.
         let counters = KernelCounters::new(&mut ebpf)?;
+        let mut attached = AttachedPrograms::default();
         for &(name, tracepoint) in programs {
             attach(&mut ebpf, &btf, name, tracepoint)?;
+            match ebpf.program(name).map(|p| p.info()) {
+                Some(Ok(info)) => attached.add(name, tracepoint, info.id()),
+                _ => tracing::warn!(
+                    message =
+                        "Cannot read a program's id: whether it stays attached is not checked.",
+                    program = name
+                ),
+            }
         }
         let kernel_features = if config.empty_only {
             KernelFeatures::not_probed()
@@ -187,7 +202,17 @@ impl Probes {
             epoch,
             listeners,
             kernel_features,
+            attached,
         })
+    }
+
+    /// Tamper evidence (see `integrity`): the programs no longer attached and the map entries
+    /// someone else wrote (those are written back). Empty when all is as habitd left it.
+    pub fn check_integrity(&mut self) -> Result<Vec<Tamper>, ProbeError> {
+        let mut found = self.attached.detached().unwrap_or_default();
+        found.extend(self.epoch.check()?);
+        found.extend(self.sequences.check_slots()?);
+        Ok(found)
     }
 
     /// What the kernel offers beyond what habitd requires (program types detected at load).

@@ -9,6 +9,7 @@
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError};
 
+use super::integrity::Tamper;
 use super::{ProbeError, map_op, take_typed};
 use crate::abi;
 
@@ -16,6 +17,8 @@ use crate::abi;
 pub struct SequenceMaps {
     slots: Array<MapData, abi::SeqSlot>,
     grams: HashMap<MapData, abi::GramKey, abi::GramVal>,
+    /// What was last written to each slot (mode and workload id), for the integrity check.
+    written: std::collections::HashMap<u32, abi::SeqSlot>,
 }
 
 impl SequenceMaps {
@@ -23,14 +26,53 @@ impl SequenceMaps {
         Ok(Self {
             slots: take_typed(ebpf, "habit_seq_slots", Array::try_from)?,
             grams: take_typed(ebpf, "habit_grams", HashMap::try_from)?,
+            written: std::collections::HashMap::new(),
         })
+    }
+
+    /// The slots whose mode or workload id is not what was last written (the kernel only
+    /// counts `samples` down); each is written back.
+    pub(super) fn check_slots(&mut self) -> Result<Vec<Tamper>, ProbeError> {
+        let mut found = Vec::new();
+        for (&slot, written) in &self.written {
+            let now = self
+                .slots
+                .get(&slot, 0)
+                .map_err(map_op("habit_seq_slots"))?;
+            if (now.mode, now.wid) != (written.mode, written.wid) {
+                found.push((slot, *written, now));
+            }
+        }
+        let mut tampered = Vec::with_capacity(found.len());
+        for (slot, written, now) in found {
+            self.set_slot(slot, written)?;
+            tampered.push(Tamper::MapWritten {
+                map: "habit_seq_slots",
+                entry: format!("slot {slot}"),
+                expected: format!("mode {} workload {}", written.mode, written.wid),
+                found: format!("mode {} workload {}", now.mode, now.wid),
+            });
+        }
+        Ok(tampered)
     }
 
     /// Sets what the threads of a cgroup slot do with their 6-grams.
     pub fn set_slot(&mut self, slot: u32, config: abi::SeqSlot) -> Result<(), ProbeError> {
         self.slots
             .set(slot, config, 0)
-            .map_err(map_op("habit_seq_slots"))
+            .map_err(map_op("habit_seq_slots"))?;
+        self.written.insert(slot, config);
+        Ok(())
+    }
+
+    /// The new 6-grams a slot inserted since it was last written (the kernel stops at
+    /// [`abi::SEQ_SLOT_GRAMS`]).
+    pub fn slot_grams(&self, slot: u32) -> Result<u32, ProbeError> {
+        Ok(self
+            .slots
+            .get(&slot, 0)
+            .map_err(map_op("habit_seq_slots"))?
+            .grams)
     }
 
     /// Every (workload id, 6-gram key, occurrences since the key was inserted) in the map.
