@@ -257,4 +257,38 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
     }
+
+    #[test]
+    fn a_name_protects_only_on_the_host_not_a_copy_called_runc_in_another_mount_namespace() {
+        assert!(
+            crate::process::runtime::host_mount_namespace(Path::new("/proc")).is_some(),
+            "this test needs root (it reads /proc/1/ns/mnt and runs `unshare -m`)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let runc = dir.path().join("runc");
+        std::fs::copy("/bin/sleep", &runc).unwrap();
+        // On the host: the runtime's name protects it.
+        let mut host = Command::new(&runc).arg("30").spawn().unwrap();
+        let (outcome, why) = kill(Path::new("/proc"), &target(host.id(), SystemTime::now()));
+        assert_eq!(outcome, Outcome::Refused, "{why}");
+        host.kill().unwrap();
+        host.wait().unwrap();
+        // In a mount namespace of its own, as in a container: the same name protects nothing.
+        let mut inside = Command::new("unshare")
+            .args(["-m", "--propagation", "private"])
+            .arg(&runc)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = inside.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| !exe.ends_with("runc"))
+        {
+            assert!(std::time::Instant::now() < deadline, "unshare did not exec");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (outcome, why) = kill(Path::new("/proc"), &target(pid, SystemTime::now()));
+        assert_eq!(outcome, Outcome::Done, "{why}");
+        inside.wait().unwrap();
+    }
 }
