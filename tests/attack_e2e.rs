@@ -396,15 +396,7 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
 
     // The flood, in a second image (its own workload) made of the same root.
     let flood_key = "docker.io/habitd-e2e/flooder:attack";
-    let out = std::process::Command::new("docker")
-        .args(["tag", &image, "habitd-e2e/flooder:attack"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tag(&image, "habitd-e2e/flooder:attack");
     let started = std::time::Instant::now();
     let attacker = Container::run(
         "habitd-e2e/flooder:attack",
@@ -451,15 +443,7 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
     // Threads making syscalls in ever new orders, alone in a workload of their own: its
     // sequence learning is bounded, and its 6-grams leave the kernel map every workload shares.
     let threads_key = "docker.io/habitd-e2e/flooder:threads";
-    let out = std::process::Command::new("docker")
-        .args(["tag", &image, "habitd-e2e/flooder:threads"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tag(&image, "habitd-e2e/flooder:threads");
     let threads_started = std::time::Instant::now();
     let _threads = Container::run(
         "habitd-e2e/flooder:threads",
@@ -569,4 +553,17 @@ fn a_flood_makes_its_workload_unstable_while_a_neighbour_learns_and_detects() {
         peak as f64 / MIB
     );
     drop(client);
+}
+
+/// `docker tag image name`: another image repository, so another workload, of the same root.
+fn tag(image: &str, name: &str) {
+    let out = std::process::Command::new("docker")
+        .args(["tag", image, name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker tag {image} {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -76,14 +76,7 @@ impl DockerRuntime {
 
     /// GETs a JSON document; `Ok(None)` on 404.
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ResolveError> {
-        let what = format!("GET {path}");
-        let (status, body) = tokio::time::timeout(self.timeout, self.get(path, &what))
-            .await
-            .map_err(|_| ResolveError::Timeout {
-                endpoint: self.endpoint.clone(),
-                what: what.clone(),
-                after: self.timeout,
-            })??;
+        let (status, body, what) = self.send(Method::GET, path).await?;
         match status {
             StatusCode::OK => {
                 serde_json::from_slice(&body)
@@ -104,9 +97,21 @@ impl DockerRuntime {
         }
     }
 
-    /// One HTTP/1.1 GET on a fresh connection; returns status and body.
-    async fn get(&self, path: &str, what: &str) -> Result<(StatusCode, Bytes), ResolveError> {
-        self.request(Method::GET, path, what).await
+    /// One request within `runtime.timeout`: status, body, and what was asked (for errors).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<(StatusCode, Bytes, String), ResolveError> {
+        let what = format!("{method} {path}");
+        let (status, body) = tokio::time::timeout(self.timeout, self.request(method, path, &what))
+            .await
+            .map_err(|_| ResolveError::Timeout {
+                endpoint: self.endpoint.clone(),
+                what: what.clone(),
+                after: self.timeout,
+            })??;
+        Ok((status, body, what))
     }
 
     /// How long one request may take (`runtime.timeout`; the response's stop adds its grace).
@@ -120,15 +125,7 @@ impl DockerRuntime {
     pub async fn container_action(&self, id: &str, verb: &str) -> Result<bool, ResolveError> {
         validate_id(id)?;
         let path = format!("/containers/{id}/{verb}");
-        let what = format!("POST {path}");
-        let (status, body) =
-            tokio::time::timeout(self.timeout, self.request(Method::POST, &path, &what))
-                .await
-                .map_err(|_| ResolveError::Timeout {
-                    endpoint: self.endpoint.clone(),
-                    what: what.clone(),
-                    after: self.timeout,
-                })??;
+        let (status, body, what) = self.send(Method::POST, &path).await?;
         match status {
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
