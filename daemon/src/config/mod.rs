@@ -193,6 +193,14 @@ impl Config {
         Ok(config)
     }
 
+    /// A config file's text, checked as [`Config::load`] checks it (syntax, keys, types, then
+    /// the values together), without flags. The fuzz target `config` calls this.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<()> {
         let l = &self.learning;
         if l.min > l.max {
