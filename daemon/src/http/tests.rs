@@ -101,7 +101,7 @@ impl Daemon {
 
     /// One request presenting `token`; the status and the body.
     async fn call_as(&self, token: &str, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {token}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n\
