@@ -97,3 +97,6 @@ cargo test --workspace --no-fail-fast
 echo "== benchmarks, smoke mode (they run; their figures claim nothing here)"
 cargo test --bench servers -- --smoke --json target/servers-smoke.json
 cargo test --bench scale -- --smoke --json target/scale-smoke.json
+
+echo "== fuzz targets, smoke run (fuzz/run: rules, baseline, decode, config, 60 s each; installs cargo-fuzz)"
+fuzz/run 60

@@ -522,8 +522,8 @@ impl Baseline {
         if self.version != VERSION {
             return Err(E::invalid("version", format!("expected {VERSION}")));
         }
-        if self.workload.as_str().is_empty() {
-            return Err(E::invalid("workload", "must not be empty"));
+        if let Err(e) = WorkloadKey::parse(self.workload.as_str()) {
+            return Err(E::invalid("workload", e.to_string()));
         }
         let learning = &self.learning;
         if learning.interval_ms == 0 {
@@ -1070,6 +1070,19 @@ mod tests {
         assert_eq!(old.metadata, BaselineMetadata::default());
         let e = reject("{\"hello\": 1}");
         assert!(e.to_string().contains("not a habitd baseline"), "{e}");
+    }
+
+    #[test]
+    fn a_workload_that_could_name_another_file_is_refused() {
+        for key in ["../../etc/cron.d/x", "/var/lib/habitd/db", "a/./b", ""] {
+            let mut v = valid_json();
+            v["workload"] = key.into();
+            let e = reject(&v.to_string());
+            assert!(
+                matches!(&e, ProfileError::BaselineInvalid { field, .. } if field == "workload"),
+                "{key:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -101,6 +101,16 @@ pub enum WorkloadError {
     },
 }
 
+/// A workload key from outside that [`WorkloadKey::parse`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid workload key {key:?}: {why}")]
+pub struct UnsafeKey {
+    /// The key as given (its first 80 characters).
+    pub key: String,
+    /// Why it is refused.
+    pub why: &'static str,
+}
+
 /// The identity of a workload; the key of profiles, baselines and per-workload metrics.
 ///
 /// Forms: `host`, `host:<systemd unit>`, an image key (`docker.io/library/nginx:1.25`, or
@@ -180,6 +190,43 @@ impl WorkloadKey {
     /// Wraps a key read back from storage or an API path, without validation.
     pub fn from_raw(key: impl Into<String>) -> Self {
         Self(key.into())
+    }
+
+    /// The longest key accepted from outside (API paths, baseline files): a Docker repository
+    /// name is at most 255 characters, a tag 128, a digest 135.
+    pub const MAX_LEN: usize = 512;
+
+    /// A key given from outside (an API path, a baseline file's `workload`), refused when it
+    /// could mean something else as a file name: empty, too long, absolute (`/…`), a `.` or `..`
+    /// or empty path segment, a NUL or another control character. The API percent-decodes
+    /// its paths first, so `%2e%2e%2f` is checked as `../`. Keys habitd makes itself (image
+    /// references Docker's grammar accepts, `host:<unit>`) always pass.
+    pub fn parse(key: &str) -> Result<Self, UnsafeKey> {
+        let refuse = |why: &'static str| {
+            Err(UnsafeKey {
+                key: key.chars().take(80).collect(),
+                why,
+            })
+        };
+        if key.is_empty() {
+            return refuse("is empty");
+        }
+        if key.len() > Self::MAX_LEN {
+            return refuse("is longer than 512 bytes");
+        }
+        if key.chars().any(char::is_control) {
+            return refuse("contains a control character");
+        }
+        if key.starts_with('/') {
+            return refuse("is an absolute path");
+        }
+        if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return refuse("has an empty, '.' or '..' path segment");
+        }
+        Ok(Self(key.to_owned()))
     }
 
     /// The key as text.
@@ -448,6 +495,53 @@ fn is_lower_hex(b: u8) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_from_outside_cannot_name_another_file() {
+        for bad in [
+            "",
+            "..",
+            "../../etc/passwd",
+            "docker.io/library/../../../etc/shadow",
+            "docker.io/./nginx:1",
+            "/etc/passwd",
+            "/",
+            "docker.io//nginx:1",
+            "nginx:1/",
+            "nginx\0:1",
+            "nginx\n:1",
+        ] {
+            let e = WorkloadKey::parse(bad).unwrap_err();
+            assert!(
+                e.to_string().starts_with("invalid workload key"),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(WorkloadKey::parse(&"a".repeat(513)).is_err());
+        // Every key habitd makes passes.
+        for good in [
+            "host",
+            "host:ssh.service",
+            "host:systemd-fsck@dev-disk-by\\x2duuid-1234.service",
+            "docker.io/library/nginx:1.25",
+            "registry.example.com:5000/team/app..v2:1.0",
+            "ghcr.io/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "container:3ad7c1e2b9f0",
+            "cgroup:9876",
+        ] {
+            assert_eq!(WorkloadKey::parse(good).unwrap().as_str(), good);
+        }
+        let made = [
+            WorkloadKey::host(),
+            WorkloadKey::host_unit("nginx.service"),
+            WorkloadKey::unresolved_container("3ad7c1e2b9f0aa"),
+            WorkloadKey::unresolved_cgroup(42),
+            WorkloadKey::image(&ImageRef::parse_normalized("nginx:1.25").unwrap()),
+        ];
+        for key in made {
+            assert!(WorkloadKey::parse(key.as_str()).is_ok(), "{key}");
+        }
+    }
 
     const HEX64: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

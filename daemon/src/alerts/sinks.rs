@@ -571,8 +571,12 @@ impl FileWriter {
             Some(file) => file,
             None => self.file.insert(open_append(&self.path)?),
         };
+        let before = file.metadata()?.len();
         let result = file.write_all(buf).and_then(|()| file.sync_data());
         if result.is_err() {
+            // A full disk takes part of a batch: cut it off, so the file holds whole lines only
+            // (if even that fails, the next open ends the torn line).
+            let _ = file.set_len(before);
             self.file = None;
         }
         result

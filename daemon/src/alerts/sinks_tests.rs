@@ -216,6 +216,170 @@ fn file_writer_ends_a_torn_line_and_follows_rotation() {
     );
 }
 
+/// Waits until `name{sink}` reaches `at_least` (the sink tasks run on their own).
+async fn wait_counter(registry: &Registry, name: &str, sink: &str, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(registry, name, sink) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{name}{{sink={sink}}} stayed at {} (waiting for {at_least})",
+            counter(registry, name, sink)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `proc.pid`s of the alert lines of `path`; panics on a line that is not a whole alert.
+fn pids_in(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"));
+            v["output_fields"]["proc.pid"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn file_sink_follows_rotation_by_mv_like_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let registry = Registry::new();
+    let sinks = AlertSinks::start(vec![SinkSpec::File(path.clone())], &registry).unwrap();
+    for n in 0..3 {
+        sinks.send(&alert(n));
+    }
+    wait_counter(&registry, "habitd_alerts_sent_total", "file", 3).await;
+    // logrotate's default (no copytruncate): rename, and let the writer make a new file.
+    let rotated = dir.path().join("alerts.jsonl.1");
+    let mv = std::process::Command::new("mv")
+        .arg(&path)
+        .arg(&rotated)
+        .status()
+        .unwrap();
+    assert!(mv.success());
+    for n in 3..6 {
+        sinks.send(&alert(n));
+    }
+    wait_counter(&registry, "habitd_alerts_sent_total", "file", 6).await;
+    sinks.shutdown().await;
+    assert_eq!(pids_in(&rotated), [0, 1, 2]);
+    assert_eq!(pids_in(&path), [3, 4, 5]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the new file is 0600 too: {mode:o}");
+    assert_eq!(
+        counter(&registry, "habitd_alert_sink_dropped_total", "file"),
+        0
+    );
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount: {e}"));
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a small tmpfs (a full disk): mount said {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        SmallTmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn file_sink_on_a_full_disk_drops_counts_and_resumes() {
+    let disk = SmallTmpfs::mount("256k");
+    let path = disk.path().join("alerts.jsonl");
+    let registry = Registry::new();
+    let sinks = AlertSinks::start(vec![SinkSpec::File(path.clone())], &registry).unwrap();
+    sinks.send(&alert(0));
+    wait_counter(&registry, "habitd_alerts_sent_total", "file", 1).await;
+
+    // Fill the disk to the last byte.
+    let filler = disk.path().join("filler");
+    let mut f = File::create(&filler).unwrap();
+    let block = vec![0u8; 4096];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    let _ = f.write(&[0u8; 1]);
+    drop(f);
+
+    // One at a time, each written or dropped before the next: the last page of the file
+    // still takes a few lines, then every write fails.
+    let sent = |r: &Registry| counter(r, "habitd_alerts_sent_total", "file");
+    let dropped = |r: &Registry| counter(r, "habitd_alert_sink_dropped_total", "file");
+    let mut written = vec![0];
+    for n in 1..30 {
+        let before = (sent(&registry), dropped(&registry));
+        sinks.send(&alert(n));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (sent(&registry), dropped(&registry)) == before {
+            assert!(
+                Instant::now() < deadline,
+                "alert {n} neither written nor dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if sent(&registry) > before.0 {
+            written.push(n);
+        }
+    }
+    // Dropped and counted (the sender never waited), errors counted.
+    assert!(dropped(&registry) >= 20, "dropped {}", dropped(&registry));
+    assert!(counter(&registry, "habitd_alert_sink_errors_total", "file") >= 1);
+    assert_eq!(sent(&registry) + dropped(&registry), 30);
+    // Only whole lines in the file: a partly written batch was cut off.
+    assert_eq!(pids_in(&path), written);
+
+    // Space returns: alerts land again, after the ones written before.
+    std::fs::remove_file(&filler).unwrap();
+    let resumed_from = sent(&registry);
+    for n in 30..33 {
+        sinks.send(&alert(n));
+        written.push(n);
+    }
+    wait_counter(
+        &registry,
+        "habitd_alerts_sent_total",
+        "file",
+        resumed_from + 3,
+    )
+    .await;
+    let total_dropped = dropped(&registry);
+    sinks.shutdown().await;
+    assert_eq!(pids_in(&path), written);
+    assert_eq!(dropped(&registry), total_dropped);
+}
+
 #[tokio::test]
 async fn stdout_sink_counts_what_it_writes() {
     let registry = Registry::new();

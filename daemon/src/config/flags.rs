@@ -39,6 +39,8 @@ pub struct Flags {
     print_events: Option<bool>,
     #[arg(long, value_name = "FILE")]
     api_token_file: Option<PathBuf>,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    listen_without_token: Option<bool>,
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
     #[command(flatten)]
@@ -196,7 +198,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 15);
+        assert_eq!(checked, 16);
     }
 
     #[test]

@@ -47,6 +47,10 @@ settings! {
         /// File holding the bearer token required by state-changing API calls ("" = none
         /// configured: state-changing calls are refused).
         pub api_token_file: PathBuf = PathBuf::new(),
+        /// Allow `listen` on a non-loopback address without api_token_file: anyone who can
+        /// reach it reads workloads, baselines and metrics (state-changing calls stay
+        /// refused). Without this, such a configuration is refused at start.
+        pub listen_without_token: bool = false,
         /// Log filter (tracing EnvFilter syntax, e.g. info, debug, habitd=debug); RUST_LOG
         /// takes precedence.
         pub log: String = "info".into(),
@@ -279,6 +283,14 @@ impl Config {
         Ok(config)
     }
 
+    /// A config file's text, checked as [`Config::load`] checks it (syntax, keys, types, then
+    /// the values together), without flags. The fuzz target `config` calls this.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<()> {
         let l = &self.learning;
         if l.min > l.max {
@@ -303,6 +315,17 @@ impl Config {
             bail!(
                 "learning.interval, learning.checkpoint, probes.counters_interval and \
                  probes.integrity_interval must be positive"
+            );
+        }
+        if !self.listen.ip().is_loopback()
+            && self.api_token_file.as_os_str().is_empty()
+            && !self.listen_without_token
+        {
+            bail!(
+                "listen = {} is not a loopback address and no api_token_file is set: anyone who \
+                 can reach it would read every baseline. Set api_token_file (--api-token-file), \
+                 listen on 127.0.0.1, or set listen_without_token = true to accept this",
+                self.listen
             );
         }
         if !(l.false_alarm_rate > 0.0 && l.false_alarm_rate < 1.0) {
@@ -515,6 +538,29 @@ mod tests {
             assert!(err.contains(expected), "{text}: {err}");
             assert!(err.contains("c.toml"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_a_token_or_an_explicit_choice() {
+        for addr in ["0.0.0.0:9477", "10.1.2.3:9477", "[::]:9477"] {
+            let err = format!(
+                "{:#}",
+                load_file(&format!("listen = \"{addr}\"\n")).unwrap_err()
+            );
+            assert!(err.contains("api_token_file"), "{err}");
+            assert!(err.contains("not a loopback address"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+        }
+        // Loopback needs nothing; elsewhere a token file or the explicit key.
+        load_file("listen = \"127.0.0.1:9477\"\n").unwrap();
+        load_file("listen = \"[::1]:9477\"\n").unwrap();
+        load_file("listen = \"0.0.0.0:9477\"\napi_token_file = \"/etc/habitd/token\"\n").unwrap();
+        load_file("listen = \"0.0.0.0:9477\"\nlisten_without_token = true\n").unwrap();
+    }
+
+    #[test]
+    fn the_listener_defaults_to_loopback() {
+        assert!(Config::default().listen.ip().is_loopback());
     }
 
     #[test]

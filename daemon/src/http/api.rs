@@ -64,9 +64,20 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Checks `Authorization: Bearer <token>` (compared in constant time).
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// The workload key of a request path (already percent-decoded by the router), or 400 when it
+/// could name another file (`../`, absolute, control characters: [`WorkloadKey::parse`]).
+fn workload_key(raw: &str) -> Result<WorkloadKey, Box<Response>> {
+    WorkloadKey::parse(raw).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))
+}
+
+/// Checks `Authorization: Bearer <token>`. A refusal is logged with the route, never with
+/// what was presented (a wrong token is often a right one for something else).
+fn authorize(api: &Api, headers: &HeaderMap, route: &str) -> Result<(), Box<Response>> {
     let Some(expected) = &api.token else {
+        tracing::warn!(
+            message = "Refused a state-changing API call: no --api-token-file configured.",
+            route
+        );
         return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "state-changing calls are disabled: start habitd with --api-token-file",
@@ -77,20 +88,25 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let same = presented.len() == expected.len()
-        && presented
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if same_token(presented, expected) {
         Ok(())
     } else {
+        tracing::warn!(
+            message = "Refused a state-changing API call: missing or wrong bearer token.",
+            route
+        );
         Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer <token from --api-token-file>)",
         )))
     }
+}
+
+/// Whether `presented` is the token, in time that does not depend on where they differ
+/// (`subtle`, so the optimiser cannot turn it into an early exit); only the length can show.
+fn same_token(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 pub async fn list_workloads(State(api): State<Arc<Api>>) -> Response {
@@ -130,11 +146,12 @@ pub async fn get_workload(State(api): State<Arc<Api>>, Path(rest): Path<String>)
             "expected /api/v1/workloads/{key}/held",
         );
     };
-    let (reply, answer) = oneshot::channel();
-    let command = Command::ListHeld {
-        key: WorkloadKey::from_raw(key),
-        reply,
+    let key = match workload_key(key) {
+        Ok(k) => k,
+        Err(r) => return *r,
     };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::ListHeld { key, reply };
     match ask(&api, command, answer).await {
         Ok(items) => Json(items).into_response(),
         Err(r) => r,
@@ -159,7 +176,7 @@ async fn ask<T>(
 }
 
 async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    if let Err(r) = authorize(api, headers) {
+    if let Err(r) = authorize(api, headers, "POST /api/v1/workloads/{key}/mode") {
         return *r;
     }
     let mode = match serde_json::from_slice::<ModeRequest>(body) {
@@ -171,12 +188,12 @@ async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Res
             );
         }
     };
-    let (reply, answer) = oneshot::channel();
-    let command = Command::SetMode {
-        key: WorkloadKey::from_raw(key),
-        mode,
-        reply,
+    let key = match workload_key(key) {
+        Ok(k) => k,
+        Err(r) => return *r,
     };
+    let (reply, answer) = oneshot::channel();
+    let command = Command::SetMode { key, mode, reply };
     match ask(api, command, answer).await {
         Ok(view) => Json(view).into_response(),
         Err(r) => r,
@@ -184,7 +201,7 @@ async fn set_mode(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Res
 }
 
 async fn decide_held(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    if let Err(r) = authorize(api, headers) {
+    if let Err(r) = authorize(api, headers, "POST /api/v1/workloads/{key}/held") {
         return *r;
     }
     let decision = match serde_json::from_slice::<HeldDecision>(body) {
@@ -199,9 +216,13 @@ async fn decide_held(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> 
             );
         }
     };
+    let key = match workload_key(key) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
     let (reply, answer) = oneshot::channel();
     let command = Command::DecideHeld {
-        key: WorkloadKey::from_raw(key),
+        key,
         dimension: decision.dimension,
         item: decision.item,
         approve: matches!(decision.action, HeldAction::Approve),
@@ -215,11 +236,11 @@ async fn decide_held(api: &Api, key: &str, headers: &HeaderMap, body: &[u8]) -> 
 
 /// `GET /api/v1/baselines/{key}`: the baseline file.
 pub async fn get_baseline(State(api): State<Arc<Api>>, Path(key): Path<String>) -> Response {
-    match api
-        .store
-        .baselines()
-        .get_json(&WorkloadKey::from_raw(key.as_str()))
-    {
+    let parsed = match workload_key(&key) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
+    match api.store.baselines().get_json(&parsed) {
         Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no baseline for {key}")),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -234,10 +255,13 @@ pub async fn put_baseline(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&api, &headers) {
+    if let Err(r) = authorize(&api, &headers, "PUT /api/v1/baselines/{key}") {
         return *r;
     }
-    let key = WorkloadKey::from_raw(key.as_str());
+    let key = match workload_key(&key) {
+        Ok(k) => k,
+        Err(r) => return *r,
+    };
     let (reply, answer) = oneshot::channel();
     let command = Command::Import {
         key: key.clone(),
@@ -264,5 +288,24 @@ pub async fn put_baseline(
             error(status, format!("baseline rejected, store unchanged: {e}"))
         }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "habitd is shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::same_token;
+
+    #[test]
+    fn only_the_exact_token_is_the_same() {
+        assert!(same_token("s3cret-token", "s3cret-token"));
+        for wrong in [
+            "",
+            "s3cret-tokeN",
+            "s3cret-toke",
+            "s3cret-token ",
+            "S3cret-token",
+        ] {
+            assert!(!same_token(wrong, "s3cret-token"), "{wrong:?}");
+        }
     }
 }

@@ -41,16 +41,41 @@ pub fn router(state: Arc<AppState>, api: Arc<Api>) -> Router {
             get(api::get_baseline).put(api::put_baseline),
         )
         // A baseline file with its models' learning data can exceed axum's 2 MB default;
-        // anything above the format's own limit is refused (413) before it is read whole.
+        // anything above the format's own limit is refused (413): a streamed body once it
+        // crosses the limit, an announced one before a byte of it is read.
         .layer(axum::extract::DefaultBodyLimit::max(
             habit_profiles::baseline::MAX_FILE_BYTES,
         ))
+        .layer(axum::middleware::from_fn(refuse_announced_oversize))
         .with_state(api);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(v1)
+}
+
+/// 413 for a request whose `Content-Length` is above the body limit, without reading the
+/// body (axum's limit alone reads up to the limit first, then refuses).
+async fn refuse_announced_oversize(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > habit_profiles::baseline::MAX_FILE_BYTES as u64) {
+        let body = json!({
+            "error": format!(
+                "request body is larger than {} bytes",
+                habit_profiles::baseline::MAX_FILE_BYTES
+            )
+        });
+        return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -97,16 +97,31 @@ async fn start() -> Daemon {
 impl Daemon {
     /// One request with the token; the status and the body.
     async fn call(&self, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    /// One request presenting `token`; the status and the body.
+    async fn call_as(&self, token: &str, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {TOKEN}\r\n\
+            "{method} {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {token}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n\
              {body}",
             body.len()
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        // Written on its own task: a body the server refuses unread (413) is not waited for.
+        let (mut reader, mut writer) = stream.into_split();
+        let sender = tokio::spawn(async move {
+            let _ = writer.write_all(request.as_bytes()).await;
+            writer
+        });
         let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Until the server closes (or resets a connection whose body it did not read).
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        sender.abort();
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
@@ -377,4 +392,183 @@ async fn malformed_baselines_are_refused_naming_the_field_and_nothing_changes() 
     // The good file with its models still imports.
     let (status, _) = daemon.call("PUT", &path, &doc.to_string()).await;
     assert_eq!(status, 200);
+}
+
+/// Everything logged by this test binary (every thread, every level), for the test that
+/// tokens are never logged.
+fn captured_log() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Capture(log))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+}
+
+struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_never_logged() {
+    let log = captured_log();
+    let daemon = start().await;
+    let wrong = "wr0ng-b3arer-7f3c9e";
+    let mode = format!("/api/v1/workloads/{LEARNING_SEGMENT}/mode");
+    let (status, _) = daemon
+        .call_as(wrong, "POST", &mode, r#"{"mode":"detect"}"#)
+        .await;
+    assert_eq!(status, 401);
+    let path = format!("/api/v1/baselines/{IMPORTED_SEGMENT}");
+    let (status, _) = daemon
+        .call_as(wrong, "PUT", &path, &baseline_file(IMPORTED))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = daemon.call("PUT", &path, &baseline_file(IMPORTED)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, _) = daemon.call("POST", &mode, r#"{"mode":"detect"}"#).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    // The refusals are logged (with their route), so the log was captured...
+    assert!(
+        text.contains("Refused a state-changing API call: missing or wrong bearer token")
+            && text.contains("PUT /api/v1/baselines/{key}"),
+        "{text}"
+    );
+    // ... and neither the wrong token nor the right one is in it.
+    assert!(!text.contains(wrong), "{text}");
+    assert!(!text.contains(TOKEN), "{text}");
+}
+
+/// The head of the answer on `reader` (up to the blank line), within 60 s.
+async fn answer_head(reader: &mut tokio::net::tcp::OwnedReadHalf) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "no answer within 60 s: {}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_nothing_changes() {
+    let daemon = start().await;
+    let before = daemon.workloads().await;
+    let path = format!("/api/v1/baselines/{IMPORTED_SEGMENT}");
+    // Announced too long: refused from the header, before the body is read (the server
+    // does not wait for it, so neither does the test: it reads the answer's head only).
+    let mut stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let request = format!(
+        "PUT {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{{",
+        habit_profiles::baseline::MAX_FILE_BYTES + 1
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (mut reader, _writer) = stream.into_split();
+    let answer = answer_head(&mut reader).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Sent whole (chunked, no length announced): refused once the limit is crossed. The
+    // body is written on its own task: the server answers without reading the rest.
+    let stream = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: habitd\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 1 << 20];
+        let mut sent = 0;
+        while sent <= habit_profiles::baseline::MAX_FILE_BYTES {
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            writer.write_all(&framed).await?;
+            sent += chunk.len();
+        }
+        writer.write_all(b"0\r\n\r\n").await?;
+        std::io::Result::Ok(sent)
+    });
+    let answer = answer_head(&mut reader).await;
+    sender.abort();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(daemon.workloads().await, before);
+}
+
+#[tokio::test]
+async fn workload_keys_cannot_traverse_paths() {
+    let daemon = start().await;
+    let before = daemon.workloads().await;
+    // Plain, percent-encoded (the router decodes before the key is checked), absolute,
+    // upper-case escapes, a control character.
+    let keys = [
+        "../../etc/passwd",
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "%2E%2E/x",
+        "docker.io%2Flibrary%2F..%2F..%2Fx:1",
+        "%2Fetc%2Fpasswd",
+        "%2F%2Fetc",
+        "nginx%00:1",
+        "nginx%0A:1",
+    ];
+    for key in keys {
+        let file = baseline_file(IMPORTED);
+        for (method, path, body) in [
+            ("GET", format!("/api/v1/baselines/{key}"), ""),
+            ("PUT", format!("/api/v1/baselines/{key}"), file.as_str()),
+            ("GET", format!("/api/v1/workloads/{key}/held"), ""),
+            (
+                "POST",
+                format!("/api/v1/workloads/{key}/mode"),
+                r#"{"mode":"relearn"}"#,
+            ),
+            (
+                "POST",
+                format!("/api/v1/workloads/{key}/held"),
+                r#"{"action":"approve","dimension":"exec","item":"/bin/nc"}"#,
+            ),
+        ] {
+            let (status, body) = daemon.call(method, &path, body).await;
+            let text = String::from_utf8_lossy(&body);
+            // 400 naming the key; a path the router itself cannot route is 404 (never 200).
+            assert!(
+                (status == 400 && text.contains("invalid workload key")) || status == 404,
+                "{method} {path}: {status} {text}"
+            );
+        }
+    }
+    // A baseline file naming such a workload is refused too (the file's own field).
+    let traversing = baseline_file(IMPORTED).replace(IMPORTED, "../../etc/passwd");
+    let (status, body) = daemon
+        .call(
+            "PUT",
+            &format!("/api/v1/baselines/{IMPORTED_SEGMENT}"),
+            &traversing,
+        )
+        .await;
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(daemon.workloads().await, before);
 }
