@@ -395,6 +395,7 @@ impl Holder {
                 self_tgid: 0,
                 ring_buffer_bytes: 1 << 16,
                 empty_only: true,
+                bench_floor: habit_probes::BenchFloor::SysEnter,
                 object: None,
             })
             .map(|p| Holder::Empty(Box::new(p)))

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * Network use. connect/bind are decoded at syscall entry from the caller's sockaddr; listen and
+ * Network use. connect/bind are decoded at syscall exit (syscalls.h: habit_sys_exit) from the
+ * caller's sockaddr, still in its saved registers, with the result (0, -EINPROGRESS for a
+ * non-blocking connect, -ECONNREFUSED, ...: Falco's evt.res/evt.rawres); listen and
  * accept come from the TCP state machine (inet_sock_set_state): LISTEN is set in the listener's
  * process context, which we record per (netns, port) so that a passive open (SYN_RECV ->
  * ESTABLISHED, in softirq context) is attributed to the listening process, with both addresses.
@@ -82,8 +84,8 @@ static __always_inline __u32 socket_protocol(int fd)
 	return (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? proto : 0;
 }
 
-/* connect(fd, addr, len) and bind(fd, addr, len). */
-static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
+/* connect(fd, addr, len) and bind(fd, addr, len), at syscall exit with result `ret`. */
+static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr, long ret)
 {
 	struct habit_sockaddr sa;
 	struct habit_net *e;
@@ -101,6 +103,7 @@ static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
 	else
 		e->local = sa;
 	e->fd = fd;
+	e->res = ret;
 	e->protocol = socket_protocol(fd);
 	submit(e);
 	return 0;

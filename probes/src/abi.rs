@@ -4,7 +4,7 @@
 //! compares every size and offset, and the constants of [`constant_table`], with these
 //! definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -143,6 +143,8 @@ pub struct File {
     pub flags: u32,
     pub mode: u32,
     pub syscall: u32,
+    /// An open's result (new fd or -errno, read at syscall exit); 0 for chmod.
+    pub res: i64,
     pub path: [u8; PATH_LEN],
     pub base_components: [u8; COMPONENTS_LEN],
 }
@@ -180,6 +182,8 @@ pub struct Net {
     pub remote: SockAddr,
     pub protocol: u32,
     pub fd: i32,
+    /// connect/bind: the syscall's result (0 or -errno); 0 for listen/accept.
+    pub res: i64,
 }
 
 #[repr(C)]
@@ -386,6 +390,7 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("flags", offset_of!(File, flags)),
                 ("mode", offset_of!(File, mode)),
                 ("syscall", offset_of!(File, syscall)),
+                ("res", offset_of!(File, res)),
                 ("path", offset_of!(File, path)),
                 ("base_components", offset_of!(File, base_components)),
             ],
@@ -423,6 +428,7 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("remote", offset_of!(Net, remote)),
                 ("protocol", offset_of!(Net, protocol)),
                 ("fd", offset_of!(Net, fd)),
+                ("res", offset_of!(Net, res)),
             ],
         ),
         (

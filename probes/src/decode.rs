@@ -190,6 +190,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     base_dir,
                     flags: e.flags,
                     mode: e.mode,
+                    result: e.res,
                 }
             } else {
                 EventBody::Chmod {
@@ -224,10 +225,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 abi::EV_CONNECT => EventBody::Connect {
                     remote: socket_addr(&e.remote)?,
                     protocol,
+                    result: e.res,
                 },
                 abi::EV_BIND => EventBody::Bind {
                     local: socket_addr(&e.local)?,
                     protocol,
+                    result: e.res,
                 },
                 abi::EV_LISTEN => EventBody::Listen {
                     local: socket_addr(&e.local)?,
@@ -436,6 +439,7 @@ mod tests {
             flags: 0,
             mode: 0,
             syscall: 257,
+            res: 5,
             path: [0; abi::PATH_LEN],
             base_components: [0; abi::COMPONENTS_LEN],
         };
@@ -447,6 +451,28 @@ mod tests {
                 assert_eq!(base_dir, "/www");
             }
             other => panic!("wrong body {other:?}"),
+        }
+    }
+
+    /// Opens are reported at syscall exit: the new fd of a successful open and the -errno of a
+    /// failed one arrive as the event's result (Falco's fd.num / evt.rawres).
+    #[test]
+    fn open_carries_its_result_fd_or_errno() {
+        for res in [7, -i64::from(libc::ENOENT), -i64::from(libc::EACCES)] {
+            let mut f = abi::File {
+                hdr: hdr(abi::EV_OPEN),
+                dirfd: -100,
+                flags: 0,
+                mode: 0,
+                syscall: 257,
+                res,
+                path: [0; abi::PATH_LEN],
+                base_components: [0; abi::COMPONENTS_LEN],
+            };
+            f.path[..11].copy_from_slice(b"/etc/shadow");
+            let ev = decode(&bytes_of(&f)).unwrap();
+            assert_eq!(ev.body.result(), Some(res));
+            assert!(matches!(ev.body, EventBody::Open { result, .. } if result == res));
         }
     }
 
@@ -484,13 +510,15 @@ mod tests {
             },
             protocol: 6,
             fd: 3,
+            res: -i64::from(libc::EINPROGRESS),
         };
         let ev = decode(&bytes_of(&n)).unwrap();
         assert_eq!(
             ev.body,
             EventBody::Connect {
                 remote: "[::1]:8080".parse().unwrap(),
-                protocol: Protocol::Tcp
+                protocol: Protocol::Tcp,
+                result: -115,
             }
         );
         n.remote.family = libc::AF_UNIX as u16;
@@ -522,6 +550,7 @@ mod tests {
                 flags: 0,
                 mode: 0o4755,
                 syscall: 2,
+                res: 3,
                 path: [0; abi::PATH_LEN],
                 base_components: [0; abi::COMPONENTS_LEN],
             };
@@ -546,6 +575,7 @@ mod tests {
                 remote: addr,
                 protocol: 6,
                 fd: 3,
+                res: 0,
             }));
         }
         records.push(bytes_of(&abi::Priv {

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use habit_models::rules::{EventFields, Field, FieldArg, FieldRef, Value};
+use habit_probes::errno_names::falco_res;
 use habit_probes::{EventBody, FileOp, PrivOp};
 
 use crate::falco::output::Attributed;
@@ -44,6 +45,9 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "evt.dir",
     "evt.source",
     "evt.rawtime",
+    "evt.res",
+    "evt.rawres",
+    "evt.failed",
     "syscall.type",
     "evt.arg.flags",
     "evt.arg.mode",
@@ -99,6 +103,7 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "user.uid",
     "user.name",
     "group.gid",
+    "fd.num",
     "fd.name",
     "fd.directory",
     "fd.filename",
@@ -441,6 +446,11 @@ impl EventFields for RuleEvent<'_> {
                 Some(FieldArg::Key(name)) => self.arg(name),
                 _ => None,
             },
+            // Results are reported where a rule reads them (opens, connect, bind: seen at
+            // syscall exit); other events have none, and the fields are absent.
+            Field::EvtRes => a.event.body.result().and_then(|r| owned(falco_res(r))),
+            Field::EvtRawres => a.event.body.result().and_then(num),
+            Field::EvtFailed => a.event.body.result().map(|r| Value::Bool(r < 0)),
             Field::EvtIsOpenRead => match self.body() {
                 EventBody::Open { flags, .. } => Some(Value::Bool(flags & 3 != 1)),
                 _ => None,
@@ -518,6 +528,11 @@ impl EventFields for RuleEvent<'_> {
                 EventBody::Bind { local, .. } | EventBody::Listen { local } => {
                     owned(format!("{}:{}", local.ip(), local.port()))
                 }
+                _ => None,
+            },
+            // The new descriptor of an open, -1 when it failed (as Falco gives it).
+            Field::FdNum => match self.body() {
+                EventBody::Open { result, .. } => num((*result).max(-1)),
                 _ => None,
             },
             Field::FdDirectory => self.path().map(|p| match p.rfind('/') {

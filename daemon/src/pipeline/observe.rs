@@ -80,7 +80,9 @@ pub fn observations(
                 second,
             ));
         }
-        EventBody::Connect { remote, protocol } => {
+        EventBody::Connect {
+            remote, protocol, ..
+        } => {
             out.push(Observation::outbound(
                 remote.ip(),
                 remote.port(),
@@ -97,7 +99,9 @@ pub fn observations(
         }
         EventBody::Listen { local } => out.push(Observation::listen(local.port(), Proto::Tcp)),
         // A UDP server binds its port; TCP binds are followed by listen (or are client-side).
-        EventBody::Bind { local, protocol } if *protocol == Protocol::Udp && local.port() != 0 => {
+        EventBody::Bind {
+            local, protocol, ..
+        } if *protocol == Protocol::Udp && local.port() != 0 => {
             out.push(Observation::listen(local.port(), Proto::Udp));
         }
         EventBody::Privileged(op) => {

@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 3
+#define HABIT_ABI_VERSION 4
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -140,6 +140,9 @@ struct habit_file {
 	__u32 flags;  /* open flags, or 0 for chmod */
 	__u32 mode;   /* creation mode, or the new mode for chmod */
 	__u32 syscall;
+	/* An open's result, read at syscall exit: the new fd (>= 0) or -errno; 0 for chmod
+	 * (reported at entry). */
+	__s64 res;
 	char path[HABIT_PATH_LEN];
 	/* For a relative `path`: the directory it is relative to (cwd or dirfd), as components;
 	 * empty for absolute paths. */
@@ -191,6 +194,8 @@ struct habit_net {
 	struct habit_sockaddr remote; /* connect: destination; accept: peer */
 	__u32 protocol; /* IPPROTO_TCP / IPPROTO_UDP, 0 if unknown */
 	__s32 fd;       /* socket fd for connect/bind, -1 if not known */
+	__s64 res;      /* connect/bind: the syscall's result (0 or -errno, read at exit); 0 for
+			 * listen/accept (from the TCP state machine: they happened) */
 };
 
 #define HABIT_PRIV_ARG_LEN 64

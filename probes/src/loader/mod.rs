@@ -1,7 +1,9 @@
 //! Loading and attaching the probes with aya, and the typed handles user space keeps.
 //!
 //! Every program is a `tp_btf` program: on these kernels they need neither tracefs nor kprobes,
-//! and they are the cheapest way to sit on `sys_enter`. Dropping [`Probes`] detaches everything.
+//! and they are the cheapest way to sit on `sys_enter` and `sys_exit`. Dropping [`Probes`]
+//! detaches everything. (The overhead benchmark alone attaches a plain tracepoint program, the
+//! floor of the per-syscall exit tracepoints habitd does not use: see [`BenchFloor`].)
 //!
 //! This module loads the object, attaches the programs and owns the result ([`Probes`]); each
 //! family of maps that user space reads or writes has its own module, named after its job:
@@ -22,7 +24,7 @@ mod listeners;
 mod sequences;
 
 use aya::maps::{Map, MapError, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 pub use counters::{KernelCounters, LostDelta, SyscallDelta};
@@ -45,6 +47,51 @@ pub const PROGRAMS: [(&str, &str); 5] = [
     ("habit_sock_state", "inet_sock_set_state"),
     ("habit_sys_enter", "sys_enter"),
 ];
+
+/// The per-syscall exit tracepoints of the syscalls habitd reports at exit, with their
+/// results (see [`ResultHook`]).
+const RESULT_SYSCALLS: [&str; 6] = [
+    "sys_exit_open",
+    "sys_exit_openat",
+    "sys_exit_openat2",
+    "sys_exit_creat",
+    "sys_exit_connect",
+    "sys_exit_bind",
+];
+
+/// Where the results of opens, connect and bind are read (`probes/bpf/syscalls.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultHook {
+    /// `habit_sys_exit_tp` on each per-syscall exit tracepoint (`syscalls/sys_exit_openat`,
+    /// ...): other syscalls pay only the kernel's per-syscall filter. Needs tracefs.
+    ExitTracepoints,
+    /// `habit_sys_exit` on `tp_btf/sys_exit`, when tracefs is not available: runs on every
+    /// syscall's exit and returns at once for the others (measured dearer).
+    BtfSysExit,
+}
+
+impl ResultHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultHook::ExitTracepoints => "syscalls/sys_exit_* tracepoints",
+            ResultHook::BtfSysExit => "tp_btf/sys_exit",
+        }
+    }
+}
+
+/// Which empty programs the overhead benchmark's floor configurations attach
+/// ([`ProbeConfig::empty_only`]): the cost of a hook itself, before any work in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BenchFloor {
+    /// The empty `tp_btf/sys_enter` program only.
+    #[default]
+    SysEnter,
+    /// It and an empty `tp_btf/sys_exit` program (runs on every syscall's exit).
+    SysEnterAndExit,
+    /// It and an empty program on each per-syscall exit tracepoint of [`RESULT_SYSCALLS`]
+    /// (`tracepoint/syscalls/sys_exit_openat`, ...; needs tracefs at /sys/kernel/tracing).
+    SysEnterAndExitTracepoints,
+}
 
 /// Errors of loading, attaching and reading the probes.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +135,10 @@ pub struct ProbeConfig {
     pub self_tgid: u32,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_buffer_bytes: u32,
-    /// Attach only the empty `sys_enter` program (overhead benchmark reference).
+    /// Attach only empty programs (overhead benchmark reference), those `bench_floor` names.
     pub empty_only: bool,
+    /// Which empty programs `empty_only` attaches.
+    pub bench_floor: BenchFloor,
     /// An object to load instead of the built-in one, with the same programs and maps: the
     /// overhead benchmark measures a reference build (the previous release's prebuilt
     /// object) beside this one. `None`: the built-in object.
@@ -102,6 +151,7 @@ impl Default for ProbeConfig {
             self_tgid: std::process::id(),
             ring_buffer_bytes: 8 << 20,
             empty_only: false,
+            bench_floor: BenchFloor::SysEnter,
             object: None,
         }
     }
@@ -117,6 +167,7 @@ pub struct Probes {
     epoch: DedupEpoch,
     listeners: Listeners,
     kernel_features: KernelFeatures,
+    result_hook: Option<ResultHook>,
 }
 
 /// Takes map `name` out of the object and converts it to its typed handle.
@@ -158,10 +209,13 @@ impl Probes {
             .load(config.object.unwrap_or(PROBES_OBJECT))
             .map_err(ProbeError::Load)?;
 
-        let programs: &[(&'static str, &'static str)] = if config.empty_only {
-            &[("habit_bench_empty", "sys_enter")]
-        } else {
-            &PROGRAMS
+        let programs: &[(&'static str, &'static str)] = match (config.empty_only, config.bench_floor) {
+            (false, _) => &PROGRAMS,
+            (true, BenchFloor::SysEnterAndExit) => &[
+                ("habit_bench_empty", "sys_enter"),
+                ("habit_bench_empty_exit", "sys_exit"),
+            ],
+            (true, _) => &[("habit_bench_empty", "sys_enter")],
         };
         // The free counter slots are queued before anything is attached: a syscall counted
         // before then would find no slot and be recorded as a drop.
@@ -169,6 +223,14 @@ impl Probes {
         for &(name, tracepoint) in programs {
             attach(&mut ebpf, &btf, name, tracepoint)?;
         }
+        if config.empty_only && config.bench_floor == BenchFloor::SysEnterAndExitTracepoints {
+            attach_exit_tracepoints(&mut ebpf, "habit_bench_empty_exit_tp")?;
+        }
+        let result_hook = if config.empty_only {
+            None
+        } else {
+            Some(attach_result_hook(&mut ebpf, &btf)?)
+        };
         let kernel_features = if config.empty_only {
             KernelFeatures::not_probed()
         } else {
@@ -187,7 +249,13 @@ impl Probes {
             epoch,
             listeners,
             kernel_features,
+            result_hook,
         })
+    }
+
+    /// Where syscall results are read (`None` for the benchmark's empty programs).
+    pub fn result_hook(&self) -> Option<ResultHook> {
+        self.result_hook
     }
 
     /// What the kernel offers beyond what habitd requires (program types detected at load).
@@ -239,6 +307,92 @@ fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes one timespec to the pointer it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The result programs: on the per-syscall exit tracepoints (mounting tracefs at
+/// /sys/kernel/tracing if it is not there), or, when that fails, on `tp_btf/sys_exit`.
+fn attach_result_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<ResultHook, ProbeError> {
+    const TP: &str = "habit_sys_exit_tp";
+    let tracepoints = ensure_tracefs().and_then(|()| {
+        attach_exit_tracepoints(ebpf, TP).map_err(|e| e.to_string())
+    });
+    match tracepoints {
+        Ok(()) => Ok(ResultHook::ExitTracepoints),
+        Err(why) => {
+            // Unloading detaches whatever part was attached: no result is reported twice.
+            if let Some(p) = ebpf.program_mut(TP) {
+                let tp: Result<&mut TracePoint, _> = p.try_into();
+                if let Ok(tp) = tp {
+                    let _ = tp.unload();
+                }
+            }
+            tracing::warn!(
+                message = "Per-syscall exit tracepoints unavailable; reading results on tp_btf/sys_exit (dearer for every syscall).",
+                %why
+            );
+            attach(ebpf, btf, "habit_sys_exit", "sys_exit")?;
+            Ok(ResultHook::BtfSysExit)
+        }
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing unless it is there (these machines do not mount it
+/// by default); errors say why the per-syscall tracepoints cannot be used.
+pub fn ensure_tracefs() -> Result<(), String> {
+    const EVENTS: &str = "/sys/kernel/tracing/events/syscalls";
+    if std::path::Path::new(EVENTS).exists() {
+        return Ok(());
+    }
+    // SAFETY: NUL-terminated literals; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mounting tracefs at /sys/kernel/tracing: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if !std::path::Path::new(EVENTS).exists() {
+        return Err(format!("{EVENTS} is missing (kernel without CONFIG_FTRACE_SYSCALLS)"));
+    }
+    Ok(())
+}
+
+/// Program `name` (a `tracepoint` program) attached to each of [`RESULT_SYSCALLS`]'s exit
+/// tracepoints: habitd's result program, or the benchmark's empty one.
+fn attach_exit_tracepoints(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
+    const NAME: &str = "syscalls";
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            program: name,
+            tracepoint: NAME,
+            source,
+        })?;
+    program.load().map_err(|source| ProbeError::Program {
+        program: name,
+        tracepoint: NAME,
+        source,
+    })?;
+    for tracepoint in RESULT_SYSCALLS {
+        program
+            .attach(NAME, tracepoint)
+            .map_err(|source| ProbeError::Program {
+                program: name,
+                tracepoint,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 fn attach(
