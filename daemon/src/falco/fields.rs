@@ -170,6 +170,45 @@ fn num(v: impl Into<i64>) -> Option<Value<'static>> {
     Some(Value::Num(v.into()))
 }
 
+/// An open's flags as Falco renders `evt.arg.flags`: the names joined by `|`, in Falco's order
+/// (`O_TRUNC|O_CREAT|O_WRONLY|O_CLOEXEC`), so that rules such as "Clear Log Activities"
+/// (`evt.arg.flags contains "O_TRUNC"`) match; `evt.rawarg.flags` is the number.
+pub(crate) fn open_flags_text(flags: u32) -> String {
+    const NAMES: [(u32, &str); 13] = [
+        (0o100000, "O_LARGEFILE"),
+        (0o200000, "O_DIRECTORY"),
+        (0o40000, "O_DIRECT"),
+        (0o1000, "O_TRUNC"),
+        (0o4010000, "O_SYNC"),
+        (0o4000, "O_NONBLOCK"),
+        (0o200, "O_EXCL"),
+        (0o10000, "O_DSYNC"),
+        (0o2000, "O_APPEND"),
+        (0o100, "O_CREAT"),
+        (0o2, "O_RDWR"),
+        (0o1, "O_WRONLY"),
+        (0o2000000, "O_CLOEXEC"),
+    ];
+    let mut parts: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, name)| match *name {
+            // O_SYNC includes O_DSYNC's bit: name it only when all of its bits are set.
+            "O_SYNC" => flags & bit == *bit,
+            "O_DSYNC" => flags & 0o4000000 == 0 && flags & bit != 0,
+            _ => flags & bit != 0,
+        })
+        .map(|(_, name)| *name)
+        .collect();
+    if flags & 3 == 0 {
+        let at = parts
+            .iter()
+            .position(|p| *p == "O_CLOEXEC")
+            .unwrap_or(parts.len());
+        parts.insert(at, "O_RDONLY");
+    }
+    parts.join("|")
+}
+
 /// Text that is absent when empty (an executable path the process table does not know).
 fn nonempty(v: &str) -> Option<Value<'_>> {
     (!v.is_empty()).then_some(Value::Str(Cow::Borrowed(v)))
@@ -389,7 +428,7 @@ impl<'a> RuleEvent<'a> {
     fn arg(&self, name: &str) -> Option<Value<'a>> {
         match (self.body(), name) {
             (EventBody::FileChange(_), name) => self.change_arg(name),
-            (EventBody::Open { flags, .. }, "flags") => num(*flags),
+            (EventBody::Open { flags, .. }, "flags") => owned(open_flags_text(*flags)),
             (EventBody::Open { mode, .. }, "mode") | (EventBody::Chmod { mode, .. }, "mode") => {
                 owned(format!("{mode:o}"))
             }
@@ -444,6 +483,13 @@ impl EventFields for RuleEvent<'_> {
                 .unwrap_or(0)),
             Field::EvtArg => match arg {
                 Some(FieldArg::Key(name)) => self.arg(name),
+                _ => None,
+            },
+            Field::EvtRawarg => match (self.body(), arg) {
+                (EventBody::Open { flags, .. }, Some(FieldArg::Key(name))) if &**name == "flags" => {
+                    num(*flags)
+                }
+                (_, Some(FieldArg::Key(name))) => self.arg(name),
                 _ => None,
             },
             // Results are reported where a rule reads them (opens, connect, bind: seen at
@@ -616,6 +662,19 @@ impl EventFields for RuleEvent<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn renders_open_flags_as_falco_does() {
+        use super::open_flags_text;
+        assert_eq!(open_flags_text(0), "O_RDONLY");
+        assert_eq!(open_flags_text(0o2000000), "O_RDONLY|O_CLOEXEC");
+        assert_eq!(
+            open_flags_text(0o1 | 0o100 | 0o1000 | 0o2000000),
+            "O_TRUNC|O_CREAT|O_WRONLY|O_CLOEXEC"
+        );
+        assert_eq!(open_flags_text(0o2 | 0o2000), "O_APPEND|O_RDWR");
+        assert_eq!(open_flags_text(0o4010001), "O_SYNC|O_WRONLY");
+    }
+
     #[test]
     fn names_capabilities() {
         assert_eq!(super::capability_names(0), "");

@@ -230,6 +230,16 @@ impl Fixture {
                 base_dir: "/etc".into(),
                 flags: 0o1 | 0o100 | 0o1000,
                 mode: 0o644,
+                result: 3,
+            },
+            // A failed open: fd.num -1, evt.res the errno's name.
+            EventBody::Open {
+                dirfd: -100,
+                path: "/etc/shadow".into(),
+                base_dir: String::new(),
+                flags: 0,
+                mode: 0,
+                result: -13,
             },
             EventBody::Chmod {
                 dirfd: -100,
@@ -240,10 +250,12 @@ impl Fixture {
             EventBody::Connect {
                 remote: addr("10.0.0.1:4444"),
                 protocol: Protocol::Tcp,
+                result: -115,
             },
             EventBody::Connect {
                 remote: addr("[2001:db8::1]:53"),
                 protocol: Protocol::Udp,
+                result: 0,
             },
             EventBody::Accept {
                 local: addr("172.17.0.2:80"),
@@ -252,6 +264,7 @@ impl Fixture {
             EventBody::Bind {
                 local: addr("0.0.0.0:8080"),
                 protocol: Protocol::Tcp,
+                result: 0,
             },
             EventBody::Listen {
                 local: addr("[::]:8080"),

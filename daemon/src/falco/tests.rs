@@ -255,3 +255,54 @@ fn every_field_rules_can_read_is_supplied() {
         }
     }
 }
+
+/// Opens, connect and bind carry their result (read at syscall exit): `evt.res` is `SUCCESS`
+/// or the errno's name, `evt.rawres` the number, `evt.failed` whether it failed, and an
+/// open's `fd.num` its new descriptor or -1; events without a result have none of them, and
+/// Falco's open macros (`fd.num>=0`, `fd.num=-1 and evt.res startswith E`) hold as in Falco.
+#[test]
+fn results_are_falco_fields_where_the_probes_report_them() {
+    use habit_models::rules::Value as V;
+    use habit_probes::EventBody;
+    let fx = Fixture::new();
+    let mut seen = Vec::new();
+    fx.each(|ev, view| {
+        let f = view.output_fields();
+        let field = |name: &str| f.get(name).cloned();
+        match (&ev.body, ev.body.result()) {
+            (EventBody::Open { .. }, Some(r)) if r >= 0 => {
+                assert_eq!(field("fd.num"), Some(Value::from(r)));
+                assert_eq!(field("evt.res"), Some(Value::from("SUCCESS")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(r)));
+                assert_eq!(field("evt.failed"), Some(Value::from(false)));
+                assert_eq!(field("evt.arg.flags"), Some(Value::from("O_TRUNC|O_CREAT|O_WRONLY")));
+                let raw = view.get(
+                    Field::EvtRawarg,
+                    Some(&habit_models::rules::FieldArg::Key("flags".into())),
+                );
+                assert!(matches!(raw, Some(V::Num(0o1101))), "{raw:?}");
+                seen.push("open ok");
+            }
+            (EventBody::Open { .. }, Some(_)) => {
+                assert_eq!(field("fd.num"), Some(Value::from(-1)));
+                assert_eq!(field("evt.res"), Some(Value::from("EACCES")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(-13)));
+                assert_eq!(field("evt.failed"), Some(Value::from(true)));
+                seen.push("open failed");
+            }
+            (EventBody::Connect { .. }, Some(-115)) => {
+                assert_eq!(field("evt.res"), Some(Value::from("EINPROGRESS")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(-115)));
+                assert_eq!(field("fd.num"), None);
+                seen.push("connect in progress");
+            }
+            (_, None) => {
+                for name in ["evt.res", "evt.rawres", "evt.failed", "fd.num"] {
+                    assert_eq!(field(name), None, "{name} of {}", kind(&ev.body));
+                }
+            }
+            _ => {}
+        }
+    });
+    assert_eq!(seen, ["open ok", "open failed", "connect in progress"]);
+}

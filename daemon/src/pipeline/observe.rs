@@ -193,6 +193,7 @@ mod tests {
             &ev(EventBody::Connect {
                 remote: "10.0.0.1:443".parse().unwrap(),
                 protocol: Protocol::Tcp,
+                result: 0,
             }),
             None,
             None,
