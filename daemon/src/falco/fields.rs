@@ -111,6 +111,9 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "fd.typechar",
     "fd.sockfamily",
     "fd.l4proto",
+    "fd.ip",
+    "fd.net",
+    "fd.port",
     "fd.sip",
     "fd.snet",
     "fd.sport",
@@ -601,6 +604,20 @@ impl EventFields for RuleEvent<'_> {
                     },
                 };
                 s(if field == Field::FdType { kind } else { ch })
+            }
+            // Either end of a connection (Falco: "matches either"): the ends habitd knows, a
+            // set when both are (an accepted connection).
+            Field::FdIp | Field::FdNet | Field::FdPort => {
+                let (client, server) = self.client_server();
+                let one = |x: SocketAddr| match field {
+                    Field::FdPort => Value::Num(x.port().into()),
+                    _ => Value::Ip(x.ip()),
+                };
+                match (client, server) {
+                    (Some(c), Some(s)) => Some(Value::List(vec![one(c), one(s)])),
+                    (Some(x), None) | (None, Some(x)) => Some(one(x)),
+                    (None, None) => None,
+                }
             }
             Field::FdSip | Field::FdSnet => self.client_server().1.map(|x| Value::Ip(x.ip())),
             Field::FdSport => self.client_server().1.and_then(|x| num(x.port())),
