@@ -162,7 +162,9 @@ impl Config {
             Config::Baseline => "(a) nothing attached",
             Config::Empty => "(b) empty tp_btf/sys_enter",
             Config::EmptyExit => "(b1) (b) + empty tp_btf/sys_exit",
-            Config::EmptyExitTracepoints => "(b2) (b) + empty syscalls/sys_exit_{open*,connect,bind}",
+            Config::EmptyExitTracepoints => {
+                "(b2) (b) + empty syscalls/sys_exit_{open*,connect,bind}"
+            }
             Config::Habitd => "(c) habitd full probe set",
             Config::Reference => "(c') --reference-object, seq off",
             Config::SeqLearn => "(c1) habitd, sequences learning",
@@ -703,8 +705,7 @@ fn attach(
                         hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnterAndExit).await
                     }
                     Config::EmptyExitTracepoints => {
-                        hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnterAndExitTracepoints)
-                            .await
+                        hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnterAndExitTracepoints).await
                     }
                     Config::Habitd => {
                         hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, None).await

@@ -800,7 +800,10 @@ fn read_sensitive_file_untrusted() {
     // A denied read is an open too, but not this rule's (open_read needs fd.num >= 0): the
     // failure is reported apart from the success, with its errno.
     let denied = c.exec(&["peer_actions", "open", "/etc/sudoers", "r"]);
-    assert!(!denied.status.success(), "/etc/sudoers should not exist in the image");
+    assert!(
+        !denied.status.success(),
+        "/etc/sudoers should not exist in the image"
+    );
     let shadow = |f: &Value| c.is(f) && f["fd.name"] == "/etc/shadow" && f["proc.name"] == "cat";
     let a = expect_rule(
         &d,
@@ -821,8 +824,10 @@ fn read_sensitive_file_untrusted() {
         "{failed:#}"
     );
     assert!(
-        !d.alerts().iter().any(|a| a["rule"] == "Read sensitive file untrusted"
-            && a["output_fields"]["fd.name"] == "/etc/sudoers"),
+        !d.alerts()
+            .iter()
+            .any(|a| a["rule"] == "Read sensitive file untrusted"
+                && a["output_fields"]["fd.name"] == "/etc/sudoers"),
         "a failed open must not fire open_read"
     );
 }

@@ -20,6 +20,6 @@ pub mod syscall_names;
 pub use event::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol};
 pub use kernel_features::KernelFeatures;
 pub use loader::{
-    BenchFloor, EventStream, ResultHook, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes, SequenceMaps,
-    SyscallDelta,
+    BenchFloor, EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes,
+    ResultHook, SequenceMaps, SyscallDelta,
 };

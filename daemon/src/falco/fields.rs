@@ -489,7 +489,9 @@ impl EventFields for RuleEvent<'_> {
                 _ => None,
             },
             Field::EvtRawarg => match (self.body(), arg) {
-                (EventBody::Open { flags, .. }, Some(FieldArg::Key(name))) if &**name == "flags" => {
+                (EventBody::Open { flags, .. }, Some(FieldArg::Key(name)))
+                    if &**name == "flags" =>
+                {
                     num(*flags)
                 }
                 (_, Some(FieldArg::Key(name))) => self.arg(name),

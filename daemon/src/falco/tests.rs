@@ -275,7 +275,10 @@ fn results_are_falco_fields_where_the_probes_report_them() {
                 assert_eq!(field("evt.res"), Some(Value::from("SUCCESS")));
                 assert_eq!(field("evt.rawres"), Some(Value::from(r)));
                 assert_eq!(field("evt.failed"), Some(Value::from(false)));
-                assert_eq!(field("evt.arg.flags"), Some(Value::from("O_TRUNC|O_CREAT|O_WRONLY")));
+                assert_eq!(
+                    field("evt.arg.flags"),
+                    Some(Value::from("O_TRUNC|O_CREAT|O_WRONLY"))
+                );
                 let raw = view.get(
                     Field::EvtRawarg,
                     Some(&habit_models::rules::FieldArg::Key("flags".into())),

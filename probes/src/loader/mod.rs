@@ -209,14 +209,15 @@ impl Probes {
             .load(config.object.unwrap_or(PROBES_OBJECT))
             .map_err(ProbeError::Load)?;
 
-        let programs: &[(&'static str, &'static str)] = match (config.empty_only, config.bench_floor) {
-            (false, _) => &PROGRAMS,
-            (true, BenchFloor::SysEnterAndExit) => &[
-                ("habit_bench_empty", "sys_enter"),
-                ("habit_bench_empty_exit", "sys_exit"),
-            ],
-            (true, _) => &[("habit_bench_empty", "sys_enter")],
-        };
+        let programs: &[(&'static str, &'static str)] =
+            match (config.empty_only, config.bench_floor) {
+                (false, _) => &PROGRAMS,
+                (true, BenchFloor::SysEnterAndExit) => &[
+                    ("habit_bench_empty", "sys_enter"),
+                    ("habit_bench_empty_exit", "sys_exit"),
+                ],
+                (true, _) => &[("habit_bench_empty", "sys_enter")],
+            };
         // The free counter slots are queued before anything is attached: a syscall counted
         // before then would find no slot and be recorded as a drop.
         let counters = KernelCounters::new(&mut ebpf)?;
@@ -313,9 +314,8 @@ fn monotonic_ns() -> u64 {
 /// /sys/kernel/tracing if it is not there), or, when that fails, on `tp_btf/sys_exit`.
 fn attach_result_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<ResultHook, ProbeError> {
     const TP: &str = "habit_sys_exit_tp";
-    let tracepoints = ensure_tracefs().and_then(|()| {
-        attach_exit_tracepoints(ebpf, TP).map_err(|e| e.to_string())
-    });
+    let tracepoints = ensure_tracefs()
+        .and_then(|()| attach_exit_tracepoints(ebpf, TP).map_err(|e| e.to_string()));
     match tracepoints {
         Ok(()) => Ok(ResultHook::ExitTracepoints),
         Err(why) => {
@@ -360,7 +360,9 @@ pub fn ensure_tracefs() -> Result<(), String> {
         ));
     }
     if !std::path::Path::new(EVENTS).exists() {
-        return Err(format!("{EVENTS} is missing (kernel without CONFIG_FTRACE_SYSCALLS)"));
+        return Err(format!(
+            "{EVENTS} is missing (kernel without CONFIG_FTRACE_SYSCALLS)"
+        ));
     }
     Ok(())
 }
