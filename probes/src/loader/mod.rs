@@ -227,7 +227,11 @@ impl Probes {
         if config.empty_only && config.bench_floor == BenchFloor::SysEnterAndExitTracepoints {
             attach_exit_tracepoints(&mut ebpf, "habit_bench_empty_exit_tp")?;
         }
-        let result_hook = if config.empty_only {
+        // An object from before results (a benchmark's reference build) reports its opens
+        // and connects at entry and has no result programs.
+        let has_result_programs = ebpf.program("habit_sys_exit").is_some();
+        let result_hook = if config.empty_only || (config.object.is_some() && !has_result_programs)
+        {
             None
         } else {
             Some(attach_result_hook(&mut ebpf, &btf)?)
@@ -254,7 +258,8 @@ impl Probes {
         })
     }
 
-    /// Where syscall results are read (`None` for the benchmark's empty programs).
+    /// Where syscall results are read (`None` for the benchmark's empty programs, and for a
+    /// reference object built before results were reported).
     pub fn result_hook(&self) -> Option<ResultHook> {
         self.result_hook
     }
