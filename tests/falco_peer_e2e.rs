@@ -83,6 +83,10 @@ const TESTED: &[(&str, &str)] = &[
         "Disallowed SSH Connection Non Standard Port",
         "disallowed_ssh_connection_non_standard_port",
     ),
+    (
+        "Directory traversal monitored file read",
+        "directory_traversal_monitored_file_read",
+    ),
 ];
 
 /// Rules that cannot fire on habitd's events, and why. Not faked: no test pretends otherwise.
@@ -94,10 +98,6 @@ const NOT_OBSERVABLE: &[(&str, &str)] = &[
     (
         "Read sensitive file trusted after startup",
         "needs proc.duration (proc_is_new: the process started more than 5 s ago), which habitd does not supply",
-    ),
-    (
-        "Directory traversal monitored file read",
-        "needs fd.nameraw (the path as passed, with its ../) beside a normalised fd.name: habitd's fd.name of an absolute path keeps the ../ as passed, and fd.nameraw is not supplied",
     ),
     (
         "Redirect STDOUT/STDIN to Network Connection in Container",
@@ -896,4 +896,43 @@ fn disallowed_ssh_connection_non_standard_port() {
         ssh,
     );
     assert_eq!(a["output_fields"]["evt.rawres"], Value::from(0), "{a:#}");
+}
+
+#[test]
+fn directory_traversal_monitored_file_read() {
+    let Some(d) = start_daemon("directory_traversal_monitored_file_read") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // Run by runc, not a shell (the rule leaves out children of shells): a read through
+    // `../`, and a failed one (open_file_failed: fd.num -1 and evt.res an errno).
+    c.exec_ok(&["peer_actions", "open", "/www/../../etc/passwd", "r"]);
+    let missing = c.exec(&[
+        "peer_actions",
+        "open",
+        "/www/cgi-bin/../../../etc/none",
+        "r",
+    ]);
+    assert!(!missing.status.success(), "/etc/none should not exist");
+    let rule = "Directory traversal monitored file read";
+    let needs = "fd.nameraw (the path as passed) and fd.name (normalised); open_read (fd.num >= 0) \
+                 or open_file_failed (fd.num = -1 and evt.res startswith E)";
+    all_ok(vec![
+        check_rule(
+            &d,
+            rule,
+            "an open of /www/../../etc/passwd",
+            needs,
+            |f| c.is(f) && f["fd.nameraw"] == "/www/../../etc/passwd",
+            |f| c.is(f) && f["fd.name"] == "/etc/passwd",
+        ),
+        check_rule(
+            &d,
+            rule,
+            "a failed open of /www/cgi-bin/../../../etc/none",
+            needs,
+            |f| c.is(f) && f["fd.nameraw"] == "/www/cgi-bin/../../../etc/none",
+            |f| c.is(f) && f["fd.name"] == "/etc/none" && f["evt.res"] == "ENOENT",
+        ),
+    ]);
 }

@@ -105,6 +105,7 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "group.gid",
     "fd.num",
     "fd.name",
+    "fd.nameraw",
     "fd.directory",
     "fd.filename",
     "fd.type",
@@ -579,6 +580,11 @@ impl EventFields for RuleEvent<'_> {
                 EventBody::Bind { local, .. } | EventBody::Listen { local } => {
                     owned(format!("{}:{}", local.ip(), local.port()))
                 }
+                _ => None,
+            },
+            // The path as the process passed it (fd.name is absolute and without `..`).
+            Field::FdNameraw => match self.body() {
+                EventBody::Open { path, .. } | EventBody::Chmod { path, .. } => nonempty(path),
                 _ => None,
             },
             // The new descriptor of an open, -1 when it failed (as Falco gives it).
