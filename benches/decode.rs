@@ -126,6 +126,8 @@ fn connect_v4_record() -> Vec<u8> {
         protocol: libc::IPPROTO_TCP as u32,
         fd: 5,
         res: -i64::from(libc::EINPROGRESS),
+        syscall: 42,
+        _pad: 0,
     };
     bytes_of(&record)
 }
@@ -147,6 +149,8 @@ fn connect_v6_record() -> Vec<u8> {
         protocol: libc::IPPROTO_TCP as u32,
         fd: 31,
         res: 0,
+        syscall: 42,
+        _pad: 0,
     };
     bytes_of(&record)
 }

@@ -87,6 +87,10 @@ const TESTED: &[(&str, &str)] = &[
         "Directory traversal monitored file read",
         "directory_traversal_monitored_file_read",
     ),
+    (
+        "Redirect STDOUT/STDIN to Network Connection in Container",
+        "redirect_stdout_stdin_to_network_connection_in_container",
+    ),
 ];
 
 /// Rules that cannot fire on habitd's events, and why. Not faked: no test pretends otherwise.
@@ -98,11 +102,6 @@ const NOT_OBSERVABLE: &[(&str, &str)] = &[
     (
         "Read sensitive file trusted after startup",
         "needs proc.duration (proc_is_new: the process started more than 5 s ago), which habitd does not supply",
-    ),
-    (
-        "Redirect STDOUT/STDIN to Network Connection in Container",
-        "dup/dup2/dup3 are not observed by habitd's probes, nor their result (evt.rawres) or \
-         the type of the duplicated descriptor (fd.type)",
     ),
     (
         "Contact K8S API Server From Container",
@@ -935,4 +934,37 @@ fn directory_traversal_monitored_file_read() {
             |f| c.is(f) && f["fd.name"] == "/etc/none" && f["evt.res"] == "ENOENT",
         ),
     ]);
+}
+
+#[test]
+fn redirect_stdout_stdin_to_network_connection_in_container() {
+    let Some(d) = start_daemon("redirect_stdout_stdin_to_network_connection_in_container") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // A reverse shell: busybox `nc -e` moves the connected socket onto stdin (dup2) and
+    // duplicates it onto stdout and stderr before it executes the program. The attacker's end
+    // listens in the same container; the client retries until the listener is up.
+    c.spawn(&["nc", "-l", "-p", "5556"]);
+    c.exec_ok(&[
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
+         nc 127.0.0.1 5556 -e /bin/true && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    let dup = |f: &Value| {
+        c.is(f)
+            && matches!(f["evt.type"].as_str(), Some("dup" | "dup2" | "dup3"))
+            && f["fd.sport"] == 5556
+    };
+    let a = expect_rule(
+        &d,
+        "Redirect STDOUT/STDIN to Network Connection in Container",
+        "`nc 127.0.0.1 5556 -e /bin/true` (the socket duplicated onto stdio) in a container",
+        "dup, evt.rawres in (0, 1, 2) (the new descriptor), fd.type ipv4/ipv6",
+        dup,
+        dup,
+    );
+    let res = a["output_fields"]["evt.rawres"].as_i64().unwrap_or(-1);
+    assert!((0..=2).contains(&res), "{a:#}");
 }

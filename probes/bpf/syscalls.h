@@ -163,8 +163,8 @@ int BPF_PROG(habit_sys_enter, struct pt_regs *regs, long id)
 }
 
 /*
- * The syscalls whose result a rule reads (opens: fd.num, evt.res; connect: evt.rawres), and
- * bind beside connect, are reported at exit, where the result is known and the arguments are
+ * The syscalls whose result a rule reads (opens: fd.num, evt.res; connect: evt.rawres; dup:
+ * the new descriptor), and bind beside connect, are reported at exit, where the result is known and the arguments are
  * still in the caller's saved registers (x86_64 syscalls do not change them).
  *
  * Preferred hook: the per-syscall exit tracepoints (syscalls/sys_exit_openat, ...), one
@@ -193,6 +193,10 @@ static __always_inline int result_of(__u32 nr, struct pt_regs *regs, long ret)
 	case NR_connect:
 	case NR_bind:
 		return handle_connect_bind(regs, nr, ret);
+	case NR_dup:
+	case NR_dup2:
+	case NR_dup3:
+		return handle_dup(regs, nr, ret);
 	}
 	return 0;
 }
@@ -219,6 +223,9 @@ int BPF_PROG(habit_sys_exit, struct pt_regs *regs, long ret)
 	case NR_creat:
 	case NR_connect:
 	case NR_bind:
+	case NR_dup:
+	case NR_dup2:
+	case NR_dup3:
 		return result_of(nr, regs, ret);
 	}
 	return 0;

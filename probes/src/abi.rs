@@ -30,6 +30,7 @@ pub const EV_LISTEN: u32 = 9;
 pub const EV_PRIV: u32 = 10;
 pub const EV_SEQ: u32 = 11;
 pub const EV_FCHANGE: u32 = 12;
+pub const EV_DUP: u32 = 13;
 
 /// `enum habit_fchange_op`: the operation of a file-change record.
 pub const FC_RENAME: u32 = 1;
@@ -182,8 +183,12 @@ pub struct Net {
     pub remote: SockAddr,
     pub protocol: u32,
     pub fd: i32,
-    /// connect/bind: the syscall's result (0 or -errno); 0 for listen/accept.
+    /// connect/bind: the syscall's result (0 or -errno); dup: the new fd; 0 for
+    /// listen/accept.
     pub res: i64,
+    /// connect, bind, dup: the syscall number; 0 for listen/accept.
+    pub syscall: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -292,6 +297,7 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("HABIT_EV_PRIV", EV_PRIV.into()),
         ("HABIT_EV_SEQ", EV_SEQ.into()),
         ("HABIT_EV_FCHANGE", EV_FCHANGE.into()),
+        ("HABIT_EV_DUP", EV_DUP.into()),
         ("HABIT_FC_RENAME", FC_RENAME.into()),
         ("HABIT_FC_UNLINK", FC_UNLINK.into()),
         ("HABIT_FC_RMDIR", FC_RMDIR.into()),
@@ -429,6 +435,7 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("protocol", offset_of!(Net, protocol)),
                 ("fd", offset_of!(Net, fd)),
                 ("res", offset_of!(Net, res)),
+                ("syscall", offset_of!(Net, syscall)),
             ],
         ),
         (

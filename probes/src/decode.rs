@@ -218,6 +218,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             };
             (e.hdr, EventBody::FileChange(change))
         }
+        abi::EV_DUP => {
+            let e: abi::Net = read(bytes, kind)?;
+            let body = EventBody::Dup {
+                local: socket_addr(&e.local)?,
+                remote: socket_addr(&e.remote)?,
+                protocol: Protocol::from_ipproto(e.protocol),
+                oldfd: e.fd,
+                newfd: e.res,
+                syscall: e.syscall,
+            };
+            (e.hdr, body)
+        }
         abi::EV_CONNECT | abi::EV_ACCEPT | abi::EV_BIND | abi::EV_LISTEN => {
             let e: abi::Net = read(bytes, kind)?;
             let protocol = Protocol::from_ipproto(e.protocol);
@@ -511,6 +523,8 @@ mod tests {
             protocol: 6,
             fd: 3,
             res: -i64::from(libc::EINPROGRESS),
+            syscall: 42,
+            _pad: 0,
         };
         let ev = decode(&bytes_of(&n)).unwrap();
         assert_eq!(
@@ -568,6 +582,7 @@ mod tests {
             abi::EV_ACCEPT,
             abi::EV_BIND,
             abi::EV_LISTEN,
+            abi::EV_DUP,
         ] {
             records.push(bytes_of(&abi::Net {
                 hdr: hdr(kind),
@@ -576,6 +591,8 @@ mod tests {
                 protocol: 6,
                 fd: 3,
                 res: 0,
+                syscall: 0,
+                _pad: 0,
             }));
         }
         records.push(bytes_of(&abi::Priv {

@@ -104,6 +104,18 @@ pub enum EventBody {
         /// 0, or `-errno`.
         result: i64,
     },
+    /// dup/dup2/dup3 made an IPv4/IPv6 socket (`oldfd`) the process's stdin, stdout or stderr
+    /// (`newfd`, 0..=2): a reverse shell's redirection. Other duplications are not reported.
+    Dup {
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: Protocol,
+        oldfd: i32,
+        /// The syscall's result: the new descriptor.
+        newfd: i64,
+        /// dup, dup2 or dup3 (Falco's `evt.type`).
+        syscall: u32,
+    },
     /// A TCP socket started listening on `local`.
     Listen { local: SocketAddr },
     /// A privileged or kernel-surface operation was attempted.
@@ -168,6 +180,7 @@ impl EventBody {
             EventBody::Open { result, .. }
             | EventBody::Connect { result, .. }
             | EventBody::Bind { result, .. } => Some(*result),
+            EventBody::Dup { newfd, .. } => Some(*newfd),
             _ => None,
         }
     }
@@ -366,6 +379,7 @@ impl EventBody {
             EventBody::Accept { .. } => "accept",
             EventBody::Bind { .. } => "bind",
             EventBody::Listen { .. } => "listen",
+            EventBody::Dup { syscall, .. } => crate::syscall_names::name(*syscall).unwrap_or("dup"),
             EventBody::Privileged(op) => op.syscall_name(),
             EventBody::Sequence(_) => "habitd_sequence",
         }
@@ -373,7 +387,7 @@ impl EventBody {
 
     /// Every [`EventBody::kind_label`], indexed by [`EventBody::kind_index`]: lets metrics
     /// resolve one counter per kind once, instead of a labelled lookup per event.
-    pub const KIND_LABELS: [&'static str; 12] = [
+    pub const KIND_LABELS: [&'static str; 13] = [
         "exec",
         "fork",
         "exit",
@@ -386,6 +400,7 @@ impl EventBody {
         "privileged",
         "sequence",
         "file_change",
+        "dup",
     ];
 
     /// The position of this event's kind in [`EventBody::KIND_LABELS`].
@@ -403,6 +418,7 @@ impl EventBody {
             EventBody::Privileged(_) => 9,
             EventBody::Sequence(_) => 10,
             EventBody::FileChange(_) => 11,
+            EventBody::Dup { .. } => 12,
         }
     }
 

@@ -364,7 +364,9 @@ impl<'a> RuleEvent<'a> {
     fn endpoints(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         match self.body() {
             EventBody::Connect { remote, .. } => (None, Some(*remote)),
-            EventBody::Accept { local, remote } => (Some(*local), Some(*remote)),
+            EventBody::Accept { local, remote } | EventBody::Dup { local, remote, .. } => {
+                (Some(*local), Some(*remote))
+            }
             EventBody::Bind { local, .. } | EventBody::Listen { local } => (Some(*local), None),
             _ => (None, None),
         }
@@ -374,7 +376,8 @@ impl<'a> RuleEvent<'a> {
     fn client_server(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let (local, remote) = self.endpoints();
         match self.body() {
-            EventBody::Connect { .. } => (local, remote),
+            // A duplicated socket: taken as the process's own connection (a reverse shell's).
+            EventBody::Connect { .. } | EventBody::Dup { .. } => (local, remote),
             EventBody::Accept { .. } => (remote, local),
             _ => (None, local),
         }
@@ -569,6 +572,13 @@ impl EventFields for RuleEvent<'_> {
                 EventBody::Connect { remote, .. } => {
                     owned(format!("->{}:{}", remote.ip(), remote.port()))
                 }
+                EventBody::Dup { local, remote, .. } => owned(format!(
+                    "{}:{}->{}:{}",
+                    local.ip(),
+                    local.port(),
+                    remote.ip(),
+                    remote.port()
+                )),
                 EventBody::Accept { local, remote } => owned(format!(
                     "{}:{}->{}:{}",
                     remote.ip(),
@@ -636,9 +646,9 @@ impl EventFields for RuleEvent<'_> {
             Field::FdLip | Field::FdLnet => self.endpoints().0.map(|x| Value::Ip(x.ip())),
             Field::FdLport => self.endpoints().0.and_then(|x| num(x.port())),
             Field::FdL4proto => match self.body() {
-                EventBody::Connect { protocol, .. } | EventBody::Bind { protocol, .. } => {
-                    s(protocol.as_str())
-                }
+                EventBody::Connect { protocol, .. }
+                | EventBody::Bind { protocol, .. }
+                | EventBody::Dup { protocol, .. } => s(protocol.as_str()),
                 EventBody::Accept { .. } | EventBody::Listen { .. } => s("tcp"),
                 _ => None,
             },

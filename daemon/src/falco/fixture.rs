@@ -34,6 +34,7 @@ pub fn kind(body: &EventBody) -> &'static str {
         EventBody::Accept { .. } => "accept",
         EventBody::Bind { .. } => "bind",
         EventBody::Listen { .. } => "listen",
+        EventBody::Dup { .. } => "dup",
         EventBody::Sequence(_) => "sequence",
         EventBody::FileChange(c) => match c.op {
             FileOp::Rename => "rename",
@@ -74,6 +75,7 @@ pub const KINDS: &[&str] = &[
     "accept",
     "bind",
     "listen",
+    "dup",
     "sequence",
     "rename",
     "unlink",
@@ -268,6 +270,14 @@ impl Fixture {
             },
             EventBody::Listen {
                 local: addr("[::]:8080"),
+            },
+            EventBody::Dup {
+                local: addr("172.17.0.2:40312"),
+                remote: addr("10.0.0.1:4444"),
+                protocol: Protocol::Tcp,
+                oldfd: 3,
+                newfd: 0,
+                syscall: 33,
             },
             EventBody::Sequence(SeqRecord {
                 gram: 0,

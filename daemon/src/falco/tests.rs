@@ -109,7 +109,7 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
                 | "chown"
                 | "utimes"
         );
-        let conn = matches!(k, "connect" | "accept" | "bind" | "listen");
+        let conn = matches!(k, "connect" | "accept" | "bind" | "listen" | "dup");
         assert_eq!(fields.contains_key("fd.name"), file || conn, "{k}: fd.name");
         for key in ["fd.sip", "fd.sport"] {
             assert_eq!(fields.contains_key(key), conn, "{k}: {key}");
@@ -170,6 +170,8 @@ fn disputed_fields_have_falcos_meaning() {
                 );
             }
             ("accept", Some(name)) => assert_eq!(name, "172.17.0.1:51234->172.17.0.2:80"),
+            // A socket duplicated onto stdio: taken as the process's own connection.
+            ("dup", Some(name)) => assert_eq!(name, "172.17.0.2:40312->10.0.0.1:4444"),
             ("bind", Some(name)) => assert_eq!(name, "0.0.0.0:8080"),
             ("listen", Some(name)) => assert_eq!(name, ":::8080"),
             ("open", Some(name)) => assert_eq!(name, "/etc/shadow"),
@@ -293,6 +295,17 @@ fn results_are_falco_fields_where_the_probes_report_them() {
                 assert_eq!(field("evt.failed"), Some(Value::from(true)));
                 seen.push("open failed");
             }
+            (EventBody::Dup { .. }, Some(0)) => {
+                assert_eq!(field("evt.type"), Some(Value::from("dup2")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(0)));
+                assert_eq!(field("fd.type"), Some(Value::from("ipv4")));
+                assert_eq!(
+                    field("fd.name"),
+                    Some(Value::from("172.17.0.2:40312->10.0.0.1:4444"))
+                );
+                assert_eq!(field("fd.sip"), Some(Value::from("10.0.0.1")));
+                seen.push("dup of a socket onto stdin");
+            }
             (EventBody::Connect { .. }, Some(-115)) => {
                 assert_eq!(field("evt.res"), Some(Value::from("EINPROGRESS")));
                 assert_eq!(field("evt.rawres"), Some(Value::from(-115)));
@@ -307,5 +320,13 @@ fn results_are_falco_fields_where_the_probes_report_them() {
             _ => {}
         }
     });
-    assert_eq!(seen, ["open ok", "open failed", "connect in progress"]);
+    assert_eq!(
+        seen,
+        [
+            "open ok",
+            "open failed",
+            "connect in progress",
+            "dup of a socket onto stdin"
+        ]
+    );
 }

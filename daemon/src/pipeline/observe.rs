@@ -117,6 +117,9 @@ pub fn observations(
             };
             out.push(Observation::privileged(name, target));
         }
+        // A socket made stdin/stdout/stderr (a reverse shell's redirection): learned like a
+        // privileged operation of the program that did it (inetd-style servers do it).
+        EventBody::Dup { .. } => out.push(Observation::privileged("dup_socket_to_stdio", exe)),
         // Sequences are learned and scored by their own model (crate::sequence).
         EventBody::Sequence(_) => {}
         EventBody::Bind { .. } | EventBody::Fork { .. } | EventBody::Exit { .. } => {}

@@ -50,13 +50,16 @@ pub const PROGRAMS: [(&str, &str); 5] = [
 
 /// The per-syscall exit tracepoints of the syscalls habitd reports at exit, with their
 /// results (see [`ResultHook`]).
-const RESULT_SYSCALLS: [&str; 6] = [
+const RESULT_SYSCALLS: [&str; 9] = [
     "sys_exit_open",
     "sys_exit_openat",
     "sys_exit_openat2",
     "sys_exit_creat",
     "sys_exit_connect",
     "sys_exit_bind",
+    "sys_exit_dup",
+    "sys_exit_dup2",
+    "sys_exit_dup3",
 ];
 
 /// Where the results of opens, connect and bind are read (`probes/bpf/syscalls.h`).
