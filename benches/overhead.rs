@@ -163,7 +163,7 @@ impl Config {
             Config::Empty => "(b) empty tp_btf/sys_enter",
             Config::EmptyExit => "(b1) (b) + empty tp_btf/sys_exit",
             Config::EmptyExitTracepoints => {
-                "(b2) (b) + empty syscalls/sys_exit_{open*,connect,bind}"
+                "(b2) (b) + empty syscalls/sys_exit_{open*,connect,bind,dup*}"
             }
             Config::Habitd => "(c) habitd full probe set",
             Config::Reference => "(c') --reference-object, seq off",
