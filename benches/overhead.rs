@@ -14,13 +14,18 @@
 //!   open path (the path read and hashed, the de-duplication lookup; one record per path and
 //!   interval), and the cycle has ten 6-grams (one per position) instead of one.
 //!
-//! Both run under seven configurations, measured side by side in one run, interleaved round-robin
+//! Both run under nine configurations, measured side by side in one run, interleaved round-robin
 //! over several rounds so that drift of the machine (frequency, noisy neighbours) hits all of
 //! them alike:
 //!
 //! - `baseline`: nothing attached;
 //! - `empty`:    the empty `tp_btf/sys_enter` program `habit_bench_empty` (the floor: the cost of
 //!   having any BPF program on sys_enter);
+//! - `empty+exit`: it and an empty `tp_btf/sys_exit` program (the floor of reading results
+//!   there: it runs on every syscall's exit);
+//! - `empty+exit-tp`: it and an empty program on the per-syscall exit tracepoints of the
+//!   syscalls habitd reports at exit (`syscalls/sys_exit_openat`, ...; tracefs is mounted at
+//!   /sys/kernel/tracing if it is not), the hook habitd uses;
 //! - `habitd`:   habitd's full probe set, with `self_tgid = 0` so that the benchmark's own
 //!   syscalls take the full path, sequences off (the per-thread history still advances); its
 //!   events are drained on another CPU;
