@@ -650,7 +650,18 @@ fn execution_from_dev_shm() {
     let path = format!("/dev/shm/{name}");
     std::fs::copy(peer_actions_binary(), &path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let by_path = Command::new(&path).arg("true").status();
+    // ETXTBSY (26) while a child forked by another test thread still holds the copy's
+    // descriptor for writing (until it executes): retry, it goes away.
+    let mut by_path = Command::new(&path).arg("true").status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while by_path
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(26))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        by_path = Command::new(&path).arg("true").status();
+    }
     let _ = std::fs::remove_file(&path);
     assert!(by_path.unwrap().success(), "running {path} failed");
     let on_host = |args: &'static str, what: String, needs: &str| {
