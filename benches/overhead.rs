@@ -769,6 +769,7 @@ async fn hold_empty(ready: &Ready, stop: Stop, floor: BenchFloor) -> Result<Hold
         ring_buffer_bytes: 1 << 16,
         empty_only: true,
         bench_floor: floor,
+        force_btf_sys_exit: false,
         object: None,
     })
     .map_err(|e| format!("loading the empty program: {e}"))?;
@@ -794,6 +795,7 @@ async fn hold_habitd(
         ring_buffer_bytes: 8 << 20,
         empty_only: false,
         bench_floor: BenchFloor::SysEnter,
+        force_btf_sys_exit: false,
         object,
     })
     .map_err(|e| format!("loading habitd's probes: {e}"))?;

@@ -79,6 +79,7 @@ pub async fn run(config: Config) -> Result<()> {
         ring_buffer_bytes: config.probes.ring_buffer_bytes,
         empty_only: false,
         bench_floor: habit_probes::BenchFloor::SysEnter,
+        force_btf_sys_exit: false,
         object: None,
     })
     .context("loading the eBPF probes")?;

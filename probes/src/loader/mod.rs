@@ -142,6 +142,9 @@ pub struct ProbeConfig {
     pub empty_only: bool,
     /// Which empty programs `empty_only` attaches.
     pub bench_floor: BenchFloor,
+    /// Read results on `tp_btf/sys_exit` even where the exit tracepoints can be used: the
+    /// fallback's own test (it is otherwise taken only on hosts without tracefs).
+    pub force_btf_sys_exit: bool,
     /// An object to load instead of the built-in one, with the same programs and maps: the
     /// overhead benchmark measures a reference build (the previous release's prebuilt
     /// object) beside this one. `None`: the built-in object.
@@ -155,6 +158,7 @@ impl Default for ProbeConfig {
             ring_buffer_bytes: 8 << 20,
             empty_only: false,
             bench_floor: BenchFloor::SysEnter,
+            force_btf_sys_exit: false,
             object: None,
         }
     }
@@ -237,7 +241,11 @@ impl Probes {
         {
             None
         } else {
-            Some(attach_result_hook(&mut ebpf, &btf)?)
+            Some(attach_result_hook(
+                &mut ebpf,
+                &btf,
+                config.force_btf_sys_exit,
+            )?)
         };
         let kernel_features = if config.empty_only {
             KernelFeatures::not_probed()
@@ -319,9 +327,18 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The result programs: on the per-syscall exit tracepoints (mounting tracefs at
-/// /sys/kernel/tracing if it is not there), or, when that fails, on `tp_btf/sys_exit`.
-fn attach_result_hook(ebpf: &mut Ebpf, btf: &Btf) -> Result<ResultHook, ProbeError> {
+/// /sys/kernel/tracing if it is not there), or, when that fails or `force_btf` asks, on
+/// `tp_btf/sys_exit`.
+fn attach_result_hook(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    force_btf: bool,
+) -> Result<ResultHook, ProbeError> {
     const TP: &str = "habit_sys_exit_tp";
+    if force_btf {
+        attach(ebpf, btf, "habit_sys_exit", "sys_exit")?;
+        return Ok(ResultHook::BtfSysExit);
+    }
     let tracepoints = ensure_tracefs()
         .and_then(|()| attach_exit_tracepoints(ebpf, TP).map_err(|e| e.to_string()));
     match tracepoints {
