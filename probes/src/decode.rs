@@ -488,6 +488,47 @@ mod tests {
         }
     }
 
+    /// A socket duplicated onto stdio: both ends, the old fd and the new one (the result).
+    #[test]
+    fn decodes_a_socket_duplicated_onto_stdio() {
+        let mut remote = [0u8; 16];
+        remote[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let n = abi::Net {
+            hdr: hdr(abi::EV_DUP),
+            local: abi::SockAddr {
+                family: libc::AF_INET as u16,
+                port: 40312,
+                scope: 0,
+                addr: [172, 17, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
+            remote: abi::SockAddr {
+                family: libc::AF_INET as u16,
+                port: 4444,
+                scope: 0,
+                addr: remote,
+            },
+            protocol: 6,
+            fd: 3,
+            res: 0,
+            syscall: 33,
+            _pad: 0,
+        };
+        let ev = decode(&bytes_of(&n)).unwrap();
+        assert_eq!(
+            ev.body,
+            EventBody::Dup {
+                local: "172.17.0.2:40312".parse().unwrap(),
+                remote: "10.0.0.1:4444".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                oldfd: 3,
+                newfd: 0,
+                syscall: 33,
+            }
+        );
+        assert_eq!(ev.body.evt_type(), "dup2");
+        assert_eq!(ev.body.result(), Some(0));
+    }
+
     #[test]
     fn unknown_kind_is_rejected() {
         let mut rec = bytes_of(&exec_record());
@@ -582,7 +623,6 @@ mod tests {
             abi::EV_ACCEPT,
             abi::EV_BIND,
             abi::EV_LISTEN,
-            abi::EV_DUP,
         ] {
             records.push(bytes_of(&abi::Net {
                 hdr: hdr(kind),
@@ -617,6 +657,16 @@ mod tests {
             b"/var/log/x",
             b"",
         )));
+        records.push(bytes_of(&abi::Net {
+            hdr: hdr(abi::EV_DUP),
+            local: addr,
+            remote: addr,
+            protocol: 6,
+            fd: 3,
+            res: 1,
+            syscall: 33,
+            _pad: 0,
+        }));
         let mut labels = Vec::new();
         for record in &records {
             let ev = decode(record).unwrap();
@@ -630,7 +680,7 @@ mod tests {
         }
         assert_eq!(labels, EventBody::KIND_LABELS, "every kind is covered");
         assert_eq!(EventBody::label_of_kind(0), None);
-        assert_eq!(EventBody::label_of_kind(13), None);
+        assert_eq!(EventBody::label_of_kind(14), None);
         assert!(abi::LOST_KINDS > EventBody::KIND_LABELS.len());
     }
 
