@@ -85,6 +85,7 @@ fn open_record() -> Vec<u8> {
         flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u32,
         mode: 0,
         syscall: 257, // openat
+        res: 4,
         path: fixed(b"/etc/ssl/certs/ca-certificates.crt"),
         base_components: [0; abi::COMPONENTS_LEN], // absolute path: no base directory
     };
@@ -99,6 +100,7 @@ fn open_relative_record() -> Vec<u8> {
         flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u32,
         mode: 0,
         syscall: 257,
+        res: 9,
         path: fixed(b"assets/app.js"),
         base_components: fixed(b"html\0www\0var\0"),
     };
@@ -123,6 +125,9 @@ fn connect_v4_record() -> Vec<u8> {
         remote: sockaddr_v4([10, 96, 14, 7], 443),
         protocol: libc::IPPROTO_TCP as u32,
         fd: 5,
+        res: -i64::from(libc::EINPROGRESS),
+        syscall: 42,
+        _pad: 0,
     };
     bytes_of(&record)
 }
@@ -143,6 +148,9 @@ fn connect_v6_record() -> Vec<u8> {
         remote,
         protocol: libc::IPPROTO_TCP as u32,
         fd: 31,
+        res: 0,
+        syscall: 42,
+        _pad: 0,
     };
     bytes_of(&record)
 }

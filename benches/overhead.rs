@@ -14,13 +14,18 @@
 //!   open path (the path read and hashed, the de-duplication lookup; one record per path and
 //!   interval), and the cycle has ten 6-grams (one per position) instead of one.
 //!
-//! Both run under seven configurations, measured side by side in one run, interleaved round-robin
+//! Both run under nine configurations, measured side by side in one run, interleaved round-robin
 //! over several rounds so that drift of the machine (frequency, noisy neighbours) hits all of
 //! them alike:
 //!
 //! - `baseline`: nothing attached;
 //! - `empty`:    the empty `tp_btf/sys_enter` program `habit_bench_empty` (the floor: the cost of
 //!   having any BPF program on sys_enter);
+//! - `empty+exit`: it and an empty `tp_btf/sys_exit` program (the floor of reading results
+//!   there: it runs on every syscall's exit);
+//! - `empty+exit-tp`: it and an empty program on the per-syscall exit tracepoints of the
+//!   syscalls habitd reports at exit (`syscalls/sys_exit_openat`, ...; tracefs is mounted at
+//!   /sys/kernel/tracing if it is not), the hook habitd uses;
 //! - `habitd`:   habitd's full probe set, with `self_tgid = 0` so that the benchmark's own
 //!   syscalls take the full path, sequences off (the per-thread history still advances); its
 //!   events are drained on another CPU;
@@ -79,7 +84,7 @@ use std::time::{Duration, Instant};
 use aya::maps::HashMap as BpfHashMap;
 use aya::programs::BtfTracePoint;
 use aya::{Btf, EbpfLoader};
-use habit_probes::{ProbeConfig, Probes, abi};
+use habit_probes::{BenchFloor, ProbeConfig, Probes, abi};
 use serde_json::{Value, json};
 
 const DEFAULT_ROUNDS: usize = 7;
@@ -117,6 +122,11 @@ run it with: sudo -E cargo bench --bench overhead -- [FLAGS]";
 enum Config {
     Baseline,
     Empty,
+    /// The empty sys_enter program and an empty `tp_btf/sys_exit` program.
+    EmptyExit,
+    /// The empty sys_enter program and an empty program on the per-syscall exit tracepoints
+    /// of the syscalls habitd reports at exit (`tracepoint/syscalls/sys_exit_openat`, ...).
+    EmptyExitTracepoints,
     Habitd,
     /// habitd's probes from `--reference-object` (another build), sequences off.
     Reference,
@@ -126,9 +136,11 @@ enum Config {
 }
 
 impl Config {
-    const ALL: [Config; 7] = [
+    const ALL: [Config; 9] = [
         Config::Baseline,
         Config::Empty,
+        Config::EmptyExit,
+        Config::EmptyExitTracepoints,
         Config::Habitd,
         Config::Reference,
         Config::SeqLearn,
@@ -140,6 +152,8 @@ impl Config {
         match self {
             Config::Baseline => "baseline",
             Config::Empty => "empty",
+            Config::EmptyExit => "empty+exit",
+            Config::EmptyExitTracepoints => "empty+exit-tp",
             Config::Habitd => "habitd",
             Config::Reference => "habitd-ref",
             Config::SeqLearn => "seq-learn",
@@ -152,6 +166,10 @@ impl Config {
         match self {
             Config::Baseline => "(a) nothing attached",
             Config::Empty => "(b) empty tp_btf/sys_enter",
+            Config::EmptyExit => "(b1) (b) + empty tp_btf/sys_exit",
+            Config::EmptyExitTracepoints => {
+                "(b2) (b) + empty syscalls/sys_exit_{open*,connect,bind,dup*}"
+            }
             Config::Habitd => "(c) habitd full probe set",
             Config::Reference => "(c') --reference-object, seq off",
             Config::SeqLearn => "(c1) habitd, sequences learning",
@@ -687,7 +705,13 @@ fn attach(
             rt.block_on(async move {
                 let held = match config {
                     Config::Baseline => Ok(HolderReport::default()),
-                    Config::Empty => hold_empty(&ready_tx, stop_rx).await,
+                    Config::Empty => hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnter).await,
+                    Config::EmptyExit => {
+                        hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnterAndExit).await
+                    }
+                    Config::EmptyExitTracepoints => {
+                        hold_empty(&ready_tx, stop_rx, BenchFloor::SysEnterAndExitTracepoints).await
+                    }
                     Config::Habitd => {
                         hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, None).await
                     }
@@ -739,11 +763,13 @@ fn attach(
 type Ready = mpsc::Sender<Result<(), String>>;
 type Stop = tokio::sync::oneshot::Receiver<()>;
 
-async fn hold_empty(ready: &Ready, stop: Stop) -> Result<HolderReport, String> {
+async fn hold_empty(ready: &Ready, stop: Stop, floor: BenchFloor) -> Result<HolderReport, String> {
     let probes = Probes::load(&ProbeConfig {
         self_tgid: 0,
         ring_buffer_bytes: 1 << 16,
         empty_only: true,
+        bench_floor: floor,
+        force_btf_sys_exit: false,
         object: None,
     })
     .map_err(|e| format!("loading the empty program: {e}"))?;
@@ -768,6 +794,8 @@ async fn hold_habitd(
         self_tgid: 0,
         ring_buffer_bytes: 8 << 20,
         empty_only: false,
+        bench_floor: BenchFloor::SysEnter,
+        force_btf_sys_exit: false,
         object,
     })
     .map_err(|e| format!("loading habitd's probes: {e}"))?;
@@ -1184,6 +1212,17 @@ fn run(args: &Args) -> Result<bool, String> {
             None
         }
     };
+
+    // The per-syscall exit tracepoints are found through tracefs, which these machines do not
+    // mount by default: mount it (habitd itself never needs it).
+    if let Err(why) = habit_probes::loader::ensure_tracefs() {
+        eprintln!("overhead: skipping (b2): {why}");
+        for ((_, c), s) in series.iter_mut() {
+            if *c == Config::EmptyExitTracepoints {
+                s.skipped = Some(why.clone());
+            }
+        }
+    }
 
     // Loaded once and kept for the whole run (aya parses the bytes at each load).
     let reference: Option<&'static [u8]> = match &args.reference {

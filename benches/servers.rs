@@ -395,6 +395,8 @@ impl Holder {
                 self_tgid: 0,
                 ring_buffer_bytes: 1 << 16,
                 empty_only: true,
+                bench_floor: habit_probes::BenchFloor::SysEnter,
+                force_btf_sys_exit: false,
                 object: None,
             })
             .map(|p| Holder::Empty(Box::new(p)))

@@ -70,42 +70,38 @@ const TESTED: &[(&str, &str)] = &[
         "Fileless execution via memfd_create",
         "fileless_execution_via_memfd_create",
     ),
+    (
+        "Read sensitive file untrusted",
+        "read_sensitive_file_untrusted",
+    ),
+    ("Clear Log Activities", "clear_log_activities"),
+    (
+        "Detect release_agent File Container Escapes",
+        "detect_release_agent_file_container_escapes",
+    ),
+    (
+        "Disallowed SSH Connection Non Standard Port",
+        "disallowed_ssh_connection_non_standard_port",
+    ),
+    (
+        "Directory traversal monitored file read",
+        "directory_traversal_monitored_file_read",
+    ),
+    (
+        "Redirect STDOUT/STDIN to Network Connection in Container",
+        "redirect_stdout_stdin_to_network_connection_in_container",
+    ),
 ];
 
 /// Rules that cannot fire on habitd's events, and why. Not faked: no test pretends otherwise.
 const NOT_OBSERVABLE: &[(&str, &str)] = &[
     (
-        "Disallowed SSH Connection Non Standard Port",
-        "needs evt.rawres of connect (the result; connects are reported at syscall entry) and fd.net/fd.ip",
-    ),
-    (
-        "Detect release_agent File Container Escapes",
-        "its open_write macro needs fd.num >= 0, the open's result, not observed (habitd's own release_agent rule covers the behaviour)",
-    ),
-    (
-        "Clear Log Activities",
-        "needs fd.num >= 0 (open result, not observed) and evt.arg.flags rendered as text (O_TRUNC); habitd gives the flags as a number",
-    ),
-    (
         "System user interactive",
         "needs user.name for non-root uids: habitd supplies only uid 0's name (no passwd lookup in the process's root yet)",
     ),
     (
-        "Read sensitive file untrusted",
-        "its open_read macro needs fd.num >= 0, the result of the open, which habitd does not observe (opens are reported at syscall entry; habitd's own `Read sensitive file` rule covers the behaviour)",
-    ),
-    (
         "Read sensitive file trusted after startup",
-        "its open_read macro needs fd.num >= 0 (the open's result: habitd reports opens at syscall entry) and proc.duration (not supplied)",
-    ),
-    (
-        "Directory traversal monitored file read",
-        "needs fd.num >= 0 and fd.nameraw: habitd reports opens at syscall entry (no result, no descriptor) and does not keep the raw path beside the resolved one",
-    ),
-    (
-        "Redirect STDOUT/STDIN to Network Connection in Container",
-        "dup/dup2/dup3 are not observed by habitd's probes, nor their result (evt.rawres) or \
-         the type of the duplicated descriptor (fd.type)",
+        "needs proc.duration (proc_is_new: the process started more than 5 s ago), which habitd does not supply",
     ),
     (
         "Contact K8S API Server From Container",
@@ -278,9 +274,10 @@ fn peer_image() -> &'static str {
         let files = format!(
             "set -e; cd {root}; mkdir -p bin usr/sbin etc tmp www/cgi-bin var/log root; \
              cp {busybox} bin/; \
-             for a in sh cat ls sleep nc grep find shred mount mkdir cp echo id true httpd wget; \
+             for a in sh cat ls sleep nc grep find shred mount mkdir cp echo id true httpd wget ip; \
              do ln -sf busybox bin/$a; done; \
              cp {helper} bin/peer_actions; ln -s /bin/peer_actions usr/sbin/nginx; \
+             ln -s peer_actions bin/ssh; \
              echo 'root:x:0:0:root:/root:/bin/sh' > etc/passwd; \
              echo 'root:*:19000:0:99999:7:::' > etc/shadow; chmod 600 etc/shadow; \
              echo hello > www/index.html; \
@@ -653,7 +650,18 @@ fn execution_from_dev_shm() {
     let path = format!("/dev/shm/{name}");
     std::fs::copy(peer_actions_binary(), &path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let by_path = Command::new(&path).arg("true").status();
+    // ETXTBSY (26) while a child forked by another test thread still holds the copy's
+    // descriptor for writing (until it executes): retry, it goes away.
+    let mut by_path = Command::new(&path).arg("true").status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while by_path
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(26))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        by_path = Command::new(&path).arg("true").status();
+    }
     let _ = std::fs::remove_file(&path);
     assert!(by_path.unwrap().success(), "running {path} failed");
     let on_host = |args: &'static str, what: String, needs: &str| {
@@ -786,4 +794,188 @@ fn ptrace_anti_debug_attempt() {
         |f| c.is(f) && f["evt.type"] == "ptrace" && f["evt.arg.request"] == "PTRACE_TRACEME",
         |f| c.is(f) && f["evt.type"] == "ptrace",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rules that read a syscall's result (fd.num, evt.res, evt.rawres): opens and connects are
+// reported at syscall exit.
+
+#[test]
+fn read_sensitive_file_untrusted() {
+    let Some(d) = start_daemon("read_sensitive_file_untrusted") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    c.exec_ok(&["cat", "/etc/shadow"]);
+    // A denied read is an open too, but not this rule's (open_read needs fd.num >= 0): the
+    // failure is reported apart from the success, with its errno.
+    let denied = c.exec(&["peer_actions", "open", "/etc/sudoers", "r"]);
+    assert!(
+        !denied.status.success(),
+        "/etc/sudoers should not exist in the image"
+    );
+    let shadow = |f: &Value| c.is(f) && f["fd.name"] == "/etc/shadow" && f["proc.name"] == "cat";
+    let a = expect_rule(
+        &d,
+        "Read sensitive file untrusted",
+        "`cat /etc/shadow` in a container",
+        "open_read: fd.num >= 0 (the open's result), evt.is_open_read, fd.name",
+        |f| shadow(f) && f["evt.type"] == "openat",
+        shadow,
+    );
+    let num = a["output_fields"]["fd.num"].as_i64().unwrap_or(-1);
+    assert!(num >= 0, "fd.num of a successful open: {a:#}");
+    let failed = d.wait_event("the failed open of /etc/sudoers", EVENT_WAIT, |f| {
+        c.is(f) && f["fd.name"] == "/etc/sudoers"
+    });
+    assert_eq!(
+        (&failed["fd.num"], &failed["evt.res"], &failed["evt.rawres"]),
+        (&Value::from(-1), &Value::from("ENOENT"), &Value::from(-2)),
+        "{failed:#}"
+    );
+    assert!(
+        !d.alerts()
+            .iter()
+            .any(|a| a["rule"] == "Read sensitive file untrusted"
+                && a["output_fields"]["fd.name"] == "/etc/sudoers"),
+        "a failed open must not fire open_read"
+    );
+}
+
+#[test]
+fn clear_log_activities() {
+    let Some(d) = start_daemon("clear_log_activities") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // `: > file`: the shell opens the log with O_WRONLY|O_CREAT|O_TRUNC.
+    c.exec_ok(&["sh", "-c", ": > /var/log/auth.log"]);
+    let log = |f: &Value| c.is(f) && f["fd.name"] == "/var/log/auth.log";
+    let a = expect_rule(
+        &d,
+        "Clear Log Activities",
+        "`: > /var/log/auth.log` in a container",
+        "open_write (fd.num >= 0), evt.arg.flags contains O_TRUNC, fd.filename",
+        |f| log(f) && f["evt.type"] == "openat",
+        log,
+    );
+    let flags = text(&a["output_fields"], "evt.arg.flags");
+    assert!(flags.contains("O_TRUNC"), "{a:#}");
+}
+
+#[test]
+fn detect_release_agent_file_container_escapes() {
+    let Some(d) = start_daemon("detect_release_agent_file_container_escapes") else {
+        return;
+    };
+    // The escape mounts a cgroup v1 hierarchy and writes its release_agent, a setting of the
+    // whole host: on a shared machine the test writes a file of that name below /tmp instead,
+    // in a container with CAP_SYS_ADMIN as root, which is what the rule matches.
+    let c = Ctr::start(&d, &["--cap-add", "SYS_ADMIN"], IDLE);
+    c.exec_ok(&["sh", "-c", "echo /tmp/x > /tmp/release_agent"]);
+    let agent = |f: &Value| c.is(f) && f["fd.name"] == "/tmp/release_agent";
+    expect_rule(
+        &d,
+        "Detect release_agent File Container Escapes",
+        "a write to a release_agent file in a container with CAP_SYS_ADMIN",
+        "open_write (fd.num >= 0), fd.name, thread.cap_effective",
+        |f| agent(f) && f["evt.type"] == "openat",
+        agent,
+    );
+}
+
+#[test]
+fn disallowed_ssh_connection_non_standard_port() {
+    let Some(d) = start_daemon("disallowed_ssh_connection_non_standard_port") else {
+        return;
+    };
+    // A public (documentation) address on the container's own loopback, and a listener on
+    // 443: the "ssh" client's connect succeeds and nothing leaves the container.
+    let c = Ctr::start(&d, &["--cap-add", "NET_ADMIN"], IDLE);
+    c.exec_ok(&["ip", "addr", "add", "198.51.100.7/32", "dev", "lo"]);
+    c.spawn(&["nc", "-l", "-p", "443"]);
+    c.exec_ok(&["ssh", "connect", "198.51.100.7", "443"]);
+    let ssh = |f: &Value| c.is(f) && f["fd.name"] == "->198.51.100.7:443";
+    let a = expect_rule(
+        &d,
+        "Disallowed SSH Connection Non Standard Port",
+        "an `ssh` client's connect to 198.51.100.7:443",
+        "outbound: evt.rawres >= 0 or evt.res = EINPROGRESS (the connect's result), fd.ip, \
+         fd.snet; proc.exe, fd.sport",
+        |f| ssh(f) && f["evt.type"] == "connect",
+        ssh,
+    );
+    assert_eq!(a["output_fields"]["evt.rawres"], Value::from(0), "{a:#}");
+}
+
+#[test]
+fn directory_traversal_monitored_file_read() {
+    let Some(d) = start_daemon("directory_traversal_monitored_file_read") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // Run by runc, not a shell (the rule leaves out children of shells): a read through
+    // `../`, and a failed one (open_file_failed: fd.num -1 and evt.res an errno).
+    c.exec_ok(&["peer_actions", "open", "/www/../../etc/passwd", "r"]);
+    let missing = c.exec(&[
+        "peer_actions",
+        "open",
+        "/www/cgi-bin/../../../etc/none",
+        "r",
+    ]);
+    assert!(!missing.status.success(), "/etc/none should not exist");
+    let rule = "Directory traversal monitored file read";
+    let needs = "fd.nameraw (the path as passed) and fd.name (normalised); open_read (fd.num >= 0) \
+                 or open_file_failed (fd.num = -1 and evt.res startswith E)";
+    all_ok(vec![
+        check_rule(
+            &d,
+            rule,
+            "an open of /www/../../etc/passwd",
+            needs,
+            |f| c.is(f) && f["fd.nameraw"] == "/www/../../etc/passwd",
+            |f| c.is(f) && f["fd.name"] == "/etc/passwd",
+        ),
+        check_rule(
+            &d,
+            rule,
+            "a failed open of /www/cgi-bin/../../../etc/none",
+            needs,
+            |f| c.is(f) && f["fd.nameraw"] == "/www/cgi-bin/../../../etc/none",
+            |f| c.is(f) && f["fd.name"] == "/etc/none" && f["evt.res"] == "ENOENT",
+        ),
+    ]);
+}
+
+#[test]
+fn redirect_stdout_stdin_to_network_connection_in_container() {
+    let Some(d) = start_daemon("redirect_stdout_stdin_to_network_connection_in_container") else {
+        return;
+    };
+    let c = Ctr::start(&d, &[], IDLE);
+    // A reverse shell: busybox `nc -e` moves the connected socket onto stdin (dup2) and
+    // duplicates it onto stdout and stderr before it executes the program. The attacker's end
+    // listens in the same container; the client retries until the listener is up.
+    c.spawn(&["nc", "-l", "-p", "5556"]);
+    c.exec_ok(&[
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do \
+         nc 127.0.0.1 5556 -e /bin/true && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    let dup = |f: &Value| {
+        c.is(f)
+            && matches!(f["evt.type"].as_str(), Some("dup" | "dup2" | "dup3"))
+            && f["fd.sport"] == 5556
+    };
+    let a = expect_rule(
+        &d,
+        "Redirect STDOUT/STDIN to Network Connection in Container",
+        "`nc 127.0.0.1 5556 -e /bin/true` (the socket duplicated onto stdio) in a container",
+        "dup, evt.rawres in (0, 1, 2) (the new descriptor), fd.type ipv4/ipv6",
+        dup,
+        dup,
+    );
+    let res = a["output_fields"]["evt.rawres"].as_i64().unwrap_or(-1);
+    assert!((0..=2).contains(&res), "{a:#}");
 }

@@ -766,3 +766,66 @@ fn healthz_reports_the_kernel_features_this_kernel_has() {
         Err(_) => assert_eq!(lockdown, "unknown", "{health}"),
     }
 }
+
+/// Results are read on the per-syscall exit tracepoints where tracefs is there (here) and on
+/// `tp_btf/sys_exit` where it is not: the fallback, forced here, loads, passes the verifier
+/// and reports a failed open with its errno and a successful one with its descriptor.
+#[test]
+fn the_tp_btf_sys_exit_fallback_reports_open_results() {
+    use habit_probes::{EventBody, ProbeConfig, Probes, ResultHook};
+    common::require_root_and_bpf();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut probes = Probes::load(&ProbeConfig {
+            // Nobody is ignored: this test's own opens are the ones to see.
+            self_tgid: 0,
+            force_btf_sys_exit: true,
+            ..ProbeConfig::default()
+        })
+        .expect("loading the probes with the tp_btf/sys_exit fallback");
+        assert_eq!(probes.result_hook(), Some(ResultHook::BtfSysExit));
+        let mut events = probes.take_events().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let present = dir.path().join("present");
+        std::fs::write(&present, b"x").unwrap();
+        let me = std::process::id();
+        let (mut failed, mut opened) = (None, None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut batch = Vec::new();
+        while (failed.is_none() || opened.is_none()) && tokio::time::Instant::now() < deadline {
+            // Opened again each round: the first may come before the reader is polled.
+            let _ = std::fs::File::open(&missing);
+            let _ = std::fs::File::open(&present);
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                events.next_batch(&mut batch, |_| {}),
+            )
+            .await;
+            for ev in &batch {
+                if ev.header.tgid != me {
+                    continue;
+                }
+                if let EventBody::Open { path, result, .. } = &ev.body {
+                    if *path == missing.to_string_lossy() {
+                        failed = Some(*result);
+                    } else if *path == present.to_string_lossy() {
+                        opened = Some(*result);
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            failed,
+            Some(-i64::from(libc::ENOENT)),
+            "failed open's result"
+        );
+        assert!(
+            opened.is_some_and(|fd| fd >= 0),
+            "open's result: {opened:?}"
+        );
+    });
+}

@@ -345,6 +345,7 @@ mod tests {
             base_dir: String::new(),
             flags: 0,
             mode: 0,
+            result: 3,
         };
         let files = |v: &FeatureVector| v.get(Feature::Rate(RateKind::Files));
         tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)], wall(0));

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * File access: opens (de-duplicated in the kernel per workload, file and access mode within an
- * interval, so a process opening one file a million times costs one record per interval) and
- * chmod calls that set the setuid or setgid bit.
+ * File access: opens (de-duplicated in the kernel per workload, file, access mode and result
+ * within an interval, so a process opening one file a million times costs one record per
+ * interval) and chmod calls that set the setuid or setgid bit.
+ *
+ * Opens are handled at syscall exit (syscalls.h: habit_sys_exit), where the arguments are still
+ * in the caller's saved registers and the result is known: the record carries the new fd or
+ * -errno (Falco's fd.num, evt.res, evt.rawres). The result's errno is part of the
+ * de-duplication key: a failed open of a file is reported even when the same file was opened
+ * successfully in this interval (and the other way round), because Falco's rules and habitd's
+ * care about failures (a denied read of /etc/shadow); repeats of the same failure are not.
  *
  * The de-duplication key names the file actually opened, not the string the program passed:
  * a relative path is keyed with the directory it is resolved from (the dentry of the cwd or
@@ -31,7 +38,8 @@ struct habit_open_key {
 	/* The dentry a relative path is resolved from; 0 for an absolute path. */
 	__u64 base;
 	__u32 accmode;
-	__u32 _pad;
+	/* 0 for a successful open, the errno of a failed one. */
+	__u32 err;
 };
 
 /* Value: the interval in which the key was last sent. LRU: forgetting costs a resend only. */
@@ -56,8 +64,8 @@ static __always_inline __u64 hash_path(const char *s, long len)
 	return h;
 }
 
-/* True when this (workload, file, access mode) was already sent in the current interval;
- * `base` is the directory a relative path is resolved from (0 for an absolute one). */
+/* True when this (workload, file, access mode, result) was already sent in the current
+ * interval; `base` is the directory a relative path is resolved from (0 for an absolute one). */
 static __always_inline bool open_seen_this_interval(struct habit_file *f, long len,
 						    struct dentry *base)
 {
@@ -66,6 +74,7 @@ static __always_inline bool open_seen_this_interval(struct habit_file *f, long l
 		.path_hash = hash_path(f->path, len),
 		.base = (__u64)base,
 		.accmode = f->flags & O_ACCMODE,
+		.err = f->res < 0 ? (__u32)-f->res : 0,
 	};
 	__u64 epoch = current_epoch();
 	__u64 *last = bpf_map_lookup_elem(&habit_open_seen, &key);
@@ -123,7 +132,8 @@ static __always_inline void send_file(struct habit_file *f)
 	submit(e);
 }
 
-static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
+/* At syscall exit: `regs` are the caller's saved registers (the arguments), `ret` the result. */
+static __noinline int handle_open(struct pt_regs *regs, __u32 nr, long ret)
 {
 	struct habit_file *f = scratch_file();
 	struct dentry *base;
@@ -133,6 +143,7 @@ static __noinline int handle_open(struct pt_regs *regs, __u32 nr)
 	if (!f)
 		return 0;
 	f->syscall = nr;
+	f->res = ret;
 	f->mode = 0;
 	if (nr == NR_open) {
 		f->dirfd = AT_FDCWD;
@@ -190,6 +201,7 @@ static __noinline int handle_chmod(struct pt_regs *regs, __u32 nr)
 		return 0;
 	fill_hdr(&f->hdr, HABIT_EV_CHMOD);
 	f->syscall = nr;
+	f->res = 0;
 	f->flags = 0;
 	f->mode = mode;
 	f->path[0] = 0;

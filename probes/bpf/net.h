@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * Network use. connect/bind are decoded at syscall entry from the caller's sockaddr; listen and
+ * Network use. connect/bind are decoded at syscall exit (syscalls.h: habit_sys_exit) from the
+ * caller's sockaddr, still in its saved registers, with the result (0, -EINPROGRESS for a
+ * non-blocking connect, -ECONNREFUSED, ...: Falco's evt.res/evt.rawres); listen and
  * accept come from the TCP state machine (inet_sock_set_state): LISTEN is set in the listener's
  * process context, which we record per (netns, port) so that a passive open (SYN_RECV ->
  * ESTABLISHED, in softirq context) is attributed to the listening process, with both addresses.
@@ -82,8 +84,8 @@ static __always_inline __u32 socket_protocol(int fd)
 	return (proto == IPPROTO_TCP || proto == IPPROTO_UDP) ? proto : 0;
 }
 
-/* connect(fd, addr, len) and bind(fd, addr, len). */
-static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
+/* connect(fd, addr, len) and bind(fd, addr, len), at syscall exit with result `ret`. */
+static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr, long ret)
 {
 	struct habit_sockaddr sa;
 	struct habit_net *e;
@@ -101,7 +103,53 @@ static __noinline int handle_connect_bind(struct pt_regs *regs, __u32 nr)
 	else
 		e->local = sa;
 	e->fd = fd;
+	e->res = ret;
+	e->syscall = nr;
 	e->protocol = socket_protocol(fd);
+	submit(e);
+	return 0;
+}
+
+static __always_inline void read_sock_addrs(const struct sock *sk, struct habit_sockaddr *local,
+					    struct habit_sockaddr *remote);
+
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+
+/* dup/dup2/dup3 at exit: a socket made the new stdin, stdout or stderr (a reverse shell's
+ * redirection; Falco's "Redirect STDOUT/STDIN to Network Connection in Container"). Other
+ * duplications return after the result check. Not de-duplicated: it is rare, and each one is
+ * a shell's worth of evidence. */
+static __noinline int handle_dup(struct pt_regs *regs, __u32 nr, long ret)
+{
+	struct file *file;
+	struct socket *sock;
+	struct sock *sk;
+	struct habit_net *e;
+	__u16 family;
+
+	if (ret < 0 || ret > 2)
+		return 0;
+	file = current_fd_file((int)ret);
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = sock ? BPF_CORE_READ(sock, sk) : 0;
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	e = reserve(sizeof(*e), HABIT_EV_DUP);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_hdr(&e->hdr, HABIT_EV_DUP);
+	read_sock_addrs(sk, &e->local, &e->remote);
+	e->protocol = BPF_CORE_READ(sk, sk_protocol);
+	e->fd = (int)regs->di;
+	e->res = ret;
+	e->syscall = nr;
 	submit(e);
 	return 0;
 }

@@ -4,7 +4,7 @@
 //! compares every size and offset, and the constants of [`constant_table`], with these
 //! definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -30,6 +30,7 @@ pub const EV_LISTEN: u32 = 9;
 pub const EV_PRIV: u32 = 10;
 pub const EV_SEQ: u32 = 11;
 pub const EV_FCHANGE: u32 = 12;
+pub const EV_DUP: u32 = 13;
 
 /// `enum habit_fchange_op`: the operation of a file-change record.
 pub const FC_RENAME: u32 = 1;
@@ -144,6 +145,8 @@ pub struct File {
     pub flags: u32,
     pub mode: u32,
     pub syscall: u32,
+    /// An open's result (new fd or -errno, read at syscall exit); 0 for chmod.
+    pub res: i64,
     pub path: [u8; PATH_LEN],
     pub base_components: [u8; COMPONENTS_LEN],
 }
@@ -181,6 +184,12 @@ pub struct Net {
     pub remote: SockAddr,
     pub protocol: u32,
     pub fd: i32,
+    /// connect/bind: the syscall's result (0 or -errno); dup: the new fd; 0 for
+    /// listen/accept.
+    pub res: i64,
+    /// connect, bind, dup: the syscall number; 0 for listen/accept.
+    pub syscall: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -292,6 +301,7 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("HABIT_EV_PRIV", EV_PRIV.into()),
         ("HABIT_EV_SEQ", EV_SEQ.into()),
         ("HABIT_EV_FCHANGE", EV_FCHANGE.into()),
+        ("HABIT_EV_DUP", EV_DUP.into()),
         ("HABIT_FC_RENAME", FC_RENAME.into()),
         ("HABIT_FC_UNLINK", FC_UNLINK.into()),
         ("HABIT_FC_RMDIR", FC_RMDIR.into()),
@@ -395,6 +405,7 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("flags", offset_of!(File, flags)),
                 ("mode", offset_of!(File, mode)),
                 ("syscall", offset_of!(File, syscall)),
+                ("res", offset_of!(File, res)),
                 ("path", offset_of!(File, path)),
                 ("base_components", offset_of!(File, base_components)),
             ],
@@ -432,6 +443,8 @@ pub fn layout_table() -> Vec<StructLayout> {
                 ("remote", offset_of!(Net, remote)),
                 ("protocol", offset_of!(Net, protocol)),
                 ("fd", offset_of!(Net, fd)),
+                ("res", offset_of!(Net, res)),
+                ("syscall", offset_of!(Net, syscall)),
             ],
         ),
         (

@@ -190,6 +190,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                     base_dir,
                     flags: e.flags,
                     mode: e.mode,
+                    result: e.res,
                 }
             } else {
                 EventBody::Chmod {
@@ -217,6 +218,18 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             };
             (e.hdr, EventBody::FileChange(change))
         }
+        abi::EV_DUP => {
+            let e: abi::Net = read(bytes, kind)?;
+            let body = EventBody::Dup {
+                local: socket_addr(&e.local)?,
+                remote: socket_addr(&e.remote)?,
+                protocol: Protocol::from_ipproto(e.protocol),
+                oldfd: e.fd,
+                newfd: e.res,
+                syscall: e.syscall,
+            };
+            (e.hdr, body)
+        }
         abi::EV_CONNECT | abi::EV_ACCEPT | abi::EV_BIND | abi::EV_LISTEN => {
             let e: abi::Net = read(bytes, kind)?;
             let protocol = Protocol::from_ipproto(e.protocol);
@@ -224,10 +237,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 abi::EV_CONNECT => EventBody::Connect {
                     remote: socket_addr(&e.remote)?,
                     protocol,
+                    result: e.res,
                 },
                 abi::EV_BIND => EventBody::Bind {
                     local: socket_addr(&e.local)?,
                     protocol,
+                    result: e.res,
                 },
                 abi::EV_LISTEN => EventBody::Listen {
                     local: socket_addr(&e.local)?,
@@ -436,6 +451,7 @@ mod tests {
             flags: 0,
             mode: 0,
             syscall: 257,
+            res: 5,
             path: [0; abi::PATH_LEN],
             base_components: [0; abi::COMPONENTS_LEN],
         };
@@ -448,6 +464,69 @@ mod tests {
             }
             other => panic!("wrong body {other:?}"),
         }
+    }
+
+    /// Opens are reported at syscall exit: the new fd of a successful open and the -errno of a
+    /// failed one arrive as the event's result (Falco's fd.num / evt.rawres).
+    #[test]
+    fn open_carries_its_result_fd_or_errno() {
+        for res in [7, -i64::from(libc::ENOENT), -i64::from(libc::EACCES)] {
+            let mut f = abi::File {
+                hdr: hdr(abi::EV_OPEN),
+                dirfd: -100,
+                flags: 0,
+                mode: 0,
+                syscall: 257,
+                res,
+                path: [0; abi::PATH_LEN],
+                base_components: [0; abi::COMPONENTS_LEN],
+            };
+            f.path[..11].copy_from_slice(b"/etc/shadow");
+            let ev = decode(&bytes_of(&f)).unwrap();
+            assert_eq!(ev.body.result(), Some(res));
+            assert!(matches!(ev.body, EventBody::Open { result, .. } if result == res));
+        }
+    }
+
+    /// A socket duplicated onto stdio: both ends, the old fd and the new one (the result).
+    #[test]
+    fn decodes_a_socket_duplicated_onto_stdio() {
+        let mut remote = [0u8; 16];
+        remote[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let n = abi::Net {
+            hdr: hdr(abi::EV_DUP),
+            local: abi::SockAddr {
+                family: libc::AF_INET as u16,
+                port: 40312,
+                scope: 0,
+                addr: [172, 17, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
+            remote: abi::SockAddr {
+                family: libc::AF_INET as u16,
+                port: 4444,
+                scope: 0,
+                addr: remote,
+            },
+            protocol: 6,
+            fd: 3,
+            res: 0,
+            syscall: 33,
+            _pad: 0,
+        };
+        let ev = decode(&bytes_of(&n)).unwrap();
+        assert_eq!(
+            ev.body,
+            EventBody::Dup {
+                local: "172.17.0.2:40312".parse().unwrap(),
+                remote: "10.0.0.1:4444".parse().unwrap(),
+                protocol: Protocol::Tcp,
+                oldfd: 3,
+                newfd: 0,
+                syscall: 33,
+            }
+        );
+        assert_eq!(ev.body.evt_type(), "dup2");
+        assert_eq!(ev.body.result(), Some(0));
     }
 
     #[test]
@@ -484,13 +563,17 @@ mod tests {
             },
             protocol: 6,
             fd: 3,
+            res: -i64::from(libc::EINPROGRESS),
+            syscall: 42,
+            _pad: 0,
         };
         let ev = decode(&bytes_of(&n)).unwrap();
         assert_eq!(
             ev.body,
             EventBody::Connect {
                 remote: "[::1]:8080".parse().unwrap(),
-                protocol: Protocol::Tcp
+                protocol: Protocol::Tcp,
+                result: -115,
             }
         );
         n.remote.family = libc::AF_UNIX as u16;
@@ -522,6 +605,7 @@ mod tests {
                 flags: 0,
                 mode: 0o4755,
                 syscall: 2,
+                res: 3,
                 path: [0; abi::PATH_LEN],
                 base_components: [0; abi::COMPONENTS_LEN],
             };
@@ -546,6 +630,9 @@ mod tests {
                 remote: addr,
                 protocol: 6,
                 fd: 3,
+                res: 0,
+                syscall: 0,
+                _pad: 0,
             }));
         }
         records.push(bytes_of(&abi::Priv {
@@ -570,6 +657,16 @@ mod tests {
             b"/var/log/x",
             b"",
         )));
+        records.push(bytes_of(&abi::Net {
+            hdr: hdr(abi::EV_DUP),
+            local: addr,
+            remote: addr,
+            protocol: 6,
+            fd: 3,
+            res: 1,
+            syscall: 33,
+            _pad: 0,
+        }));
         let mut labels = Vec::new();
         for record in &records {
             let ev = decode(record).unwrap();
@@ -583,7 +680,7 @@ mod tests {
         }
         assert_eq!(labels, EventBody::KIND_LABELS, "every kind is covered");
         assert_eq!(EventBody::label_of_kind(0), None);
-        assert_eq!(EventBody::label_of_kind(13), None);
+        assert_eq!(EventBody::label_of_kind(14), None);
         assert!(abi::LOST_KINDS > EventBody::KIND_LABELS.len());
     }
 

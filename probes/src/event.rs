@@ -61,7 +61,8 @@ pub enum EventBody {
     Fork { child_pid: u32 },
     /// A process (its last thread) exited; `status` is the wait(2) status.
     Exit { status: i32 },
-    /// open/openat/openat2/creat of `path` (relative to `dirfd` when not absolute).
+    /// open/openat/openat2/creat of `path` (relative to `dirfd` when not absolute), seen at
+    /// syscall exit with its result.
     Open {
         dirfd: i32,
         path: String,
@@ -70,6 +71,8 @@ pub enum EventBody {
         base_dir: String,
         flags: u32,
         mode: u32,
+        /// The new fd, or `-errno` when the open failed (Falco's `fd.num`, `evt.rawres`).
+        result: i64,
     },
     /// chmod/fchmodat setting the setuid or setgid bit.
     Chmod {
@@ -82,20 +85,36 @@ pub enum EventBody {
     /// A file renamed, deleted, linked, symlinked, truncated, chowned or timestomped (see
     /// [`FileOp`] for what `path` and `path2` are for each operation).
     FileChange(FileChange),
-    /// connect(2) to `remote` (IPv4/IPv6 only).
+    /// connect(2) to `remote` (IPv4/IPv6 only), seen at syscall exit with its result.
     Connect {
         remote: SocketAddr,
         protocol: Protocol,
+        /// 0, or `-errno` (`-EINPROGRESS` for a non-blocking connect under way).
+        result: i64,
     },
     /// An inbound TCP connection on a listening socket of this process was established.
     Accept {
         local: SocketAddr,
         remote: SocketAddr,
     },
-    /// bind(2) of an IPv4/IPv6 socket to `local`.
+    /// bind(2) of an IPv4/IPv6 socket to `local`, seen at syscall exit with its result.
     Bind {
         local: SocketAddr,
         protocol: Protocol,
+        /// 0, or `-errno`.
+        result: i64,
+    },
+    /// dup/dup2/dup3 made an IPv4/IPv6 socket (`oldfd`) the process's stdin, stdout or stderr
+    /// (`newfd`, 0..=2): a reverse shell's redirection. Other duplications are not reported.
+    Dup {
+        local: SocketAddr,
+        remote: SocketAddr,
+        protocol: Protocol,
+        oldfd: i32,
+        /// The syscall's result: the new descriptor.
+        newfd: i64,
+        /// dup, dup2 or dup3 (Falco's `evt.type`).
+        syscall: u32,
     },
     /// A TCP socket started listening on `local`.
     Listen { local: SocketAddr },
@@ -151,6 +170,20 @@ pub struct FileChange {
     /// chown: `uid << 32 | gid` (`u32::MAX` = unchanged); truncate: the new length;
     /// rename/unlinkat/linkat: the flags.
     pub arg: u64,
+}
+
+impl EventBody {
+    /// The syscall's result where the probes report it (opens, connect, bind: the value the
+    /// syscall returned, `-errno` on failure); `None` for events without one.
+    pub fn result(&self) -> Option<i64> {
+        match self {
+            EventBody::Open { result, .. }
+            | EventBody::Connect { result, .. }
+            | EventBody::Bind { result, .. } => Some(*result),
+            EventBody::Dup { newfd, .. } => Some(*newfd),
+            _ => None,
+        }
+    }
 }
 
 impl FileChange {
@@ -346,6 +379,7 @@ impl EventBody {
             EventBody::Accept { .. } => "accept",
             EventBody::Bind { .. } => "bind",
             EventBody::Listen { .. } => "listen",
+            EventBody::Dup { syscall, .. } => crate::syscall_names::name(*syscall).unwrap_or("dup"),
             EventBody::Privileged(op) => op.syscall_name(),
             EventBody::Sequence(_) => "habitd_sequence",
         }
@@ -353,7 +387,7 @@ impl EventBody {
 
     /// Every [`EventBody::kind_label`], indexed by [`EventBody::kind_index`]: lets metrics
     /// resolve one counter per kind once, instead of a labelled lookup per event.
-    pub const KIND_LABELS: [&'static str; 12] = [
+    pub const KIND_LABELS: [&'static str; 13] = [
         "exec",
         "fork",
         "exit",
@@ -366,6 +400,7 @@ impl EventBody {
         "privileged",
         "sequence",
         "file_change",
+        "dup",
     ];
 
     /// The position of this event's kind in [`EventBody::KIND_LABELS`].
@@ -383,6 +418,7 @@ impl EventBody {
             EventBody::Privileged(_) => 9,
             EventBody::Sequence(_) => 10,
             EventBody::FileChange(_) => 11,
+            EventBody::Dup { .. } => 12,
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod abi;
 pub mod decode;
+pub mod errno_names;
 pub mod event;
 pub mod kernel_features;
 pub mod loader;
@@ -19,6 +20,6 @@ pub mod syscall_names;
 pub use event::{Event, EventBody, FileChange, FileOp, Header, PrivOp, Protocol};
 pub use kernel_features::KernelFeatures;
 pub use loader::{
-    EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes, SequenceMaps,
-    SyscallDelta, Tamper,
+    BenchFloor, EventStream, KernelCounters, LostDelta, ProbeConfig, ProbeError, Probes,
+    ResultHook, SequenceMaps, SyscallDelta, Tamper,
 };

@@ -80,12 +80,15 @@ pub async fn run(config: Config) -> Result<()> {
         self_tgid: crate::host::self_tgid(),
         ring_buffer_bytes: config.probes.ring_buffer_bytes,
         empty_only: false,
+        bench_floor: habit_probes::BenchFloor::SysEnter,
+        force_btf_sys_exit: false,
         object: None,
     })
     .context("loading the eBPF probes")?;
     let features = probes.kernel_features().clone();
     tracing::info!(
-        programs = habit_probes::loader::PROGRAMS.len(),
+        programs = habit_probes::loader::PROGRAMS.len() + 1,
+        results = probes.result_hook().map_or("none", |h| h.as_str()),
         lockdown = %features.lockdown,
         fentry = %KernelFeatures::describe(&features.fentry),
         lsm = %KernelFeatures::describe(&features.lsm),

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use habit_models::rules::{EventFields, Field, FieldArg, FieldRef, Value};
+use habit_probes::errno_names::falco_res;
 use habit_probes::{EventBody, FileOp, PrivOp};
 
 use crate::falco::output::Attributed;
@@ -44,6 +45,9 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "evt.dir",
     "evt.source",
     "evt.rawtime",
+    "evt.res",
+    "evt.rawres",
+    "evt.failed",
     "syscall.type",
     "evt.arg.flags",
     "evt.arg.mode",
@@ -99,13 +103,18 @@ pub const SUPPLIED_FIELDS: &[&str] = &[
     "user.uid",
     "user.name",
     "group.gid",
+    "fd.num",
     "fd.name",
+    "fd.nameraw",
     "fd.directory",
     "fd.filename",
     "fd.type",
     "fd.typechar",
     "fd.sockfamily",
     "fd.l4proto",
+    "fd.ip",
+    "fd.net",
+    "fd.port",
     "fd.sip",
     "fd.snet",
     "fd.sport",
@@ -163,6 +172,45 @@ fn owned(v: String) -> Option<Value<'static>> {
 
 fn num(v: impl Into<i64>) -> Option<Value<'static>> {
     Some(Value::Num(v.into()))
+}
+
+/// An open's flags as Falco renders `evt.arg.flags`: the names joined by `|`, in Falco's order
+/// (`O_TRUNC|O_CREAT|O_WRONLY|O_CLOEXEC`), so that rules such as "Clear Log Activities"
+/// (`evt.arg.flags contains "O_TRUNC"`) match; `evt.rawarg.flags` is the number.
+pub(crate) fn open_flags_text(flags: u32) -> String {
+    const NAMES: [(u32, &str); 13] = [
+        (0o100000, "O_LARGEFILE"),
+        (0o200000, "O_DIRECTORY"),
+        (0o40000, "O_DIRECT"),
+        (0o1000, "O_TRUNC"),
+        (0o4010000, "O_SYNC"),
+        (0o4000, "O_NONBLOCK"),
+        (0o200, "O_EXCL"),
+        (0o10000, "O_DSYNC"),
+        (0o2000, "O_APPEND"),
+        (0o100, "O_CREAT"),
+        (0o2, "O_RDWR"),
+        (0o1, "O_WRONLY"),
+        (0o2000000, "O_CLOEXEC"),
+    ];
+    let mut parts: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, name)| match *name {
+            // O_SYNC includes O_DSYNC's bit: name it only when all of its bits are set.
+            "O_SYNC" => flags & bit == *bit,
+            "O_DSYNC" => flags & 0o4000000 == 0 && flags & bit != 0,
+            _ => flags & bit != 0,
+        })
+        .map(|(_, name)| *name)
+        .collect();
+    if flags & 3 == 0 {
+        let at = parts
+            .iter()
+            .position(|p| *p == "O_CLOEXEC")
+            .unwrap_or(parts.len());
+        parts.insert(at, "O_RDONLY");
+    }
+    parts.join("|")
 }
 
 /// Text that is absent when empty (an executable path the process table does not know).
@@ -316,7 +364,9 @@ impl<'a> RuleEvent<'a> {
     fn endpoints(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         match self.body() {
             EventBody::Connect { remote, .. } => (None, Some(*remote)),
-            EventBody::Accept { local, remote } => (Some(*local), Some(*remote)),
+            EventBody::Accept { local, remote } | EventBody::Dup { local, remote, .. } => {
+                (Some(*local), Some(*remote))
+            }
             EventBody::Bind { local, .. } | EventBody::Listen { local } => (Some(*local), None),
             _ => (None, None),
         }
@@ -326,7 +376,8 @@ impl<'a> RuleEvent<'a> {
     fn client_server(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let (local, remote) = self.endpoints();
         match self.body() {
-            EventBody::Connect { .. } => (local, remote),
+            // A duplicated socket: taken as the process's own connection (a reverse shell's).
+            EventBody::Connect { .. } | EventBody::Dup { .. } => (local, remote),
             EventBody::Accept { .. } => (remote, local),
             _ => (None, local),
         }
@@ -384,7 +435,7 @@ impl<'a> RuleEvent<'a> {
     fn arg(&self, name: &str) -> Option<Value<'a>> {
         match (self.body(), name) {
             (EventBody::FileChange(_), name) => self.change_arg(name),
-            (EventBody::Open { flags, .. }, "flags") => num(*flags),
+            (EventBody::Open { flags, .. }, "flags") => owned(open_flags_text(*flags)),
             (EventBody::Open { mode, .. }, "mode") | (EventBody::Chmod { mode, .. }, "mode") => {
                 owned(format!("{mode:o}"))
             }
@@ -441,6 +492,20 @@ impl EventFields for RuleEvent<'_> {
                 Some(FieldArg::Key(name)) => self.arg(name),
                 _ => None,
             },
+            Field::EvtRawarg => match (self.body(), arg) {
+                (EventBody::Open { flags, .. }, Some(FieldArg::Key(name)))
+                    if &**name == "flags" =>
+                {
+                    num(*flags)
+                }
+                (_, Some(FieldArg::Key(name))) => self.arg(name),
+                _ => None,
+            },
+            // Results are reported where a rule reads them (opens, connect, bind: seen at
+            // syscall exit); other events have none, and the fields are absent.
+            Field::EvtRes => a.event.body.result().and_then(|r| owned(falco_res(r))),
+            Field::EvtRawres => a.event.body.result().and_then(num),
+            Field::EvtFailed => a.event.body.result().map(|r| Value::Bool(r < 0)),
             Field::EvtIsOpenRead => match self.body() {
                 EventBody::Open { flags, .. } => Some(Value::Bool(flags & 3 != 1)),
                 _ => None,
@@ -507,6 +572,13 @@ impl EventFields for RuleEvent<'_> {
                 EventBody::Connect { remote, .. } => {
                     owned(format!("->{}:{}", remote.ip(), remote.port()))
                 }
+                EventBody::Dup { local, remote, .. } => owned(format!(
+                    "{}:{}->{}:{}",
+                    local.ip(),
+                    local.port(),
+                    remote.ip(),
+                    remote.port()
+                )),
                 EventBody::Accept { local, remote } => owned(format!(
                     "{}:{}->{}:{}",
                     remote.ip(),
@@ -518,6 +590,16 @@ impl EventFields for RuleEvent<'_> {
                 EventBody::Bind { local, .. } | EventBody::Listen { local } => {
                     owned(format!("{}:{}", local.ip(), local.port()))
                 }
+                _ => None,
+            },
+            // The path as the process passed it (fd.name is absolute and without `..`).
+            Field::FdNameraw => match self.body() {
+                EventBody::Open { path, .. } | EventBody::Chmod { path, .. } => nonempty(path),
+                _ => None,
+            },
+            // The new descriptor of an open, -1 when it failed (as Falco gives it).
+            Field::FdNum => match self.body() {
+                EventBody::Open { result, .. } => num((*result).max(-1)),
                 _ => None,
             },
             Field::FdDirectory => self.path().map(|p| match p.rfind('/') {
@@ -541,6 +623,20 @@ impl EventFields for RuleEvent<'_> {
                 };
                 s(if field == Field::FdType { kind } else { ch })
             }
+            // Either end of a connection (Falco: "matches either"): the ends habitd knows, a
+            // set when both are (an accepted connection).
+            Field::FdIp | Field::FdNet | Field::FdPort => {
+                let (client, server) = self.client_server();
+                let one = |x: SocketAddr| match field {
+                    Field::FdPort => Value::Num(x.port().into()),
+                    _ => Value::Ip(x.ip()),
+                };
+                match (client, server) {
+                    (Some(c), Some(s)) => Some(Value::List(vec![one(c), one(s)])),
+                    (Some(x), None) | (None, Some(x)) => Some(one(x)),
+                    (None, None) => None,
+                }
+            }
             Field::FdSip | Field::FdSnet => self.client_server().1.map(|x| Value::Ip(x.ip())),
             Field::FdSport => self.client_server().1.and_then(|x| num(x.port())),
             Field::FdCip | Field::FdCnet => self.client_server().0.map(|x| Value::Ip(x.ip())),
@@ -550,9 +646,9 @@ impl EventFields for RuleEvent<'_> {
             Field::FdLip | Field::FdLnet => self.endpoints().0.map(|x| Value::Ip(x.ip())),
             Field::FdLport => self.endpoints().0.and_then(|x| num(x.port())),
             Field::FdL4proto => match self.body() {
-                EventBody::Connect { protocol, .. } | EventBody::Bind { protocol, .. } => {
-                    s(protocol.as_str())
-                }
+                EventBody::Connect { protocol, .. }
+                | EventBody::Bind { protocol, .. }
+                | EventBody::Dup { protocol, .. } => s(protocol.as_str()),
                 EventBody::Accept { .. } | EventBody::Listen { .. } => s("tcp"),
                 _ => None,
             },
@@ -601,6 +697,19 @@ impl EventFields for RuleEvent<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn renders_open_flags_as_falco_does() {
+        use super::open_flags_text;
+        assert_eq!(open_flags_text(0), "O_RDONLY");
+        assert_eq!(open_flags_text(0o2000000), "O_RDONLY|O_CLOEXEC");
+        assert_eq!(
+            open_flags_text(0o1 | 0o100 | 0o1000 | 0o2000000),
+            "O_TRUNC|O_CREAT|O_WRONLY|O_CLOEXEC"
+        );
+        assert_eq!(open_flags_text(0o2 | 0o2000), "O_APPEND|O_RDWR");
+        assert_eq!(open_flags_text(0o4010001), "O_SYNC|O_WRONLY");
+    }
+
     #[test]
     fn names_capabilities() {
         assert_eq!(super::capability_names(0), "");

@@ -34,6 +34,7 @@ pub fn kind(body: &EventBody) -> &'static str {
         EventBody::Accept { .. } => "accept",
         EventBody::Bind { .. } => "bind",
         EventBody::Listen { .. } => "listen",
+        EventBody::Dup { .. } => "dup",
         EventBody::Sequence(_) => "sequence",
         EventBody::FileChange(c) => match c.op {
             FileOp::Rename => "rename",
@@ -74,6 +75,7 @@ pub const KINDS: &[&str] = &[
     "accept",
     "bind",
     "listen",
+    "dup",
     "sequence",
     "rename",
     "unlink",
@@ -230,6 +232,16 @@ impl Fixture {
                 base_dir: "/etc".into(),
                 flags: 0o1 | 0o100 | 0o1000,
                 mode: 0o644,
+                result: 3,
+            },
+            // A failed open: fd.num -1, evt.res the errno's name.
+            EventBody::Open {
+                dirfd: -100,
+                path: "/etc/shadow".into(),
+                base_dir: String::new(),
+                flags: 0,
+                mode: 0,
+                result: -13,
             },
             EventBody::Chmod {
                 dirfd: -100,
@@ -240,10 +252,12 @@ impl Fixture {
             EventBody::Connect {
                 remote: addr("10.0.0.1:4444"),
                 protocol: Protocol::Tcp,
+                result: -115,
             },
             EventBody::Connect {
                 remote: addr("[2001:db8::1]:53"),
                 protocol: Protocol::Udp,
+                result: 0,
             },
             EventBody::Accept {
                 local: addr("172.17.0.2:80"),
@@ -252,9 +266,18 @@ impl Fixture {
             EventBody::Bind {
                 local: addr("0.0.0.0:8080"),
                 protocol: Protocol::Tcp,
+                result: 0,
             },
             EventBody::Listen {
                 local: addr("[::]:8080"),
+            },
+            EventBody::Dup {
+                local: addr("172.17.0.2:40312"),
+                remote: addr("10.0.0.1:4444"),
+                protocol: Protocol::Tcp,
+                oldfd: 3,
+                newfd: 0,
+                syscall: 33,
             },
             EventBody::Sequence(SeqRecord {
                 gram: 0,

@@ -109,7 +109,7 @@ fn output_fields_say_what_rules_read_for_every_kind_of_event() {
                 | "chown"
                 | "utimes"
         );
-        let conn = matches!(k, "connect" | "accept" | "bind" | "listen");
+        let conn = matches!(k, "connect" | "accept" | "bind" | "listen" | "dup");
         assert_eq!(fields.contains_key("fd.name"), file || conn, "{k}: fd.name");
         for key in ["fd.sip", "fd.sport"] {
             assert_eq!(fields.contains_key(key), conn, "{k}: {key}");
@@ -170,6 +170,8 @@ fn disputed_fields_have_falcos_meaning() {
                 );
             }
             ("accept", Some(name)) => assert_eq!(name, "172.17.0.1:51234->172.17.0.2:80"),
+            // A socket duplicated onto stdio: taken as the process's own connection.
+            ("dup", Some(name)) => assert_eq!(name, "172.17.0.2:40312->10.0.0.1:4444"),
             ("bind", Some(name)) => assert_eq!(name, "0.0.0.0:8080"),
             ("listen", Some(name)) => assert_eq!(name, ":::8080"),
             ("open", Some(name)) => assert_eq!(name, "/etc/shadow"),
@@ -254,4 +256,77 @@ fn every_field_rules_can_read_is_supplied() {
             );
         }
     }
+}
+
+/// Opens, connect and bind carry their result (read at syscall exit): `evt.res` is `SUCCESS`
+/// or the errno's name, `evt.rawres` the number, `evt.failed` whether it failed, and an
+/// open's `fd.num` its new descriptor or -1; events without a result have none of them, and
+/// Falco's open macros (`fd.num>=0`, `fd.num=-1 and evt.res startswith E`) hold as in Falco.
+#[test]
+fn results_are_falco_fields_where_the_probes_report_them() {
+    use habit_models::rules::Value as V;
+    use habit_probes::EventBody;
+    let fx = Fixture::new();
+    let mut seen = Vec::new();
+    fx.each(|ev, view| {
+        let f = view.output_fields();
+        let field = |name: &str| f.get(name).cloned();
+        match (&ev.body, ev.body.result()) {
+            (EventBody::Open { .. }, Some(r)) if r >= 0 => {
+                assert_eq!(field("fd.num"), Some(Value::from(r)));
+                assert_eq!(field("evt.res"), Some(Value::from("SUCCESS")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(r)));
+                assert_eq!(field("evt.failed"), Some(Value::from(false)));
+                assert_eq!(
+                    field("evt.arg.flags"),
+                    Some(Value::from("O_TRUNC|O_CREAT|O_WRONLY"))
+                );
+                let raw = view.get(
+                    Field::EvtRawarg,
+                    Some(&habit_models::rules::FieldArg::Key("flags".into())),
+                );
+                assert!(matches!(raw, Some(V::Num(0o1101))), "{raw:?}");
+                seen.push("open ok");
+            }
+            (EventBody::Open { .. }, Some(_)) => {
+                assert_eq!(field("fd.num"), Some(Value::from(-1)));
+                assert_eq!(field("evt.res"), Some(Value::from("EACCES")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(-13)));
+                assert_eq!(field("evt.failed"), Some(Value::from(true)));
+                seen.push("open failed");
+            }
+            (EventBody::Dup { .. }, Some(0)) => {
+                assert_eq!(field("evt.type"), Some(Value::from("dup2")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(0)));
+                assert_eq!(field("fd.type"), Some(Value::from("ipv4")));
+                assert_eq!(
+                    field("fd.name"),
+                    Some(Value::from("172.17.0.2:40312->10.0.0.1:4444"))
+                );
+                assert_eq!(field("fd.sip"), Some(Value::from("10.0.0.1")));
+                seen.push("dup of a socket onto stdin");
+            }
+            (EventBody::Connect { .. }, Some(-115)) => {
+                assert_eq!(field("evt.res"), Some(Value::from("EINPROGRESS")));
+                assert_eq!(field("evt.rawres"), Some(Value::from(-115)));
+                assert_eq!(field("fd.num"), None);
+                seen.push("connect in progress");
+            }
+            (_, None) => {
+                for name in ["evt.res", "evt.rawres", "evt.failed", "fd.num"] {
+                    assert_eq!(field(name), None, "{name} of {}", kind(&ev.body));
+                }
+            }
+            _ => {}
+        }
+    });
+    assert_eq!(
+        seen,
+        [
+            "open ok",
+            "open failed",
+            "connect in progress",
+            "dup of a socket onto stdin"
+        ]
+    );
 }

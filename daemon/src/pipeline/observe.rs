@@ -64,7 +64,9 @@ pub fn observations(
                 second,
             ));
         }
-        EventBody::Connect { remote, protocol } => {
+        EventBody::Connect {
+            remote, protocol, ..
+        } => {
             out.push(Observation::outbound(
                 remote.ip(),
                 remote.port(),
@@ -81,7 +83,12 @@ pub fn observations(
         }
         EventBody::Listen { local } => out.push(Observation::listen(local.port(), Proto::Tcp)),
         // A UDP server binds its port; TCP binds are followed by listen (or are client-side).
-        EventBody::Bind { local, protocol } if *protocol == Protocol::Udp && local.port() != 0 => {
+        // A bind that failed (EADDRINUSE) opened no port.
+        EventBody::Bind {
+            local,
+            protocol,
+            result,
+        } if *protocol == Protocol::Udp && local.port() != 0 && *result == 0 => {
             out.push(Observation::listen(local.port(), Proto::Udp));
         }
         EventBody::Privileged(op) => {
@@ -97,6 +104,9 @@ pub fn observations(
             };
             out.push(Observation::privileged(name, target));
         }
+        // A socket made stdin/stdout/stderr (a reverse shell's redirection): learned like a
+        // privileged operation of the program that did it (inetd-style servers do it).
+        EventBody::Dup { .. } => out.push(Observation::privileged("dup_socket_to_stdio", exe)),
         // Sequences are learned and scored by their own model (crate::sequence).
         EventBody::Sequence(_) => {}
         EventBody::Bind { .. } | EventBody::Fork { .. } | EventBody::Exit { .. } => {}
@@ -165,6 +175,7 @@ mod tests {
             &ev(EventBody::Connect {
                 remote: "10.0.0.1:443".parse().unwrap(),
                 protocol: Protocol::Tcp,
+                result: 0,
             }),
             None,
             None,
@@ -186,6 +197,29 @@ mod tests {
         assert_eq!(out[0].dimension, Dimension::Outbound);
         assert_eq!(out[1].dimension, Dimension::Privileged);
         assert_eq!(out[1].item, "ptrace /bin/actions");
+    }
+
+    /// A UDP bind opens a port only when it succeeded (binds are reported at exit).
+    #[test]
+    fn a_failed_udp_bind_opens_no_port() {
+        let bind = |result| {
+            let mut out = Vec::new();
+            observations(
+                &ev(EventBody::Bind {
+                    local: "0.0.0.0:5353".parse().unwrap(),
+                    protocol: Protocol::Udp,
+                    result,
+                }),
+                None,
+                None,
+                None,
+                None,
+                &mut out,
+            );
+            out.len()
+        };
+        assert_eq!(bind(0), 1);
+        assert_eq!(bind(-i64::from(libc::EADDRINUSE)), 0);
     }
 
     fn change(op: FileOp, path: &str, path2: &str) -> Event {

@@ -55,11 +55,13 @@ pub fn second_path(ev: &Event) -> Option<String> {
     }
 }
 
-/// `path` made absolute: as it is when absolute, else joined to `base_dir` (what the kernel
+/// `path` made absolute and without `.` and `..`: as it is when absolute, else joined to `base_dir` (what the kernel
 /// read from the dentries) or, racily, to the cwd or `dirfd` of process `tgid` in /proc.
 fn resolve(tgid: u32, path: &str, dirfd: i32, base_dir: &str) -> Option<String> {
     if path.starts_with('/') {
-        return Some(path.to_string());
+        // `/www/../../etc/passwd` is /etc/passwd (as Falco's fd.name has it); the path as
+        // passed stays in the event (fd.nameraw).
+        return Some(normalize(path));
     }
     // Relative: the kernel sent the base directory; /proc is a racy fallback (the process
     // may be gone by now).

@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 4
+#define HABIT_ABI_VERSION 5
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -40,6 +40,7 @@ enum habit_kind {
 	HABIT_EV_PRIV = 10,
 	HABIT_EV_SEQ = 11,
 	HABIT_EV_FCHANGE = 12,
+	HABIT_EV_DUP = 13,
 };
 
 /* Reasons a record was lost; index into the per-CPU `drops` array. */
@@ -141,6 +142,9 @@ struct habit_file {
 	__u32 flags;  /* open flags, or 0 for chmod */
 	__u32 mode;   /* creation mode, or the new mode for chmod */
 	__u32 syscall;
+	/* An open's result, read at syscall exit: the new fd (>= 0) or -errno; 0 for chmod
+	 * (reported at entry). */
+	__s64 res;
 	char path[HABIT_PATH_LEN];
 	/* For a relative `path`: the directory it is relative to (cwd or dirfd), as components;
 	 * empty for absolute paths. */
@@ -185,13 +189,19 @@ struct habit_sockaddr {
 	__u8 addr[16];
 };
 
-/* HABIT_EV_CONNECT, HABIT_EV_BIND, HABIT_EV_LISTEN, HABIT_EV_ACCEPT */
+/* HABIT_EV_CONNECT, HABIT_EV_BIND, HABIT_EV_LISTEN, HABIT_EV_ACCEPT, and HABIT_EV_DUP (an
+ * IPv4/IPv6 socket duplicated onto stdin, stdout or stderr: `fd` the old descriptor, `res` the
+ * new one, both ends of the socket) */
 struct habit_net {
 	struct habit_hdr hdr;
 	struct habit_sockaddr local;  /* bind/listen/accept: our side */
 	struct habit_sockaddr remote; /* connect: destination; accept: peer */
 	__u32 protocol; /* IPPROTO_TCP / IPPROTO_UDP, 0 if unknown */
 	__s32 fd;       /* socket fd for connect/bind, -1 if not known */
+	__s64 res;      /* connect/bind: the syscall's result (0 or -errno, read at exit); 0 for
+			 * listen/accept (from the TCP state machine: they happened) */
+	__u32 syscall;  /* connect, bind, dup: the syscall number; 0 for listen/accept */
+	__u32 _pad;
 };
 
 #define HABIT_PRIV_ARG_LEN 64

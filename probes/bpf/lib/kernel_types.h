@@ -202,8 +202,13 @@ struct socket {
 	struct sock *sk;
 };
 
+struct inode {
+	unsigned short i_mode;
+};
+
 struct file {
 	struct path f_path;
+	struct inode *f_inode;
 	void *private_data;
 };
 

@@ -4,9 +4,12 @@
 #define HABIT_SYSCALL_NRS_H
 
 #define NR_open 2
+#define NR_dup 32
+#define NR_dup2 33
 #define NR_socket 41
 #define NR_connect 42
 #define NR_bind 49
+#define NR_dup3 292
 #define NR_truncate 76
 #define NR_ftruncate 77
 #define NR_rename 82

@@ -91,6 +91,24 @@ impl AttachedPrograms {
         self.programs.push((program, tracepoint, id));
     }
 
+    /// Adds a program only if the kernel's link table shows it now: a tracepoint attached
+    /// through a perf event without a BPF link (older kernels) has no link to check, and
+    /// watching it would claim it detached. Returns whether it is watched.
+    pub(super) fn add_if_linked(
+        &mut self,
+        program: &'static str,
+        tracepoint: &'static str,
+        id: u32,
+    ) -> bool {
+        let linked = aya::programs::loaded_links()
+            .flatten()
+            .any(|link| link.program_id() == id);
+        if linked {
+            self.add(program, tracepoint, id);
+        }
+        linked
+    }
+
     /// The programs no link of the kernel's attaches any more. `None` when the kernel's link
     /// table cannot be listed at all (then nothing is claimed either way).
     pub(super) fn detached(&self) -> Option<Vec<Tamper>> {
