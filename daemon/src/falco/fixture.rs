@@ -36,16 +36,7 @@ pub fn kind(body: &EventBody) -> &'static str {
         EventBody::Listen { .. } => "listen",
         EventBody::Dup { .. } => "dup",
         EventBody::Sequence(_) => "sequence",
-        EventBody::FileChange(c) => match c.op {
-            FileOp::Rename => "rename",
-            FileOp::Unlink => "unlink",
-            FileOp::Rmdir => "rmdir",
-            FileOp::Link => "link",
-            FileOp::Symlink => "symlink",
-            FileOp::Truncate => "truncate",
-            FileOp::Chown => "chown",
-            FileOp::Utimes => "utimes",
-        },
+        EventBody::FileChange(c) => c.op.name(),
         EventBody::Privileged(op) => match op {
             PrivOp::SetUid { .. } => "setuid",
             PrivOp::SetGid { .. } => "setgid",
