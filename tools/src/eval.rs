@@ -146,12 +146,24 @@ pub fn run(args: &EvalArgs) -> Result<String> {
                 );
             }
         }
-        line(&mut out, model.name(), args.half, &normal_scores, &attack_scores)?;
+        line(
+            &mut out,
+            model.name(),
+            args.half,
+            &normal_scores,
+            &attack_scores,
+        )?;
     }
     if matches!(args.model, ModelChoice::Stide | ModelChoice::All) {
         let stide = Stide::train(&train);
         let (normal_scores, attack_scores) = score_all(&stide, &normal, &attack);
-        line(&mut out, stide.name(), args.half, &normal_scores, &attack_scores)?;
+        line(
+            &mut out,
+            stide.name(),
+            args.half,
+            &normal_scores,
+            &attack_scores,
+        )?;
     }
     Ok(out)
 }

@@ -196,9 +196,7 @@ fn halves_split_sub_directories_whole_and_flat_directories_by_file() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(output.status.success(), "{stdout}\n{stderr}");
         assert!(
-            stderr.contains(&format!(
-                "30 training, {nested} traces half={half}"
-            )),
+            stderr.contains(&format!("30 training, {nested} traces half={half}")),
             "{stderr}"
         );
         for line in stdout.lines() {
