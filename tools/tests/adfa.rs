@@ -79,7 +79,7 @@ fn unzip(zip: &std::path::Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let unzip = Command::new("unzip")
         .arg("-q")
-        .arg(&zip)
+        .arg(zip)
         .arg("-d")
         .arg(dir.path())
         .output()
