@@ -74,8 +74,8 @@ impl Half {
     fn holds(self, index: usize) -> bool {
         match self {
             Half::All => true,
-            Half::Choose => index % 2 == 0,
-            Half::Test => index % 2 == 1,
+            Half::Choose => index.is_multiple_of(2),
+            Half::Test => !index.is_multiple_of(2),
         }
     }
 
