@@ -12,6 +12,14 @@
 //! The scoring is `habit_models::sequence`, the code habitd runs, not a copy. Detection rates
 //! use the threshold at which 1 % (5 %) of the `--normal` scores lie above it; the threshold
 //! the model calibrated on its own training data is checked against `--normal` on stderr.
+//!
+//! `--half choose|test` scores one half of each test set, so that a variant can be chosen on
+//! one half and reported on the other (the figures of the half used for choosing are
+//! optimistic). A test directory is split by its entries, every other one in name order: a
+//! sub-directory goes to one half whole (ADFA-LD's attack folders are recording sessions that
+//! share background processes, so splitting a session would put near-copies of a trace on
+//! both sides), and a flat directory (ADFA-LD's validation set) is split file by file.
+//! Training always uses all of `--train`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -44,6 +52,41 @@ pub struct EvalArgs {
     /// Variant: weight of the background model's surprise (0..=1).
     #[arg(long, value_name = "W", default_value_t = SequenceConfig::default().background_weight)]
     background_weight: f64,
+    /// Which half of `--normal` and `--attack` to score: `choose` to pick a variant, `test` to
+    /// report it on traces the choice never saw, `all` (default) for both halves.
+    #[arg(long, value_enum, default_value = "all")]
+    half: Half,
+}
+
+/// A half of the test sets (see the module docs for how they are split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Half {
+    /// Every trace.
+    All,
+    /// The even-numbered sub-directories (or files): for choosing settings.
+    Choose,
+    /// The odd-numbered ones: for reporting the chosen settings.
+    Test,
+}
+
+impl Half {
+    /// Whether the part numbered `index` (sub-directory or file, 0-based) belongs to this half.
+    fn holds(self, index: usize) -> bool {
+        match self {
+            Half::All => true,
+            Half::Choose => index.is_multiple_of(2),
+            Half::Test => !index.is_multiple_of(2),
+        }
+    }
+
+    /// The suffix of an output line (`""` for all traces, so the default output is unchanged).
+    fn label(self) -> &'static str {
+        match self {
+            Half::All => "",
+            Half::Choose => " half=choose",
+            Half::Test => " half=test",
+        }
+    }
 }
 
 /// The models `habitctl eval` knows.
@@ -61,13 +104,14 @@ enum ModelChoice {
 /// check go to standard error.
 pub fn run(args: &EvalArgs) -> Result<String> {
     let train = read_traces(&args.train)?;
-    let normal = read_traces(&args.normal)?;
-    let attack = read_traces(&args.attack)?;
+    let normal = half_of(&args.normal, args.half)?;
+    let attack = half_of(&args.attack, args.half)?;
     eprintln!(
-        "habitctl eval: {} training, {} normal and {} attack traces",
+        "habitctl eval: {} training, {} normal and {} attack traces{}",
         train.len(),
         normal.len(),
-        attack.len()
+        attack.len(),
+        args.half.label()
     );
     let mut out = String::new();
     if matches!(args.model, ModelChoice::Habitd | ModelChoice::All) {
@@ -102,18 +146,30 @@ pub fn run(args: &EvalArgs) -> Result<String> {
                 );
             }
         }
-        line(&mut out, model.name(), &normal_scores, &attack_scores)?;
+        line(
+            &mut out,
+            model.name(),
+            args.half,
+            &normal_scores,
+            &attack_scores,
+        )?;
     }
     if matches!(args.model, ModelChoice::Stide | ModelChoice::All) {
         let stide = Stide::train(&train);
         let (normal_scores, attack_scores) = score_all(&stide, &normal, &attack);
-        line(&mut out, stide.name(), &normal_scores, &attack_scores)?;
+        line(
+            &mut out,
+            stide.name(),
+            args.half,
+            &normal_scores,
+            &attack_scores,
+        )?;
     }
     Ok(out)
 }
 
-/// Appends `model=NAME auc=… dr@1%=… dr@5%=…`.
-fn line(out: &mut String, name: &str, normal: &[f64], attack: &[f64]) -> Result<()> {
+/// Appends `model=NAME auc=… dr@1%=… dr@5%=…` (and ` half=…` when one half was scored).
+fn line(out: &mut String, name: &str, half: Half, normal: &[f64], attack: &[f64]) -> Result<()> {
     let (Some(auc), Some(dr1), Some(dr5)) = (
         roc_auc(normal, attack),
         detection_rate(normal, attack, 0.01),
@@ -123,7 +179,8 @@ fn line(out: &mut String, name: &str, normal: &[f64], attack: &[f64]) -> Result<
     };
     writeln!(
         out,
-        "model={name} auc={auc:.3} dr@1%={dr1:.3} dr@5%={dr5:.3}"
+        "model={name} auc={auc:.3} dr@1%={dr1:.3} dr@5%={dr5:.3}{}",
+        half.label()
     )?;
     Ok(())
 }
@@ -165,6 +222,40 @@ fn score_parallel<M: TraceScorer + Sync>(model: &M, traces: &[Vec<u32>]) -> Vec<
 
 /// Reads every `.txt` file under `dir` (recursively, in path order) as one trace.
 fn read_traces(dir: &Path) -> Result<Vec<Vec<u32>>> {
+    half_of(dir, Half::All)
+}
+
+/// Reads the traces under `dir` that belong to `half`. The parts split are the entries of
+/// `dir` itself: a sub-directory with all the traces under it, or a trace file lying directly
+/// in `dir` (so a flat directory is split file by file).
+fn half_of(dir: &Path, half: Half) -> Result<Vec<Vec<u32>>> {
+    let files = trace_files(dir)?;
+    let mut parts: Vec<Option<&std::ffi::OsStr>> = files.iter().map(|f| part(dir, f)).collect();
+    parts.dedup();
+    let chosen: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| {
+            let index = parts.iter().position(|&p| p == part(dir, f));
+            index.is_some_and(|index| half.holds(index))
+        })
+        .collect();
+    if chosen.is_empty() {
+        bail!("no traces in the {half:?} half of {}", dir.display());
+    }
+    chosen.into_iter().map(|file| read_trace(file)).collect()
+}
+
+/// The entry of `dir` that `file` is, or lies under.
+fn part<'f>(dir: &Path, file: &'f Path) -> Option<&'f std::ffi::OsStr> {
+    file.strip_prefix(dir)
+        .ok()?
+        .components()
+        .next()
+        .map(|c| c.as_os_str())
+}
+
+/// The `.txt` files under `dir`, in path order (so a sub-directory's files are adjacent).
+fn trace_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     collect_txt(dir, &mut files)
         .with_context(|| format!("cannot read the trace directory {}", dir.display()))?;
@@ -172,7 +263,7 @@ fn read_traces(dir: &Path) -> Result<Vec<Vec<u32>>> {
         bail!("no traces (.txt files) under {}", dir.display());
     }
     files.sort();
-    files.iter().map(|file| read_trace(file)).collect()
+    Ok(files)
 }
 
 fn collect_txt(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {

@@ -168,3 +168,54 @@ fn bad_input_is_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn halves_split_sub_directories_whole_and_flat_directories_by_file() {
+    let root = dataset();
+    // A flat normal directory of 7 traces: the halves take files 0, 2, 4, 6 and 1, 3, 5.
+    let flat = root.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    let mut rng = Lcg(4);
+    for i in 0..7 {
+        std::fs::write(
+            flat.join(format!("N-{i}.txt")),
+            trace(&mut rng, &PATH_A, &PATH_B),
+        )
+        .unwrap();
+    }
+    for (half, nested, flat_count) in [
+        ("choose", "20 normal and 5 attack", "4 normal and 5 attack"),
+        ("test", "20 normal and 5 attack", "3 normal and 5 attack"),
+    ] {
+        // Nested: each of class_0 and class_1 goes to one half whole.
+        let mut args = dirs(root.path());
+        args.extend(["--half".to_owned(), half.to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = eval(&args);
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("30 training, {nested} traces half={half}")),
+            "{stderr}"
+        );
+        for line in stdout.lines() {
+            let plain = line
+                .strip_suffix(&format!(" half={half}"))
+                .unwrap_or_else(|| panic!("the line names its half: {line}"));
+            parse(plain);
+        }
+        // Flat: file by file.
+        let mut args = dirs(root.path());
+        args[3] = flat.to_string_lossy().into_owned();
+        args.extend(["--half".to_owned(), half.to_owned()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = eval(&args);
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("30 training, {flat_count} traces half={half}")),
+            "{stderr}"
+        );
+    }
+}
