@@ -393,7 +393,11 @@ impl CgroupChild {
         use std::io::Write as _;
         let stdin = self.child.stdin.as_mut().expect("gramloop's stdin");
         writeln!(stdin, "{n} {name}").expect("writing to gramloop");
-        let line = self.lines.next().expect("gramloop ended").expect("reading gramloop");
+        let line = self
+            .lines
+            .next()
+            .expect("gramloop ended")
+            .expect("reading gramloop");
         assert_eq!(line, "done", "gramloop said {line:?}");
     }
 
@@ -445,8 +449,8 @@ fn the_gram_cache_serves_values_that_user_space_changed() {
         .build()
         .unwrap();
     let _entered = rt.enter();
-    let mut probes = Probes::load(&ProbeConfig::default())
-        .unwrap_or_else(|e| panic!("loading the probes: {e}"));
+    let mut probes =
+        Probes::load(&ProbeConfig::default()).unwrap_or_else(|e| panic!("loading the probes: {e}"));
     let mut events = probes.take_events().unwrap();
     let mut child = CgroupChild::start(cpu);
     let pid = child.child.id();
@@ -483,7 +487,10 @@ fn the_gram_cache_serves_values_that_user_space_changed() {
         .set_values(WID, [(ppid_gram, V1, true)])
         .unwrap();
     let gen1 = probes.sequences.generation(WID).unwrap();
-    assert_ne!(gen0, gen1, "set_values did not advance the workload's generation");
+    assert_ne!(
+        gen0, gen1,
+        "set_values did not advance the workload's generation"
+    );
 
     child.run(K1, "getppid");
     child.run(K3, "getuid");
@@ -514,7 +521,10 @@ fn the_gram_cache_serves_values_that_user_space_changed() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let records = records.lock().unwrap().clone();
-    assert!(records.iter().all(|r| r.wid == WID), "a record of another workload id");
+    assert!(
+        records.iter().all(|r| r.wid == WID),
+        "a record of another workload id"
+    );
     let uid_unknown = records
         .iter()
         .filter(|r| r.has(abi::SEQ_REC_UNKNOWN) && r.gram == uid_gram)
