@@ -543,3 +543,29 @@ pub fn layout_table() -> Vec<StructLayout> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::GramGen;
+
+    /// Every generation user space writes is a valid pair for the kernel (`check == !generation`),
+    /// across the wrap; the all-zero initial entry is not one (the kernel's cache stays off for a
+    /// workload whose grams user space never wrote).
+    #[test]
+    fn gram_generations_are_always_valid_pairs() {
+        let initial = GramGen::default();
+        assert_ne!(initial.check, !initial.generation);
+        let mut g = initial;
+        for _ in 0..3 {
+            g = g.next();
+            assert_eq!(g.check, !g.generation);
+        }
+        assert_eq!(g.generation, 3);
+        let wrapped = GramGen {
+            generation: u32::MAX,
+            check: 0,
+        }
+        .next();
+        assert_eq!((wrapped.generation, wrapped.check), (0, u32::MAX));
+    }
+}
