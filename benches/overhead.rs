@@ -31,7 +31,8 @@
 //!   events are drained on another CPU;
 //! - `habitd-ref`: the same from another build's object (`--reference-object PATH`, e.g. the
 //!   previous release's prebuilt object), so that a change's cost is measured in one run;
-//!   skipped without the flag;
+//!   skipped without the flag; `habitd-ref-learn` and `habitd-ref-detect` are that object with
+//!   sequences learning and detecting, as `seq-learn` and `seq-detect` below;
 //! - `seq-learn`: the full set with every cgroup's syscall sequences in learning (each 6-gram
 //!   counted in the (workload, gram) hash map);
 //! - `seq-detect`: the full set with every cgroup in detection (each 6-gram looked up and its
@@ -132,11 +133,15 @@ enum Config {
     Reference,
     SeqLearn,
     SeqDetect,
+    /// The `--reference-object` build with sequences learning, as [`Config::SeqLearn`].
+    ReferenceSeqLearn,
+    /// The `--reference-object` build with sequences detecting, as [`Config::SeqDetect`].
+    ReferenceSeqDetect,
     Naive,
 }
 
 impl Config {
-    const ALL: [Config; 9] = [
+    const ALL: [Config; 11] = [
         Config::Baseline,
         Config::Empty,
         Config::EmptyExit,
@@ -145,8 +150,18 @@ impl Config {
         Config::Reference,
         Config::SeqLearn,
         Config::SeqDetect,
+        Config::ReferenceSeqLearn,
+        Config::ReferenceSeqDetect,
         Config::Naive,
     ];
+
+    /// Measured only with `--reference-object`.
+    fn needs_reference(self) -> bool {
+        matches!(
+            self,
+            Config::Reference | Config::ReferenceSeqLearn | Config::ReferenceSeqDetect
+        )
+    }
 
     fn key(self) -> &'static str {
         match self {
@@ -158,6 +173,8 @@ impl Config {
             Config::Reference => "habitd-ref",
             Config::SeqLearn => "seq-learn",
             Config::SeqDetect => "seq-detect",
+            Config::ReferenceSeqLearn => "habitd-ref-learn",
+            Config::ReferenceSeqDetect => "habitd-ref-detect",
             Config::Naive => "naive",
         }
     }
@@ -174,6 +191,8 @@ impl Config {
             Config::Reference => "(c') --reference-object, seq off",
             Config::SeqLearn => "(c1) habitd, sequences learning",
             Config::SeqDetect => "(c2) habitd, sequences detecting",
+            Config::ReferenceSeqLearn => "(c1') --reference-object, learning",
+            Config::ReferenceSeqDetect => "(c2') --reference-object, detecting",
             Config::Naive => "(d) naive (cgroup,syscall) hash",
         }
     }
@@ -715,13 +734,19 @@ fn attach(
                     Config::Habitd => {
                         hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, None).await
                     }
-                    Config::Reference => match reference {
-                        Some(object) => {
-                            hold_habitd(&ready_tx, stop_rx, abi::SEQ_OFF, workload, Some(object))
-                                .await
+                    Config::Reference | Config::ReferenceSeqLearn | Config::ReferenceSeqDetect => {
+                        let mode = match config {
+                            Config::ReferenceSeqLearn => abi::SEQ_LEARN,
+                            Config::ReferenceSeqDetect => abi::SEQ_DETECT,
+                            _ => abi::SEQ_OFF,
+                        };
+                        match reference {
+                            Some(object) => {
+                                hold_habitd(&ready_tx, stop_rx, mode, workload, Some(object)).await
+                            }
+                            None => Err("no --reference-object".to_string()),
                         }
-                        None => Err("no --reference-object".to_string()),
-                    },
+                    }
                     Config::SeqLearn => {
                         hold_habitd(&ready_tx, stop_rx, abi::SEQ_LEARN, workload, None).await
                     }
@@ -1233,7 +1258,7 @@ fn run(args: &Args) -> Result<bool, String> {
         }
         None => {
             for ((_, c), s) in series.iter_mut() {
-                if *c == Config::Reference {
+                if c.needs_reference() {
                     s.skipped = Some("no --reference-object given".into());
                 }
             }

@@ -2,6 +2,8 @@
 //! 6-gram path on, becomes stable, and a program that uses only known binaries, files and
 //! syscalls but in another order raises a sequence alert, while the learned order raises none.
 //! Both models (sequence and rate) survive a kill -9 (sled) and an export/import. Needs root, BTF and Docker.
+//! The kernel's detection cache of 6-gram values follows the values user space changes (probes
+//! only, a process in a cgroup of its own; root and BTF).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -343,4 +345,200 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     let (reimported, _) = models(&baseline(&d, &key));
     assert_eq!(reimported, value);
     drop(c);
+}
+
+/// A child process in a cgroup of its own (v2 hierarchy), killed and its cgroup removed on drop.
+struct CgroupChild {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    dir: std::path::PathBuf,
+}
+
+impl CgroupChild {
+    /// Starts `gramloop CPU` and moves it into a new cgroup.
+    fn start(cpu: usize) -> Self {
+        use std::io::BufRead as _;
+        use std::process::{Command, Stdio};
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(Path::new)
+            .find(|d| d.join("cgroup.procs").exists() && d.join("cgroup.threads").exists())
+            .expect("no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup");
+        let dir = root.join(format!("habitd-gramcache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        let mut child = Command::new(static_helper("gramloop"))
+            .arg(cpu.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting gramloop");
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string())
+            .unwrap_or_else(|e| panic!("moving gramloop into {}: {e}", dir.display()));
+        let stdout = child.stdout.take().expect("gramloop's stdout");
+        Self {
+            child,
+            lines: std::io::BufReader::new(stdout).lines(),
+            dir,
+        }
+    }
+
+    fn cgroup_id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir).unwrap().ino()
+    }
+
+    /// Makes `n` calls of syscall `name` in a row and waits until they are done.
+    fn run(&mut self, n: u64, name: &str) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("gramloop's stdin");
+        writeln!(stdin, "{n} {name}").expect("writing to gramloop");
+        let line = self
+            .lines
+            .next()
+            .expect("gramloop ended")
+            .expect("reading gramloop");
+        assert_eq!(line, "done", "gramloop said {line:?}");
+    }
+
+    /// Ends the process (end of input) and waits for it.
+    fn finish(&mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("waiting for gramloop");
+        assert!(status.success(), "gramloop failed: {status}");
+    }
+}
+
+impl Drop for CgroupChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// The kernel reads 6-gram values in detection through a per-CPU cache (probes/bpf/sequence.h).
+/// A process pinned to one CPU repeats getppid (its 6-gram valued V1) and getuid (its 6-gram
+/// unknown); user space then values getppid's gram V2 and getuid's V3 and the process repeats
+/// both again on the same CPU, whose cache holds the old answers. The thread's final sum must
+/// use each value exactly where it applied, and getuid's gram must be reported unknown in the
+/// first run only: a cache entry of a changed gram is never served after the change.
+#[test]
+fn the_gram_cache_serves_values_that_user_space_changed() {
+    use habit_probes::abi;
+    use habit_probes::event::EventBody;
+    use habit_probes::loader::{ProbeConfig, Probes};
+    use std::sync::{Arc, Mutex};
+
+    common::require_root_and_bpf();
+    const WID: u32 = 77;
+    const V1: u32 = 1_000;
+    const V2: u32 = 7_000;
+    const V3: u32 = 300;
+    const K1: u64 = 1_000;
+    const K2: u64 = 2_000;
+    const K3: u64 = 300;
+    let ppid_gram = habit_models::sequence::encode(&[libc::SYS_getppid as u32; 6]);
+    let uid_gram = habit_models::sequence::encode(&[libc::SYS_getuid as u32; 6]);
+    // SAFETY: sysconf has no preconditions.
+    let cpu = (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } as usize).max(1) - 1;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let mut probes =
+        Probes::load(&ProbeConfig::default()).unwrap_or_else(|e| panic!("loading the probes: {e}"));
+    let mut events = probes.take_events().unwrap();
+    let mut child = CgroupChild::start(cpu);
+    let pid = child.child.id();
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = records.clone();
+    rt.spawn(async move {
+        let mut batch = Vec::new();
+        while events.next_batch(&mut batch, |_| {}).await.is_ok() {
+            let mut sink = sink.lock().unwrap();
+            for ev in &batch {
+                if let (EventBody::Sequence(r), true) = (&ev.body, ev.header.pid == pid) {
+                    sink.push(*r);
+                }
+            }
+        }
+    });
+
+    // A syscall in the new cgroup gives it a counter slot; its threads then detect.
+    child.run(1, "getppid");
+    let slot = probes
+        .counters
+        .slot_of(child.cgroup_id())
+        .expect("the kernel gave gramloop's cgroup no slot");
+    let detect = abi::SeqSlot {
+        mode: abi::SEQ_DETECT,
+        wid: WID,
+        samples: 0,
+        grams: 0,
+    };
+    probes.sequences.set_slot(slot, detect).unwrap();
+    let gen0 = probes.sequences.generation(WID).unwrap();
+    probes
+        .sequences
+        .set_values(WID, [(ppid_gram, V1, true)])
+        .unwrap();
+    let gen1 = probes.sequences.generation(WID).unwrap();
+    assert_ne!(
+        gen0, gen1,
+        "set_values did not advance the workload's generation"
+    );
+
+    child.run(K1, "getppid");
+    child.run(K3, "getuid");
+    probes
+        .sequences
+        .set_values(WID, [(ppid_gram, V2, true), (uid_gram, V3, true)])
+        .unwrap();
+    child.run(K2, "getppid");
+    child.run(K3, "getuid");
+    child.finish();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let end = loop {
+        let found = records
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.has(abi::SEQ_REC_END))
+            .copied();
+        if let Some(end) = found {
+            break end;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no END record from gramloop within 10 s; kernel drops: {:?}",
+            probes.counters.read_drops()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let records = records.lock().unwrap().clone();
+    assert!(
+        records.iter().all(|r| r.wid == WID),
+        "a record of another workload id"
+    );
+    let uid_unknown = records
+        .iter()
+        .filter(|r| r.has(abi::SEQ_REC_UNKNOWN) && r.gram == uid_gram)
+        .count() as u64;
+    assert_eq!(
+        uid_unknown,
+        K3 - 5,
+        "getuid's 6-gram must be unknown in the first run only (K3 - 5 records)"
+    );
+    let expected = (K1 - 5) * u64::from(V1) + (K2 - 5) * u64::from(V2) + (K3 - 5) * u64::from(V3);
+    assert_eq!(
+        end.known_sum, expected,
+        "the thread's sum of known values: each gram's value where it applied \
+         ((K1-5)*V1 + (K2-5)*V2 + (K3-5)*V3); nsys {} unknown {}",
+        end.nsys, end.unknown
+    );
 }

@@ -10,6 +10,11 @@
  *              otherwise send it. A thread that made an unknown gram also sends its sums every
  *              HABIT_SEQ_CHECKPOINT grams and when it ends, so user space can score the thread
  *              over all its grams while only unknown grams cross the ring buffer.
+ *
+ * Detection reads a gram's value through a per-CPU direct-mapped cache (habit_gram_cache): a
+ * per-CPU array lookup is inlined by the verifier, where the hash map costs a helper call that
+ * hashes a 16-byte key and walks a bucket on every syscall. Learning does not use it: its counts
+ * must reach user space exact, so each gram still takes the hash lookup and the shared add.
  */
 #ifndef HABIT_SEQUENCE_H
 #define HABIT_SEQUENCE_H
@@ -36,6 +41,93 @@ struct {
 	__type(key, struct habit_gram_key);
 	__type(value, struct habit_gram_val);
 } habit_grams SEC(".maps");
+
+/*
+ * The detection cache. Entry i of each CPU holds the last (workload, gram) of that CPU whose
+ * hash (gram_cache_index) is i, with what habit_grams said about it then (its value and flags;
+ * flags 0 when it had none, so an unknown gram is cached too) and the generation of its workload
+ * at the time. A hit needs the same gram, workload and generation.
+ *
+ * Invalidation: habit_grams changes under detection only from user space (set_values, clear),
+ * which bumps the workload's generation after its last write. The kernel reads the generation
+ * before the hash lookup that fills an entry, so an entry filled from the map as it was before
+ * a write carries the old generation and misses once the bump is visible; until then a syscall
+ * may use the old value, as a hash lookup racing the write could. Learning changes the map from
+ * the kernel but never reads the cache, and user space bumps the generation when a workload
+ * (re)enters detection, after writing its values.
+ *
+ * Concurrency: each CPU has its own entries, and only habit_sys_enter writes them; the kernel
+ * runs one instance of a program per CPU at a time (a nested run is skipped), so an entry is
+ * never written by two runs at once and no atomics are needed. Different workloads share the
+ * table; their entries evict each other (a miss, never a wrong value: the workload id is
+ * compared).
+ */
+#define HABIT_GRAM_CACHE_BITS 12
+#define HABIT_GRAM_CACHE_ENTRIES (1 << HABIT_GRAM_CACHE_BITS)
+
+struct habit_gram_cached {
+	__u64 gram;
+	__u32 wid;
+	__u32 gen;
+	__u32 value;
+	__u32 flags; /* HABIT_GRAM_* of the map's entry, 0 when the map had none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HABIT_GRAM_CACHE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct habit_gram_cached);
+} habit_gram_cache SEC(".maps");
+
+/* Per workload id (masked): the generation of its grams in habit_grams, written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, HABIT_GRAM_GENS);
+	__type(key, __u32);
+	__type(value, struct habit_gram_gen);
+} habit_gram_gens SEC(".maps");
+
+/* Multiply-shift hash of (workload, gram) to a cache index: the top bits of the product. */
+static __always_inline __u32 gram_cache_index(__u32 wid, __u64 gram)
+{
+	__u64 h = (gram ^ ((__u64)wid << 32)) * 0x9e3779b97f4a7c15ULL;
+
+	return h >> (64 - HABIT_GRAM_CACHE_BITS);
+}
+
+/* What habit_grams holds for `key` in detection: the value and HABIT_GRAM_* flags (0 when the
+ * map has no entry), through the cache. */
+static __always_inline __u32 gram_lookup(struct habit_gram_key *key, __u32 *value)
+{
+	__u32 gidx = key->wid & (HABIT_GRAM_GENS - 1);
+	__u32 idx = gram_cache_index(key->wid, key->gram);
+	struct habit_gram_gen *genp = bpf_map_lookup_elem(&habit_gram_gens, &gidx);
+	struct habit_gram_cached *c = bpf_map_lookup_elem(&habit_gram_cache, &idx);
+	struct habit_gram_val *v;
+	__u64 pair;
+	__u32 gen;
+	bool cacheable;
+
+	/* One load of both halves; a pair that does not match was torn by a write in progress. */
+	pair = genp ? *(volatile __u64 *)genp : 0;
+	gen = (__u32)pair;
+	cacheable = c && genp && (__u32)(pair >> 32) == ~gen;
+	if (cacheable && c->gram == key->gram && c->wid == key->wid && c->gen == gen) {
+		*value = c->value;
+		return c->flags;
+	}
+	v = bpf_map_lookup_elem(&habit_grams, key);
+	*value = v ? v->value : 0;
+	if (cacheable) {
+		c->gram = key->gram;
+		c->wid = key->wid;
+		c->gen = gen;
+		c->value = *value;
+		c->flags = v ? v->flags : 0;
+	}
+	return v ? v->flags : 0;
+}
 
 static __always_inline __u64 seq_lane(__u32 nr)
 {
@@ -107,8 +199,7 @@ static __always_inline __u32 seq_learn(struct habit_task *ts, struct habit_seq_s
 
 static __always_inline __u32 seq_detect(struct habit_task *ts, struct habit_gram_key *key)
 {
-	struct habit_gram_val *v;
-	__u32 flags = 0;
+	__u32 flags = 0, gflags, value;
 
 	if (!(ts->flags & HABIT_TASK_SCORING)) {
 		/* Scoring starts here: the counts restart, the history carries on. */
@@ -117,10 +208,10 @@ static __always_inline __u32 seq_detect(struct habit_task *ts, struct habit_gram
 		ts->known_sum = 0;
 		ts->unknown = 0;
 	}
-	v = bpf_map_lookup_elem(&habit_grams, key);
-	if (v && (v->flags & HABIT_GRAM_VALUED)) {
-		ts->known_sum += v->value;
-		if (v->flags & HABIT_GRAM_UNLEARNED)
+	gflags = gram_lookup(key, &value);
+	if (gflags & HABIT_GRAM_VALUED) {
+		ts->known_sum += value;
+		if (gflags & HABIT_GRAM_UNLEARNED)
 			ts->unknown += 1;
 	} else {
 		ts->unknown += 1;

@@ -4,7 +4,7 @@
 //! compares every size and offset, and the constants of [`constant_table`], with these
 //! definitions, so the two sides cannot drift.
 
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
@@ -227,6 +227,8 @@ pub const SEQ_TRACE_MAX: u64 = 16384;
 pub const SEQ_SLOT_GRAMS: u32 = 16384;
 pub const GRAM_VALUED: u32 = 1;
 pub const GRAM_UNLEARNED: u32 = 2;
+/// Entries of `habit_gram_gens`: a workload id's generation is at `wid & (GRAM_GENS - 1)`.
+pub const GRAM_GENS: u32 = 1024;
 pub const SEQ_REC_NEW: u32 = 1;
 pub const SEQ_REC_TRACE: u32 = 2;
 pub const SEQ_REC_UNKNOWN: u32 = 4;
@@ -267,6 +269,26 @@ pub struct GramKey {
     pub gram: u64,
 }
 
+/// `struct habit_gram_gen`: the generation of a workload's grams, which invalidates the kernel's
+/// detection cache of them; `check` is always `!generation` (the kernel ignores a torn write).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GramGen {
+    pub generation: u32,
+    pub check: u32,
+}
+
+impl GramGen {
+    /// The generation after this one.
+    pub fn next(self) -> Self {
+        let generation = self.generation.wrapping_add(1);
+        Self {
+            generation,
+            check: !generation,
+        }
+    }
+}
+
 /// `struct habit_gram_val`: a count while learning, a value in detection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -283,6 +305,7 @@ unsafe impl aya::Pod for ListenerKey {}
 unsafe impl aya::Pod for SeqSlot {}
 unsafe impl aya::Pod for GramKey {}
 unsafe impl aya::Pod for GramVal {}
+unsafe impl aya::Pod for GramGen {}
 unsafe impl aya::Pod for LostRow {}
 
 /// (C macro or enumerator, Rust value) for every constant both sides use: compared with the C
@@ -320,6 +343,7 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
             (DROP_REASONS.len() - 1) as u64,
         ),
         ("HABIT_SEQ_SLOT_GRAMS", SEQ_SLOT_GRAMS.into()),
+        ("HABIT_GRAM_GENS", GRAM_GENS.into()),
         ("HABIT_DROP_MAX", DROP_MAX.into()),
         ("HABIT_LOST_KINDS", LOST_KINDS as u64),
         ("HABIT_LOST_NO_SLOT", LOST_NO_SLOT.into()),
@@ -478,6 +502,14 @@ pub fn layout_table() -> Vec<StructLayout> {
             ],
         ),
         (
+            "habit_gram_gen",
+            size_of::<GramGen>(),
+            vec![
+                ("generation", offset_of!(GramGen, generation)),
+                ("check", offset_of!(GramGen, check)),
+            ],
+        ),
+        (
             "habit_gram_val",
             size_of::<GramVal>(),
             vec![
@@ -510,4 +542,30 @@ pub fn layout_table() -> Vec<StructLayout> {
             ],
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GramGen;
+
+    /// Every generation user space writes is a valid pair for the kernel (`check == !generation`),
+    /// across the wrap; the all-zero initial entry is not one (the kernel's cache stays off for a
+    /// workload whose grams user space never wrote).
+    #[test]
+    fn gram_generations_are_always_valid_pairs() {
+        let initial = GramGen::default();
+        assert_ne!(initial.check, !initial.generation);
+        let mut g = initial;
+        for _ in 0..3 {
+            g = g.next();
+            assert_eq!(g.check, !g.generation);
+        }
+        assert_eq!(g.generation, 3);
+        let wrapped = GramGen {
+            generation: u32::MAX,
+            check: 0,
+        }
+        .next();
+        assert_eq!((wrapped.generation, wrapped.check), (0, u32::MAX));
+    }
 }

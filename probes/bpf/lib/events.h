@@ -12,7 +12,7 @@
 #ifndef HABIT_EVENTS_H
 #define HABIT_EVENTS_H
 
-#define HABIT_ABI_VERSION 5
+#define HABIT_ABI_VERSION 6
 
 #define HABIT_COMM_LEN 16
 #define HABIT_PATH_LEN 256
@@ -257,6 +257,19 @@ struct habit_gram_key {
 	__u32 wid;
 	__u32 _pad;
 	__u64 gram;
+};
+
+/* Generations of the detection cache in front of the 6-gram map (sequence.h): user space bumps
+ * the entry of workload id `wid & (HABIT_GRAM_GENS - 1)` after it changed that workload's grams,
+ * which invalidates every cached gram of it (and of the few workload ids that share the entry). */
+#define HABIT_GRAM_GENS 1024
+
+/* One generation, written whole by user space. `check` is always ~generation: the kernel reads the
+ * pair in one load and ignores a pair that does not match (a write torn by a byte-wise copy),
+ * so that it never tags a cache entry with a generation user space did not write. */
+struct habit_gram_gen {
+	__u32 generation;
+	__u32 check;
 };
 
 #define HABIT_GRAM_VALUED 1    /* `value` is set: detection sums it in the kernel */

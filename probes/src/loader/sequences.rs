@@ -4,7 +4,8 @@
 //! The kernel hashes every thread's last six syscalls itself (probes/bpf/sequence.h); user space
 //! steers it through these two maps: it sets a slot to learning or detection, reads the counts
 //! learned, and in detection writes each known gram's value so that only unknown grams cross the
-//! ring buffer.
+//! ring buffer. Every change of a workload's grams ends with a bump of its generation in
+//! `habit_gram_gens`, which invalidates the kernel's per-CPU cache of them (sequence.h).
 
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError};
@@ -17,6 +18,10 @@ use crate::abi;
 pub struct SequenceMaps {
     slots: Array<MapData, abi::SeqSlot>,
     grams: HashMap<MapData, abi::GramKey, abi::GramVal>,
+    /// `None` for an object built before the detection cache (an earlier build's object loaded
+    /// through `ProbeConfig::object`, as `benches/overhead.rs --reference-object` does): its
+    /// kernel reads the 6-gram map directly and has nothing to invalidate.
+    gens: Option<Array<MapData, abi::GramGen>>,
     /// What was last written to each slot (mode and workload id), for the integrity check.
     written: std::collections::HashMap<u32, abi::SeqSlot>,
 }
@@ -26,6 +31,10 @@ impl SequenceMaps {
         Ok(Self {
             slots: take_typed(ebpf, "habit_seq_slots", Array::try_from)?,
             grams: take_typed(ebpf, "habit_grams", HashMap::try_from)?,
+            gens: match ebpf.map("habit_gram_gens") {
+                Some(_) => Some(take_typed(ebpf, "habit_gram_gens", Array::try_from)?),
+                None => None,
+            },
             written: std::collections::HashMap::new(),
         })
     }
@@ -84,8 +93,41 @@ impl SequenceMaps {
             .collect()
     }
 
+    /// Advances the generation of a workload's grams: the kernel's cached copies of them stop
+    /// being used. Called after the last write of a change, so a cache entry filled from the
+    /// map before that write carries the old generation.
+    fn bump_generation(&mut self, wid: u32) -> Result<(), ProbeError> {
+        let Some(gens) = &mut self.gens else {
+            return Ok(());
+        };
+        let index = wid & (abi::GRAM_GENS - 1);
+        let now = gens.get(&index, 0).map_err(map_op("habit_gram_gens"))?;
+        gens.set(index, now.next(), 0)
+            .map_err(map_op("habit_gram_gens"))
+    }
+
+    /// The generation of a workload's grams (tests: that a change bumped it); `None` for an
+    /// object without the detection cache.
+    pub fn generation(&self, wid: u32) -> Result<Option<u32>, ProbeError> {
+        let Some(gens) = &self.gens else {
+            return Ok(None);
+        };
+        Ok(Some(
+            gens.get(&(wid & (abi::GRAM_GENS - 1)), 0)
+                .map_err(map_op("habit_gram_gens"))?
+                .generation,
+        ))
+    }
+
     /// Removes every 6-gram of a workload (it starts learning afresh, or is gone).
     pub fn clear(&mut self, wid: u32) -> Result<usize, ProbeError> {
+        let removed = self.remove_all(wid);
+        // Even after a failure part of the grams may be gone: the cache must not keep them.
+        self.bump_generation(wid)?;
+        removed
+    }
+
+    fn remove_all(&mut self, wid: u32) -> Result<usize, ProbeError> {
         let keys: Vec<abi::GramKey> = self
             .grams
             .keys()
@@ -107,6 +149,17 @@ impl SequenceMaps {
     /// a gram that was not learned (an unknown gram seen once, valued so that it need not cross
     /// the ring buffer again). Stops at the first failure (a full map).
     pub fn set_values(
+        &mut self,
+        wid: u32,
+        values: impl IntoIterator<Item = (u64, u32, bool)>,
+    ) -> Result<usize, ProbeError> {
+        let written = self.insert_values(wid, values);
+        // Even after a failure the grams written so far changed: the cache must see them.
+        self.bump_generation(wid)?;
+        written
+    }
+
+    fn insert_values(
         &mut self,
         wid: u32,
         values: impl IntoIterator<Item = (u64, u32, bool)>,
