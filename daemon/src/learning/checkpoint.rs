@@ -262,6 +262,7 @@ impl Engine {
         entry.intervals = Vec::new();
         entry.sequence = SequenceLearning::default();
         entry.dirty = false;
+        self.freed_encodings = true;
         Ok(())
     }
 
@@ -304,6 +305,7 @@ impl Engine {
                 Ok(()) => {
                     entry.dirty = false;
                     wrote = true;
+                    self.freed_encodings = true;
                 }
                 Err(e) => {
                     tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e);
