@@ -35,7 +35,8 @@ use std::time::{Duration, Instant};
 use common::Habitd;
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: scale [--workloads N] [--habitd PATH] [--compare PATH] [--smoke] [--json PATH]
+const USAGE: &str =
+    "usage: scale [--workloads N] [--habitd PATH] [--compare PATH] [--smoke] [--json PATH]
   --workloads N    containers, each its own image repository (default 200)
   --habitd PATH    the habitd binary to measure (default: this workspace's release build)
   --compare PATH   also measure this habitd binary (a previous release), right after
