@@ -15,11 +15,15 @@
 //!
 //!     sudo -E cargo bench --bench scale                     # 200 workloads
 //!     sudo -E cargo bench --bench scale -- --workloads 60
+//!     sudo -E cargo bench --bench scale -- --compare /path/to/previous/habitd
 //!     cargo test --bench scale -- --smoke                   # CI: 8 workloads, claims nothing
 //!
-//! habitd is `target/release/habitd` when present, else `target/debug/habitd` (the report says
-//! which: the debug build's memory is not the release build's). Needs root, BTF, Docker and
-//! busybox-static.
+//! habitd is `--habitd PATH`, else `target/release/habitd` when present, else
+//! `target/debug/habitd` (the report says which: the debug build's memory is not the release
+//! build's). `--compare PATH` measures another build (a previous release) in the same run, right
+//! after this one, with the same images and containers' script: memory figures taken minutes
+//! apart on a shared machine compare better than figures from different days. Needs root, BTF,
+//! Docker and busybox-static.
 
 mod common;
 
@@ -31,10 +35,13 @@ use std::time::{Duration, Instant};
 use common::Habitd;
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: scale [--workloads N] [--smoke] [--json PATH]
-  --workloads N  containers, each its own image repository (default 200)
-  --smoke        8 workloads (CI: checks that it runs, claims nothing)
-  --json PATH    results (default target/scale.json; the table beside it as .md)
+const USAGE: &str =
+    "usage: scale [--workloads N] [--habitd PATH] [--compare PATH] [--smoke] [--json PATH]
+  --workloads N    containers, each its own image repository (default 200)
+  --habitd PATH    the habitd binary to measure (default: this workspace's release build)
+  --compare PATH   also measure this habitd binary (a previous release), right after
+  --smoke          8 workloads (CI: checks that it runs, claims nothing)
+  --json PATH      results (default target/scale.json; the table beside it as .md)
 run it with: sudo -E cargo bench --bench scale -- [FLAGS]";
 
 const PORT: u16 = 19_478;
@@ -42,6 +49,8 @@ const PREFIX: &str = "habitd-scale";
 
 struct Args {
     workloads: usize,
+    habitd: Option<PathBuf>,
+    compare: Option<PathBuf>,
     smoke: bool,
     json: PathBuf,
 }
@@ -49,6 +58,8 @@ struct Args {
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         workloads: 200,
+        habitd: None,
+        compare: None,
         smoke: false,
         json: PathBuf::from("target/scale.json"),
     };
@@ -62,6 +73,8 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .map_err(|e| format!("--workloads: {e}"))?
             }
             "--json" => args.json = value("--json")?.into(),
+            "--habitd" => args.habitd = Some(value("--habitd")?.into()),
+            "--compare" => args.compare = Some(value("--compare")?.into()),
             "--smoke" => args.smoke = true,
             "--bench" => {}
             "-h" | "--help" => return Ok(None),
@@ -96,8 +109,136 @@ impl Drop for Containers {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let habitd_bin = common::habitd_binary()?;
+    let this = match &args.habitd {
+        Some(path) => path.clone(),
+        None => common::habitd_binary()?,
+    };
+    let mut binaries = vec![this];
+    binaries.extend(args.compare.clone());
+    for bin in &binaries {
+        if !bin.exists() {
+            return Err(format!("no habitd binary at {}", bin.display()));
+        }
+    }
     let image = base_image()?;
+    let mut runs = Vec::new();
+    for bin in &binaries {
+        eprintln!("== measuring {}", bin.display());
+        runs.push(measure(bin, &image, args)?);
+    }
+    let mut md = format!(
+        "# habitd with {} workloads ({})\n\n",
+        args.workloads,
+        if args.smoke {
+            "smoke: claims nothing"
+        } else {
+            "full run"
+        },
+    );
+    for (i, run) in runs.iter().enumerate() {
+        if i > 0 {
+            md.push_str("\n## compared with\n\n");
+        }
+        md.push_str(&run.table(args.workloads));
+    }
+    println!("{md}");
+    let mut doc = runs[0].json(args);
+    if let Some(other) = runs.get(1) {
+        doc["compare"] = other.json(args);
+    }
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(
+        &args.json,
+        serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(args.json.with_extension("md"), md).map_err(|e| e.to_string())?;
+    eprintln!("written: {} and .md", args.json.display());
+    Ok(())
+}
+
+/// What one habitd binary used.
+struct Run {
+    habitd: PathBuf,
+    idle: Memory,
+    learning: Memory,
+    detecting: Memory,
+    learned_in: Duration,
+    maps: BTreeMap<String, MapUse>,
+    grams: f64,
+}
+
+impl Run {
+    /// (detecting − idle) / workloads, in KiB.
+    fn per_workload_kib(&self, workloads: usize) -> f64 {
+        (self.detecting.rss_kib as f64 - self.idle.rss_kib as f64) / workloads as f64
+    }
+
+    fn maps_by_size(&self) -> Vec<(&String, &MapUse)> {
+        let mut by_size: Vec<_> = self.maps.iter().collect();
+        by_size.sort_by_key(|(_, m)| std::cmp::Reverse(m.memlock));
+        by_size
+    }
+
+    fn table(&self, workloads: usize) -> String {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let maps_kib: u64 = self.maps.values().map(|m| m.memlock / 1024).sum();
+        let mut md = format!(
+            "habitd: {}\n\n\
+             | phase | RSS MiB | peak (VmHWM) MiB |\n|---|---|---|\n\
+             | idle, before the containers | {:.1} | {:.1} |\n\
+             | learning (10 s after the last container started) | {:.1} | {:.1} |\n\
+             | detecting, every workload stable ({:.0} s after) | {:.1} | {:.1} |\n\n\
+             Per workload (detecting − idle) / {}: {:.0} KiB. Kernel maps held by habitd: {:.1} MiB \
+             (memlock; the largest below). 6-grams valued in the kernel map: {:.0}.\n\n\
+             | map | type | max entries | memlock KiB |\n|---|---|---|---|\n",
+            self.habitd.display(),
+            mib(self.idle.rss_kib),
+            mib(self.idle.hwm_kib),
+            mib(self.learning.rss_kib),
+            mib(self.learning.hwm_kib),
+            self.learned_in.as_secs_f64(),
+            mib(self.detecting.rss_kib),
+            mib(self.detecting.hwm_kib),
+            workloads,
+            self.per_workload_kib(workloads),
+            maps_kib as f64 / 1024.0,
+            self.grams,
+        );
+        for (name, m) in self.maps_by_size() {
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} |\n",
+                m.map_type,
+                m.max_entries,
+                m.memlock / 1024
+            ));
+        }
+        md
+    }
+
+    fn json(&self, args: &Args) -> Value {
+        json!({
+            "workloads": args.workloads,
+            "smoke": args.smoke,
+            "habitd": self.habitd.display().to_string(),
+            "rss_kib": {"idle": self.idle.rss_kib, "learning": self.learning.rss_kib, "detecting": self.detecting.rss_kib},
+            "hwm_kib": {"idle": self.idle.hwm_kib, "learning": self.learning.hwm_kib, "detecting": self.detecting.hwm_kib},
+            "per_workload_kib": self.per_workload_kib(args.workloads),
+            "learned_in_s": self.learned_in.as_secs_f64(),
+            "kernel_maps": self.maps_by_size().iter().map(|(name, m)| json!({
+                "name": name, "type": m.map_type, "max_entries": m.max_entries, "memlock": m.memlock
+            })).collect::<Vec<Value>>(),
+            "kernel_maps_memlock_bytes": self.maps.values().map(|m| m.memlock).sum::<u64>(),
+            "kernel_grams": self.grams,
+        })
+    }
+}
+
+/// Runs `habitd_bin` idle, then with the workloads learning, then detecting; the containers
+/// are removed and habitd stopped before it returns.
+fn measure(habitd_bin: &Path, image: &str, args: &Args) -> Result<Run, String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = work.path().join("habitd.toml");
     std::fs::write(
@@ -111,7 +252,7 @@ fn run(args: &Args) -> Result<(), String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let habitd = Habitd::start(&habitd_bin, &config, &work.path().join("habitd.log"), PORT)?;
+    let habitd = Habitd::start(habitd_bin, &config, &work.path().join("habitd.log"), PORT)?;
     let pid = habitd.pid();
     std::thread::sleep(Duration::from_secs(5));
     let idle = memory(pid);
@@ -121,7 +262,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut keys = Vec::new();
     for k in 0..args.workloads {
         let repository = format!("{PREFIX}/w{k}");
-        docker(&["tag", &image, &format!("{repository}:latest")])?;
+        docker(&["tag", image, &format!("{repository}:latest")])?;
         let name = format!("{PREFIX}-{k}");
         let _ = Command::new("docker").args(["rm", "-f", &name]).output();
         docker(&[
@@ -166,73 +307,15 @@ fn run(args: &Args) -> Result<(), String> {
     let grams = metric_sum("habitd_sequence_kernel_grams");
     drop(containers);
     habitd.stop()?;
-
-    let per_workload = (detecting.rss_kib as f64 - idle.rss_kib as f64) / args.workloads as f64;
-    let maps_kib: u64 = maps.values().map(|m| m.memlock / 1024).sum();
-    let mut md = format!(
-        "# habitd with {} workloads ({}; habitd: {})\n\n\
-         | phase | RSS MiB | peak (VmHWM) MiB |\n|---|---|---|\n\
-         | idle, before the containers | {:.1} | {:.1} |\n\
-         | learning (10 s after the last container started) | {:.1} | {:.1} |\n\
-         | detecting, every workload stable ({:.0} s after) | {:.1} | {:.1} |\n\n\
-         Per workload (detecting − idle) / {}: {:.0} KiB. Kernel maps held by habitd: {:.1} MiB \
-         (memlock; the largest below). 6-grams valued in the kernel map: {:.0}.\n\n\
-         | map | type | max entries | memlock KiB |\n|---|---|---|---|\n",
-        args.workloads,
-        if args.smoke {
-            "smoke: claims nothing"
-        } else {
-            "full run"
-        },
-        habitd_bin.display(),
-        idle.rss_kib as f64 / 1024.0,
-        idle.hwm_kib as f64 / 1024.0,
-        learning.rss_kib as f64 / 1024.0,
-        learning.hwm_kib as f64 / 1024.0,
-        learned_in.as_secs_f64(),
-        detecting.rss_kib as f64 / 1024.0,
-        detecting.hwm_kib as f64 / 1024.0,
-        args.workloads,
-        per_workload,
-        maps_kib as f64 / 1024.0,
+    Ok(Run {
+        habitd: habitd_bin.to_path_buf(),
+        idle,
+        learning,
+        detecting,
+        learned_in,
+        maps,
         grams,
-    );
-    let mut by_size: Vec<_> = maps.iter().collect();
-    by_size.sort_by_key(|(_, m)| std::cmp::Reverse(m.memlock));
-    for (name, m) in &by_size {
-        md.push_str(&format!(
-            "| {name} | {} | {} | {} |\n",
-            m.map_type,
-            m.max_entries,
-            m.memlock / 1024
-        ));
-    }
-    println!("{md}");
-    let doc = json!({
-        "workloads": args.workloads,
-        "smoke": args.smoke,
-        "habitd": habitd_bin.display().to_string(),
-        "rss_kib": {"idle": idle.rss_kib, "learning": learning.rss_kib, "detecting": detecting.rss_kib},
-        "hwm_kib": {"idle": idle.hwm_kib, "learning": learning.hwm_kib, "detecting": detecting.hwm_kib},
-        "per_workload_kib": per_workload,
-        "learned_in_s": learned_in.as_secs_f64(),
-        "kernel_maps": by_size.iter().map(|(name, m)| json!({
-            "name": name, "type": m.map_type, "max_entries": m.max_entries, "memlock": m.memlock
-        })).collect::<Vec<Value>>(),
-        "kernel_maps_memlock_bytes": maps.values().map(|m| m.memlock).sum::<u64>(),
-        "kernel_grams": grams,
-    });
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(
-        &args.json,
-        serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(args.json.with_extension("md"), md).map_err(|e| e.to_string())?;
-    eprintln!("written: {} and .md", args.json.display());
-    Ok(())
+    })
 }
 
 /// `habitd-scale/base`: the host's static busybox and a few files.

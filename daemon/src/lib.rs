@@ -22,6 +22,7 @@ mod app;
 mod attribution;
 mod config;
 mod falco;
+mod heap;
 mod host;
 mod http;
 mod learning;

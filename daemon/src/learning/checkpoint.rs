@@ -262,6 +262,7 @@ impl Engine {
         entry.intervals = Vec::new();
         entry.sequence = SequenceLearning::default();
         entry.dirty = false;
+        self.freed_encodings = true;
         Ok(())
     }
 
@@ -304,6 +305,7 @@ impl Engine {
                 Ok(()) => {
                     entry.dirty = false;
                     wrote = true;
+                    self.freed_encodings = true;
                 }
                 Err(e) => {
                     tracing::error!(message = "Checkpoint failed.", workload = %entry.record.key, %e);
@@ -420,6 +422,58 @@ mod tests {
         assert_eq!(data(&engine, &key).grams, [(11, 6), (12, 7)]);
         engine.freeze(&key, unix_ms(now), true).unwrap();
         assert!(store.model_learning().get(&key).unwrap().is_none());
+    }
+
+    /// In detection the baseline kept in memory leaves its encoded models out (issue 13: they
+    /// were most of a small workload's memory); what extends or inherits the baseline reads it
+    /// whole from the store, models and learning data included.
+    #[test]
+    fn detection_leaves_the_models_in_the_store_and_extensions_carry_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ProfileStore::open(dir.path().join("db")).unwrap());
+        let key = WorkloadKey::from_raw("docker.io/library/app:1");
+        let now = SystemTime::now();
+        let mut engine = open(&store);
+        let exec = [Observation::exec("/usr/bin/app")];
+        engine.observe(&key, None, &exec, unix_ms(now), &mut Vec::new());
+        let mut interval = IntervalFeatures::new(10.0);
+        interval.add_syscall("read", 400);
+        for _ in 0..3 {
+            engine.observe_interval(&key, interval.finish(), unix_ms(now));
+        }
+        engine.freeze(&key, unix_ms(now), false).unwrap();
+        let stored = store.baselines().get(&key).unwrap().unwrap();
+        assert!(
+            !stored.models.is_empty(),
+            "the learning intervals are stored"
+        );
+        let Phase::Detecting { baseline, .. } = &engine.workloads[&key].phase else {
+            panic!("detecting")
+        };
+        assert!(baseline.models.is_empty());
+        assert_eq!(baseline.items_total(), stored.items_total());
+
+        // A new version inherits the stored baseline whole.
+        let next = WorkloadKey::from_raw("docker.io/library/app:2");
+        let (from, inherited) = engine.predecessor(&next).unwrap();
+        assert_eq!(from, key);
+        assert_eq!(inherited.models, stored.models);
+
+        // `mode learn` extends it whole.
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        engine.command(super::super::Command::SetMode {
+            key: key.clone(),
+            mode: habit_profiles::api::Mode::Learn,
+            reply,
+        });
+        let Phase::Learning {
+            carried: Some(carried),
+            ..
+        } = &engine.workloads[&key].phase
+        else {
+            panic!("extending")
+        };
+        assert_eq!(carried.models, stored.models);
     }
 
     #[test]

@@ -225,15 +225,23 @@ impl Engine {
             }
             Mode::Learn => {
                 let profile = self.new_profile(key, now);
+                // The baseline extended, whole (its models pool with what is learned now).
+                let carried = match self.workloads.get(key).map(|e| &e.phase) {
+                    Some(Phase::Detecting { baseline, .. }) => Some(
+                        self.stored_baseline(key, baseline)
+                            .map_err(CommandError::Store)?,
+                    ),
+                    _ => None,
+                };
                 let entry = self
                     .workloads
                     .get_mut(key)
                     .ok_or_else(|| CommandError::UnknownWorkload(key.clone()))?;
                 entry.record.mode_forced = Some(ForcedMode::Learn);
-                if let Phase::Detecting { baseline, .. } = &entry.phase {
+                if let Some(carried) = carried {
                     entry.phase = Phase::Learning {
                         profile,
-                        carried: Some(baseline.clone()),
+                        carried: Some(carried),
                     };
                     entry.record.state = WorkloadState::Learning;
                     entry.record.learning_started_at = now;

@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use habit_profiles::baseline::Baseline;
+use habit_profiles::error::ProfileError;
 use habit_profiles::observation::Dimension;
 use habit_profiles::profile::{Profile, UnixMillis};
 use habit_profiles::store::{ForcedMode, WorkloadRecord, WorkloadState};
@@ -35,16 +36,50 @@ impl Engine {
             return None;
         }
         let repository = key.repository()?;
-        self.workloads
+        let (from, newest) = self
+            .workloads
             .iter()
             .filter(|(k, _)| *k != key && k.repository() == Some(repository))
             .filter_map(|(k, e)| match &e.phase {
                 Phase::Detecting { baseline, .. } if e.record.state == WorkloadState::Stable => {
-                    Some((k.clone(), baseline.clone()))
+                    Some((k, baseline))
                 }
                 _ => None,
             })
-            .max_by(|(ka, a), (kb, b)| (a.created, ka.as_str()).cmp(&(b.created, kb.as_str())))
+            .max_by(|(ka, a), (kb, b)| (a.created, ka.as_str()).cmp(&(b.created, kb.as_str())))?;
+        // Whole, with its models: the new version's freeze pools them.
+        match self.stored_baseline(from, newest) {
+            Ok(baseline) => Some((from.clone(), baseline)),
+            Err(e) => {
+                tracing::warn!(
+                    message = "The baseline a new version would inherit cannot be read: it learns in full.",
+                    workload = %key,
+                    inherits = %from,
+                    %e
+                );
+                None
+            }
+        }
+    }
+
+    /// A detecting workload's baseline whole, models included, as the store holds it (the
+    /// copy in memory leaves them out: see `score::detecting`). `in_memory` stands in, with
+    /// a warning, if the store has none (it always has one for a detecting workload).
+    pub(super) fn stored_baseline(
+        &self,
+        key: &WorkloadKey,
+        in_memory: &Arc<Baseline>,
+    ) -> Result<Arc<Baseline>, ProfileError> {
+        match self.store.baselines().get(key)? {
+            Some(baseline) => Ok(Arc::new(baseline)),
+            None => {
+                tracing::warn!(
+                    message = "A detecting workload's baseline is not in the store; its models are not carried.",
+                    workload = %key
+                );
+                Ok(in_memory.clone())
+            }
+        }
     }
 
     /// The baseline a learning workload read back from the store extends: its predecessor's,

@@ -65,6 +65,7 @@ enum Phase {
         carried: Option<Arc<Baseline>>,
     },
     /// Scored against a baseline (and its rate model, when learning had enough intervals).
+    /// `baseline` is without its `models` (see `score::detecting`): the store has it whole.
     Detecting {
         baseline: Arc<Baseline>,
         scorer: Box<habit_models::novelty::NoveltyScorer>,
@@ -147,6 +148,8 @@ pub struct Engine {
     paused: Option<paused::Paused>,
     /// Workloads that became unstable since the last [`Engine::take_unstable`], with why.
     became_unstable: Vec<(WorkloadKey, String)>,
+    /// A checkpoint or a freeze freed large encodings since the last tick (see `heap`).
+    freed_encodings: bool,
 }
 
 pub fn unix_ms(t: SystemTime) -> UnixMillis {
@@ -180,6 +183,7 @@ impl Engine {
             last_checkpoint: SystemTime::now(),
             paused: None,
             became_unstable: Vec::new(),
+            freed_encodings: false,
         };
         for record in engine.store.workloads().list()? {
             let key = record.key.clone();
@@ -312,6 +316,9 @@ impl Engine {
         if due {
             self.checkpoint(now_ms);
             self.last_checkpoint = now;
+        }
+        if std::mem::take(&mut self.freed_encodings) {
+            crate::heap::release_freed();
         }
         self.publish(now);
     }

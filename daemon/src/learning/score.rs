@@ -175,10 +175,17 @@ impl Engine {
 }
 
 /// The detection phase of a baseline: its novelty scorer and the models stored in it.
-pub(super) fn detecting(baseline: Baseline) -> Phase {
+///
+/// The baseline kept in memory leaves its `models` out: detection uses them parsed (`rate`,
+/// `sequence`), and their encoded form with its learning data (calibration traces, rate
+/// intervals) as a JSON tree was most of a small workload's memory in detection (issue 13).
+/// What needs the baseline whole (`mode learn` extending it, a new version inheriting it)
+/// reads it back from the store, which always holds it (see [`Engine::stored_baseline`]).
+pub(super) fn detecting(mut baseline: Baseline) -> Phase {
     let scorer = Box::new(NoveltyScorer::new(&baseline));
     let rate = model_of::<RateModel>(&baseline, RATE_MODEL).map(Box::new);
     let sequence = sequence_model_of(&baseline).map(Arc::new);
+    baseline.models = Default::default();
     Phase::Detecting {
         baseline: Arc::new(baseline),
         scorer,
