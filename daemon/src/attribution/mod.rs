@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod cri;
 pub mod docker;
 pub mod health;
+pub mod peers;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -377,6 +378,8 @@ pub struct WorkloadResolver {
     walk_gate: tokio::sync::Mutex<()>,
     /// cgroup ids a walk did not find, and when: answered without walking for a while.
     missing: Mutex<HashMap<u64, Instant>>,
+    /// Described containers' addresses → their workload (connections to another container).
+    peers: Mutex<peers::PeerIndex>,
 }
 
 impl WorkloadResolver {
@@ -420,6 +423,7 @@ impl WorkloadResolver {
             hosts: Mutex::default(),
             walk_gate: tokio::sync::Mutex::new(()),
             missing: Mutex::default(),
+            peers: Mutex::default(),
         }
     }
 
@@ -535,6 +539,14 @@ impl WorkloadResolver {
     /// Drops what is cached about a container (call it when the runtime reports it gone).
     pub fn forget_container(&self, container_id: &str) {
         lock(&self.containers).remove(container_id);
+        lock(&self.peers).remove(container_id);
+    }
+
+    /// The workload of the described container(s) that have `address`, if one workload's do:
+    /// a connection there is to that workload, whichever replica answers
+    /// ([`peers`]).
+    pub fn workload_at(&self, address: std::net::IpAddr) -> Option<WorkloadKey> {
+        lock(&self.peers).workload_at(address).cloned()
     }
 
     /// How many cgroup ids are cached (for metrics and tests).
@@ -668,8 +680,13 @@ impl WorkloadResolver {
                         self.forget_unresolved();
                     }
                     if let Some(info) = answer {
+                        let workload = Workload::container(info);
+                        if let Some(info) = workload.container.as_ref().filter(|i| !i.pod_sandbox)
+                        {
+                            lock(&self.peers).insert(&info.id, &workload.key, &info.addresses);
+                        }
                         return Outcome {
-                            workload: Arc::new(Workload::container(info)),
+                            workload: Arc::new(workload),
                             retry_at: None,
                         };
                     }

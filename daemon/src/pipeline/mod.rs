@@ -20,6 +20,7 @@ use habit_probes::{Event, EventBody};
 use habit_profiles::observation::Observation;
 use habit_profiles::profile::ContainerOrigin;
 use habit_profiles::store::WorkloadState;
+use habit_profiles::workload::WorkloadKey;
 
 use crate::alerts::alert::Alert;
 use crate::attribution::{Resolution, Workload, WorkloadResolver};
@@ -395,12 +396,21 @@ impl Pipeline {
                 exec_by_runtime || parent.is_some_and(|p| p.runtime),
                 parent.map(|p| p.exe.as_str()),
             );
+            // A connection to a container habitd has described is to that container's
+            // workload (any replica), not to the replica's address.
+            let peer = match &ev.body {
+                EventBody::Connect { remote, .. } => {
+                    self.resolver.workload_at(remote.ip().to_canonical())
+                }
+                _ => None,
+            };
             observations(
                 ev,
                 path.as_deref(),
                 path2.as_deref(),
                 exe,
                 parent_exe,
+                peer.as_ref().map(WorkloadKey::as_str),
                 &mut self.observations,
             );
             self.findings.clear();
