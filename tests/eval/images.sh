@@ -166,10 +166,13 @@ dbfilename dump.rdb
 logfile /var/log/redis/redis-server.log
 save 60 1000
 appendonly no
+# The vulnerable deployment of the catalogue's `redis-config-dir` (CONFIG SET dir; SAVE): redis 7
+# refuses to change `dir` at run time unless protected configs are enabled, and the classic
+# attack writes where only root may, so the server runs as root (no USER), as many do.
+enable-protected-configs yes
 EOF
   chown -R 104:108 var/lib/redis var/log/redis etc/redis
-  change=(--change 'CMD ["/usr/bin/redis-server", "/etc/redis/redis.conf"]' --change 'USER redis'
-    --change 'EXPOSE 6379')
+  change=(--change 'CMD ["/usr/bin/redis-server", "/etc/redis/redis.conf"]' --change 'EXPOSE 6379')
   ;;
 # ---- postgres: Debian's server binaries, a cluster made by initdb, run as user postgres ---------
 postgres)
