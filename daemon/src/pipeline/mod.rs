@@ -262,6 +262,15 @@ impl Pipeline {
             Resolution::Pending(workload) if self.pending.gave_up(cgroup) => {
                 self.process(ev, &workload, alerts);
             }
+            // A container named only by this exec's v1 cgroup hint, in a cgroup that is the
+            // host's (a host without v2 container cgroups, or a runtime helper that joined a
+            // container's v1 cgroups: dockerd's `setup-resolver`). Holding it would hold the
+            // host's cgroup, and every host event queued behind it would be released as that
+            // container's (a scale-up once attributed the test's own clients, dockerd and
+            // iptables to a replica). It goes on under the provisional key, unlearned.
+            Resolution::Pending(workload) if self.resolver.is_host_cgroup(cgroup).await => {
+                self.process(ev, &workload, alerts);
+            }
             Resolution::Pending(workload) => {
                 if let Some(released) = self.pending.hold(ev, hint) {
                     self.process_all(released, &workload, alerts);
