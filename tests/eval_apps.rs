@@ -1637,7 +1637,9 @@ fn applications_benign_life_and_attack_catalogue() {
             peers: peers.clone(),
         };
         for (i, t) in techniques.iter().enumerate() {
-            if m.techniques.as_ref().is_some_and(|l| l.iter().all(|x| x != t.id))
+            if m.techniques
+                .as_ref()
+                .is_some_and(|l| l.iter().all(|x| x != t.id))
                 || !(t.applies)(*app, &x)
             {
                 continue;

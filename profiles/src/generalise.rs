@@ -947,7 +947,10 @@ mod tests {
         assert!(is_collapse_key(Outbound, "10.1.2.0/24 443/tcp"));
         assert!(!is_collapse_key(Outbound, "10.1.2.3 443/tcp"));
         // A peer workload's key is exact: never a network, never collapsed.
-        assert!(!is_collapse_key(Outbound, "docker.io/shop/backend:2 8000/tcp"));
+        assert!(!is_collapse_key(
+            Outbound,
+            "docker.io/shop/backend:2 8000/tcp"
+        ));
         assert!(collapse_key(Outbound, "docker.io/shop/backend:2 8000/tcp").is_none());
         assert_eq!(
             g(Outbound, "docker.io/shop/backend:2 8000/tcp"),

@@ -542,6 +542,11 @@ mod tests {
         let host = r#"{"Id":"c","Config":{"Image":"nginx"},"NetworkSettings":{"IPAddress":"",
             "Networks":{"host":{"IPAddress":"","GlobalIPv6Address":""}}}}"#;
         let c: ContainerJson = serde_json::from_str(host).unwrap();
-        assert!(describe(c, ImageJson::default()).unwrap().addresses.is_empty());
+        assert!(
+            describe(c, ImageJson::default())
+                .unwrap()
+                .addresses
+                .is_empty()
+        );
     }
 }

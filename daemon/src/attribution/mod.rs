@@ -687,8 +687,7 @@ impl WorkloadResolver {
                     }
                     if let Some(info) = answer {
                         let workload = Workload::container(info);
-                        if let Some(info) = workload.container.as_ref().filter(|i| !i.pod_sandbox)
-                        {
+                        if let Some(info) = workload.container.as_ref().filter(|i| !i.pod_sandbox) {
                             lock(&self.peers).insert(&info.id, &workload.key, &info.addresses);
                         }
                         return Outcome {
@@ -977,7 +976,11 @@ mod tests {
         assert_eq!(r.workload_at(replica_a).unwrap().as_str(), backend);
         assert_eq!(r.workload_at(replica_b).unwrap().as_str(), backend);
         r.forget(b);
-        assert_eq!(r.workload_at(replica_b), None, "a removed replica's address");
+        assert_eq!(
+            r.workload_at(replica_b),
+            None,
+            "a removed replica's address"
+        );
         assert_eq!(r.workload_at(replica_a).unwrap().as_str(), backend);
     }
 

@@ -326,7 +326,13 @@ fn cases() -> Vec<Case> {
         no(
             LOG_REMOVAL,
             "a rotation script's rm expiring a gzipped generation",
-            change(ctr(), "rm", "unlinkat", "/var/log/nginx/error.log.12.gz", &[]),
+            change(
+                ctr(),
+                "rm",
+                "unlinkat",
+                "/var/log/nginx/error.log.12.gz",
+                &[],
+            ),
             &[],
         ),
         yes(
@@ -338,7 +344,13 @@ fn cases() -> Vec<Case> {
         yes(
             LOG_REMOVAL,
             "an old generation truncated (not what rotation does)",
-            change(ctr(), "truncate", "truncate", "/var/log/nginx/access.log.1", &[]),
+            change(
+                ctr(),
+                "truncate",
+                "truncate",
+                "/var/log/nginx/access.log.1",
+                &[],
+            ),
             &[LOG_REMOVAL],
         ),
         no(

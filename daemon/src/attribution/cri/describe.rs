@@ -440,7 +440,8 @@ mod tests {
             }],
         });
         let s = status("nginx:1.25", "");
-        let info = describe_container(&s, &Value::Null, Some(&pod), &ImageNames::default()).unwrap();
+        let info =
+            describe_container(&s, &Value::Null, Some(&pod), &ImageNames::default()).unwrap();
         let want: Vec<std::net::IpAddr> = vec![
             "10.244.1.7".parse().unwrap(),
             "fd00:10:244::7".parse().unwrap(),
