@@ -14,6 +14,8 @@
 # never held in memory), habitd's log and last metrics (eval_apps.habitd.log, .metrics.txt).
 # HABITD_EVAL_IMAGE_PREFIX=NAME names the images NAME/APP:HASH (default habitd-eval), so that two
 # evaluations on one machine do not learn each other's containers under one workload key.
+# While iterating on one finding: HABITD_EVAL_APPS=nginx,postgres (nginx brings its backend),
+# HABITD_EVAL_TECHNIQUES=nsenter,timestomp, HABITD_EVAL_STEPS="restart,log rotation".
 # Run as root; installs the packages the images are made of when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."

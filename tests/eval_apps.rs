@@ -53,9 +53,9 @@ struct Mode {
     name: &'static str,
     apps: Vec<App>,
     /// Technique ids to run (None = the whole catalogue).
-    techniques: Option<&'static [&'static str]>,
+    techniques: Option<Vec<String>>,
     /// Benign steps to run (None = all).
-    steps: Option<&'static [&'static str]>,
+    steps: Option<Vec<String>>,
     learn_min: u64,
     learn_stable: u64,
     learn_max: u64,
@@ -72,6 +72,22 @@ fn mode() -> Mode {
             names.contains(&a.name()) || (*a == App::Pyapp && names.contains(&"nginx"))
         });
     }
+    // HABITD_EVAL_TECHNIQUES=nsenter,timestomp and HABITD_EVAL_STEPS=restart,"config reload"
+    // narrow the catalogue and the benign steps (while iterating on one finding).
+    let list = |var: &str| {
+        std::env::var(var).ok().map(|l| {
+            l.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+    };
+    if let Some(t) = list("HABITD_EVAL_TECHNIQUES") {
+        m.techniques = Some(t);
+    }
+    if let Some(s) = list("HABITD_EVAL_STEPS") {
+        m.steps = Some(s);
+    }
     m
 }
 
@@ -82,28 +98,36 @@ fn base_mode() -> Mode {
             apps: vec![App::Pyapp, App::Nginx, App::Redis, App::Postgres],
             techniques: None,
             steps: None,
-            // Longer windows (150/30/300 s) currently never finish learning here: freezing the
-            // baseline fails ("intervals_seen exceeds learning.intervals") and the workloads stay
-            // in learning past learn_max (issue 11 report).
-            learn_min: 60,
+            // As the smoke: long enough that the decisive dimensions are quiet for 9+ learning
+            // intervals after the last maintenance round (a 60-s learning left a new program,
+            // `nsenter`, `touch`, at 0.98 against the 0.99 threshold).
+            learn_min: 90,
             learn_stable: 20,
-            learn_max: 150,
+            learn_max: 180,
             steady: 20,
         },
         _ => Mode {
             name: "smoke",
             apps: vec![App::Redis],
-            techniques: Some(&[
-                "shell",
-                "revshell-nc",
-                "download-run",
-                "read-shadow",
-                "bind-shell",
-                "redis-replicaof",
-                "memfd-exec",
-                "outbound-new-port",
-            ]),
-            steps: Some(&["restart", "log rotation", "periodic job", "burst 3x"]),
+            techniques: Some(
+                [
+                    "shell",
+                    "revshell-nc",
+                    "download-run",
+                    "read-shadow",
+                    "bind-shell",
+                    "redis-replicaof",
+                    "memfd-exec",
+                    "outbound-new-port",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            steps: Some(
+                ["restart", "log rotation", "periodic job", "burst 3x"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
             // Long enough that the decisive dimensions are quiet for 9+ learning intervals
             // after the last maintenance round (their prior then lets a new program alert on
             // its own with the default target).
@@ -117,14 +141,25 @@ fn base_mode() -> Mode {
 
 /// The daemon's settings: second-scale learning windows (the default interval of 1 m would need
 /// hours), every other setting at its default, `false_alarm_rate` above all (0.01).
+///
+/// The counters interval (the rate model's) is 5 s, half its default of 10 s: enough intervals
+/// in a 90-s learning for the model (at least 10). It was 2 s, and that was the evaluation's
+/// own artefact: five times as many scored intervals as the default (the rate model's target
+/// is 0.001 false alarms per interval and workload, so a 10-minute benign life of four
+/// workloads had about 1.2 expected), each short enough that one health check, one rotation
+/// or one checkpoint was its whole content ("exec rate 2.73/s, never above 0 in baseline":
+/// a health check every 5 s lands in one 2-s interval of two or three).
 fn config(m: &Mode) -> String {
     format!(
         "alerts_include_suppressed = true\n\
          [learning]\nmin = \"{}s\"\nstable = \"{}s\"\nmax = \"{}s\"\ninterval = \"{LEARNING_INTERVAL_SECS}s\"\n\
-         [probes]\ncounters_interval = \"2s\"\n",
+         [probes]\ncounters_interval = \"{COUNTERS_INTERVAL_SECS}s\"\n",
         m.learn_min, m.learn_stable, m.learn_max
     )
 }
+
+/// `probes.counters_interval` of the run (seconds; see [`config`]).
+const COUNTERS_INTERVAL_SECS: u64 = 5;
 
 /// `learning.interval` of the run (seconds).
 const LEARNING_INTERVAL_SECS: u64 = 5;
@@ -133,7 +168,7 @@ const MAINTENANCE_ROUNDS: u32 = 3;
 /// Seconds between two log rotations of the rotation step: more than a counters interval, so
 /// that each rotation is alone in its interval as in learning (logrotate runs daily; twelve
 /// rotations in one interval would be a burst no day has).
-const ROTATION_SPACING: Duration = Duration::from_millis(2500);
+const ROTATION_SPACING: Duration = Duration::from_millis(COUNTERS_INTERVAL_SECS * 1000 + 500);
 
 /// Time an alert may take after a step or an attack (rate alerts close 5 s intervals, sequence
 /// findings come every 2 s; the machines here are heavily shared).
@@ -1442,7 +1477,7 @@ fn applications_benign_life_and_attack_catalogue() {
     // ---- benign life in detection, step by step --------------------------------------------
     let t_detect = SystemTime::now();
     let mut windows: Vec<StepWindow> = Vec::new();
-    let want = |s: &str| m.steps.is_none_or(|l| l.contains(&s));
+    let want = |s: &str| m.steps.as_ref().is_none_or(|l| l.iter().any(|x| x == s));
     {
         let t0 = SystemTime::now();
         std::thread::sleep(Duration::from_secs(m.steady));
@@ -1602,7 +1637,11 @@ fn applications_benign_life_and_attack_catalogue() {
             peers: peers.clone(),
         };
         for (i, t) in techniques.iter().enumerate() {
-            if m.techniques.is_some_and(|l| !l.contains(&t.id)) || !(t.applies)(*app, &x) {
+            if m.techniques
+                .as_ref()
+                .is_some_and(|l| l.iter().all(|x| x != t.id))
+                || !(t.applies)(*app, &x)
+            {
                 continue;
             }
             let t0 = SystemTime::now() - Duration::from_millis(20);
@@ -1789,7 +1828,7 @@ fn applications_benign_life_and_attack_catalogue() {
     md.push_str(&format!(
         "Applications: {}. Images from this machine's Debian packages (tests/eval/images.sh): {}. \
          Settings: learning.min {} s, stable {} s, max {} s, interval 5 s, probes.counters_interval \
-         2 s, **false_alarm_rate at its default (0.01)**; containers without Docker's seccomp \
+         {COUNTERS_INTERVAL_SECS} s, **false_alarm_rate at its default (0.01)**; containers without Docker's seccomp \
          filter (the Kubernetes default). Images ready after {:.0} s, learned after {:.0} s, benign \
          steps done after {:.0} s, whole run {:.0} s. Alerts (not suppressed) of the applications \
          while learning: {learning_alerts}.\n\n",

@@ -31,7 +31,12 @@
 //!   listened on but never reached by a learned peer gets no rule (nothing to allow). With
 //!   [`NetpolOptions::any_peer`] every listening port is open to any peer (pod IPs change when
 //!   pods are rescheduled: learned peer addresses are exact only for stable peers).
-//! * **egress**: one rule per learned destination (`outbound`), as an `ipBlock` and a port.
+//! * **egress**: one rule per learned destination (`outbound`), as an `ipBlock` and a port. A
+//!   destination learned as another container's workload (`docker.io/shop/backend:2
+//!   8000/tcp`: habitd names a container peer by its image, whichever replica answered) cannot
+//!   be an `ipBlock`, and a NetworkPolicy selects pods by label, not by image: its port is
+//!   allowed to any destination and the workloads are listed in the
+//!   `habitd.io/egress-workloads` annotation, for the reviewer to turn into a `podSelector`.
 //! * Loopback peers and destinations are left out (NetworkPolicy does not filter loopback),
 //!   and so are protocols other than TCP, UDP and SCTP.
 //! * **podSelector**: `matchLabels` from the labels every learned container's pod carried
@@ -254,6 +259,13 @@ fn cidr(address: &str) -> Option<String> {
     Some(format!("{ip}/{}", prefix.unwrap_or(full)))
 }
 
+/// Whether an outbound item's destination is a peer workload's key (an image reference),
+/// not an address or network.
+fn is_workload_key(destination: &str) -> bool {
+    let host = destination.split_once('/').map_or(destination, |(h, _)| h);
+    host.parse::<IpAddr>().is_err()
+}
+
 /// A DNS-1123 name from the image repository's last segment.
 fn default_name(baseline: &Baseline) -> String {
     let key = baseline.workload.as_str();
@@ -329,16 +341,26 @@ pub fn network_policy(baseline: &Baseline, options: &NetpolOptions) -> Result<Va
 
     // Egress: learned destinations, grouped by port.
     let mut destinations: BTreeMap<(u16, &str), BTreeSet<String>> = BTreeMap::new();
+    // Ports learned towards a peer workload (any destination), and those workloads.
+    let mut workload_ports: BTreeSet<(u16, &str)> = BTreeSet::new();
+    let mut workloads: BTreeSet<String> = BTreeSet::new();
     for (item, _) in baseline.items(Dimension::Outbound) {
         let Some((address, port)) = item.split_once(' ') else {
             continue;
         };
-        if let (Some(port), Some(block)) = (port_proto(port), cidr(address)) {
-            destinations.entry(port).or_default().insert(block);
+        let Some(port_proto) = port_proto(port) else {
+            continue;
+        };
+        if let Some(block) = cidr(address) {
+            destinations.entry(port_proto).or_default().insert(block);
+        } else if is_workload_key(address) {
+            workload_ports.insert(port_proto);
+            workloads.insert(item.to_owned());
         }
     }
-    let egress: Vec<Value> = destinations
+    let mut egress: Vec<Value> = destinations
         .iter()
+        .filter(|(port, _)| !workload_ports.contains(port))
         .map(|((port, proto), blocks)| {
             let to: Vec<Value> = blocks
                 .iter()
@@ -347,6 +369,11 @@ pub fn network_policy(baseline: &Baseline, options: &NetpolOptions) -> Result<Va
             json!({ "to": to, "ports": [{ "port": port, "protocol": proto }] })
         })
         .collect();
+    egress.extend(
+        workload_ports
+            .iter()
+            .map(|(port, proto)| json!({ "ports": [{ "port": port, "protocol": proto }] })),
+    );
 
     let mut metadata = json!({
         "name": options.name.clone().unwrap_or_else(|| default_name(baseline)),
@@ -355,6 +382,10 @@ pub fn network_policy(baseline: &Baseline, options: &NetpolOptions) -> Result<Va
             "habitd.io/generated-from": "habitd baseline (learned listening ports, inbound peers, egress destinations)",
         },
     });
+    if !workloads.is_empty() {
+        metadata["annotations"]["habitd.io/egress-workloads"] =
+            json!(workloads.into_iter().collect::<Vec<_>>().join(", "));
+    }
     if let Some(namespace) = options
         .namespace
         .clone()
@@ -440,6 +471,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bare["syscalls"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn netpol_allows_the_port_of_a_peer_workload_and_names_it() {
+        let mut b = baseline();
+        let mut p = Profile::new(b.workload.clone(), "n", 0, ProfileConfig::default());
+        let here = Provenance::new("n", Some("c1"));
+        for o in [
+            Observation::outbound("10.1.2.3".parse().unwrap(), 5432, Proto::Tcp),
+            Observation::outbound_workload("docker.io/shop/backend:2", 8000, Proto::Tcp),
+        ] {
+            let _ = p.observe(&o, 0, &here);
+        }
+        let labels = b.metadata.labels.clone();
+        b = Baseline::freeze(&p, 1, false);
+        b.metadata.labels = labels;
+        let policy = network_policy(&b, &NetpolOptions::default()).unwrap();
+        assert_eq!(
+            policy["spec"]["egress"],
+            json!([
+                { "to": [{ "ipBlock": { "cidr": "10.1.2.3/32" } }],
+                  "ports": [{ "port": 5432, "protocol": "TCP" }] },
+                { "ports": [{ "port": 8000, "protocol": "TCP" }] },
+            ])
+        );
+        assert_eq!(
+            policy["metadata"]["annotations"]["habitd.io/egress-workloads"],
+            "docker.io/shop/backend:2 8000/tcp"
+        );
     }
 
     #[test]

@@ -227,10 +227,12 @@ pub fn collapse_key(dimension: Dimension, item: &str) -> Option<String> {
 pub fn is_collapse_key(dimension: Dimension, item: &str) -> bool {
     match dimension {
         Dimension::Exec | Dimension::File | Dimension::FileChange => item.ends_with("/*"),
+        // A network (`10.1.2.0/24`), not a workload key (`docker.io/shop/backend:2`).
         Dimension::Inbound | Dimension::Outbound => item
             .split(' ')
             .next()
-            .is_some_and(|addr| addr.contains('/')),
+            .and_then(|addr| addr.split_once('/'))
+            .is_some_and(|(net, _)| net.parse::<IpAddr>().is_ok()),
         _ => false,
     }
 }
@@ -944,6 +946,16 @@ mod tests {
         assert!(collapse_key(Outbound, "10.1.2.0/24 443/tcp").is_none());
         assert!(is_collapse_key(Outbound, "10.1.2.0/24 443/tcp"));
         assert!(!is_collapse_key(Outbound, "10.1.2.3 443/tcp"));
+        // A peer workload's key is exact: never a network, never collapsed.
+        assert!(!is_collapse_key(
+            Outbound,
+            "docker.io/shop/backend:2 8000/tcp"
+        ));
+        assert!(collapse_key(Outbound, "docker.io/shop/backend:2 8000/tcp").is_none());
+        assert_eq!(
+            g(Outbound, "docker.io/shop/backend:2 8000/tcp"),
+            "docker.io/shop/backend:2 8000/tcp"
+        );
         let mut buf = "keep".to_owned();
         assert!(!collapse_key_into(Outbound, "garbage", &mut buf));
         assert_eq!(buf, "keep");

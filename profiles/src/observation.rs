@@ -15,7 +15,7 @@
 //! | `file` | mode (`r`, `w`, `rw`), a space, the path | `rw /var/lib/app/db` |
 //! | `listen` | `port/proto` | `8080/tcp` |
 //! | `inbound` | peer address, peer port ` -> ` local `port/proto` | `10.0.0.5 43122 -> 8080/tcp` |
-//! | `outbound` | destination address, a space, `port/proto` | `10.0.0.5 443/tcp` |
+//! | `outbound` | destination address (or the workload key of the container there), a space, `port/proto` | `10.0.0.5 443/tcp`, `docker.io/shop/backend:2 8000/tcp` |
 //! | `syscall` | syscall name | `openat` |
 //! | `privileged` | operation, optionally a space and its target | `mount /mnt/x`, `setuid` |
 //! | `file_change` | operation, a space, the path; for `rename`/`link`/`symlink` then ` -> ` and the new name | `unlink /var/log/app.log`, `rename /etc/.passwd.tmp -> /etc/passwd` |
@@ -401,6 +401,14 @@ impl Observation {
     pub fn outbound(destination: IpAddr, port: u16, proto: Proto) -> Self {
         let destination = destination.to_canonical();
         Self::finish(Dimension::Outbound, format!("{destination} {port}/{proto}"))
+    }
+
+    /// A connection to a container of workload `workload` (its key, e.g.
+    /// `docker.io/shop/backend:2`) on `port`: every replica of that workload is the same peer,
+    /// whatever its address. The daemon uses it when the destination address is a container's
+    /// it has described, [`Self::outbound`] otherwise.
+    pub fn outbound_workload(workload: &str, port: u16, proto: Proto) -> Self {
+        Self::finish(Dimension::Outbound, format!("{workload} {port}/{proto}"))
     }
 
     /// A syscall by name. Syscalls the daemon cannot name are passed as `sys_<nr>`.

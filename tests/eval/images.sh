@@ -166,10 +166,13 @@ dbfilename dump.rdb
 logfile /var/log/redis/redis-server.log
 save 60 1000
 appendonly no
+# The vulnerable deployment of the catalogue's `redis-config-dir` (CONFIG SET dir; SAVE): redis 7
+# refuses to change `dir` at run time unless protected configs are enabled, and the classic
+# attack writes where only root may, so the server runs as root (no USER), as many do.
+enable-protected-configs yes
 EOF
   chown -R 104:108 var/lib/redis var/log/redis etc/redis
-  change=(--change 'CMD ["/usr/bin/redis-server", "/etc/redis/redis.conf"]' --change 'USER redis'
-    --change 'EXPOSE 6379')
+  change=(--change 'CMD ["/usr/bin/redis-server", "/etc/redis/redis.conf"]' --change 'EXPOSE 6379')
   ;;
 # ---- postgres: Debian's server binaries, a cluster made by initdb, run as user postgres ---------
 postgres)
@@ -199,6 +202,12 @@ log_filename = 'postgresql.log'
 log_connections = on
 max_connections = 50
 shared_buffers = 32MB
+# The evaluation compresses time (5-s learning intervals for the default 1 m): postgres's own
+# periodic work is compressed alike, so that learning sees its cycles as a real one of hours
+# sees hundreds (defaults: a checkpoint every 5 min, autovacuum every minute; a 90-s learning
+# saw neither, and the first of each in detection was a burst of writes).
+checkpoint_timeout = 30s
+autovacuum_naptime = 10s
 EOF
   echo 'host all all 0.0.0.0/0 trust' >>var/lib/postgresql/data/pg_hba.conf
   chown -R 101:104 var/lib/postgresql

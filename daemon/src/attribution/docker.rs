@@ -214,6 +214,45 @@ struct ContainerJson {
     config: Option<ContainerConfigJson>,
     #[serde(default)]
     state: Option<StateJson>,
+    #[serde(default)]
+    network_settings: Option<NetworkSettingsJson>,
+}
+
+/// `NetworkSettings` of a container: its address on each network it is attached to (empty
+/// strings for `--network host` and `none`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkSettingsJson {
+    /// The default bridge's address (legacy field, also set for `bridge`).
+    #[serde(default, rename = "IPAddress")]
+    ip_address: Option<String>,
+    #[serde(default)]
+    networks: Option<BTreeMap<String, EndpointJson>>,
+}
+
+/// One network endpoint of a container.
+#[derive(Debug, Default, Deserialize)]
+struct EndpointJson {
+    #[serde(default, rename = "IPAddress")]
+    ip_address: Option<String>,
+    #[serde(default, rename = "GlobalIPv6Address")]
+    global_ipv6_address: Option<String>,
+}
+
+impl NetworkSettingsJson {
+    /// Every address the container has, parsed, without duplicates.
+    fn addresses(&self) -> Vec<std::net::IpAddr> {
+        let endpoints = self.networks.iter().flat_map(|n| n.values());
+        let mut out: Vec<std::net::IpAddr> = self
+            .ip_address
+            .iter()
+            .chain(endpoints.flat_map(|e| e.ip_address.iter().chain(&e.global_ipv6_address)))
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// `State` of a container: the host pid of its init process (0 when not running).
@@ -268,6 +307,10 @@ fn describe(container: ContainerJson, image: ImageJson) -> Result<ContainerInfo,
     info.image_id = image_id;
     info.image_digest = digest;
     info.init_pid = container.state.map(|s| s.pid).filter(|p| *p != 0);
+    info.addresses = container
+        .network_settings
+        .map(|n| n.addresses())
+        .unwrap_or_default();
     Ok(info)
 }
 
@@ -364,6 +407,7 @@ mod tests {
             name: "/web".to_owned(),
             image: Some(IMAGE_ID.to_owned()),
             state: None,
+            network_settings: None,
             config: Some(ContainerConfigJson {
                 image: Some(configured.to_owned()),
                 labels: Some(BTreeMap::from([(
@@ -479,6 +523,30 @@ mod tests {
             err.to_string()
                 .starts_with("Docker not reachable at /nonexistent/docker.sock"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn addresses_come_from_every_network_and_host_mode_has_none() {
+        let json = r#"{"Id":"c","Config":{"Image":"nginx"},"NetworkSettings":{"IPAddress":"",
+            "Networks":{"eval":{"IPAddress":"172.24.0.3","GlobalIPv6Address":"fd00::3"},
+            "other":{"IPAddress":"10.1.0.7","GlobalIPv6Address":""}}}}"#;
+        let c: ContainerJson = serde_json::from_str(json).unwrap();
+        let info = describe(c, ImageJson::default()).unwrap();
+        let want: Vec<std::net::IpAddr> = vec![
+            "10.1.0.7".parse().unwrap(),
+            "172.24.0.3".parse().unwrap(),
+            "fd00::3".parse().unwrap(),
+        ];
+        assert_eq!(info.addresses, want);
+        let host = r#"{"Id":"c","Config":{"Image":"nginx"},"NetworkSettings":{"IPAddress":"",
+            "Networks":{"host":{"IPAddress":"","GlobalIPv6Address":""}}}}"#;
+        let c: ContainerJson = serde_json::from_str(host).unwrap();
+        assert!(
+            describe(c, ImageJson::default())
+                .unwrap()
+                .addresses
+                .is_empty()
         );
     }
 }

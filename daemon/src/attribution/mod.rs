@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod cri;
 pub mod docker;
 pub mod health;
+pub mod peers;
 pub mod runtime;
 
 use std::collections::HashMap;
@@ -377,6 +378,8 @@ pub struct WorkloadResolver {
     walk_gate: tokio::sync::Mutex<()>,
     /// cgroup ids a walk did not find, and when: answered without walking for a while.
     missing: Mutex<HashMap<u64, Instant>>,
+    /// Described containers' addresses → their workload (connections to another container).
+    peers: Mutex<peers::PeerIndex>,
 }
 
 impl WorkloadResolver {
@@ -420,6 +423,7 @@ impl WorkloadResolver {
             hosts: Mutex::default(),
             walk_gate: tokio::sync::Mutex::new(()),
             missing: Mutex::default(),
+            peers: Mutex::default(),
         }
     }
 
@@ -492,6 +496,12 @@ impl WorkloadResolver {
         Resolution::Pending(provisional)
     }
 
+    /// Whether cgroup `cgroup_id` is a host cgroup (not a container's, not unknown): events of
+    /// it that a v1 hint names a container for must not be held by cgroup.
+    pub async fn is_host_cgroup(&self, cgroup_id: u64) -> bool {
+        matches!(self.classify(cgroup_id).await, Some(PathClass::Host(_)))
+    }
+
     /// Drops the provisional answers cached for containers, so that their next event asks the
     /// runtimes again at once (after a runtime came back).
     pub fn forget_unresolved(&self) {
@@ -535,6 +545,14 @@ impl WorkloadResolver {
     /// Drops what is cached about a container (call it when the runtime reports it gone).
     pub fn forget_container(&self, container_id: &str) {
         lock(&self.containers).remove(container_id);
+        lock(&self.peers).remove(container_id);
+    }
+
+    /// The workload of the described container(s) that have `address`, if one workload's do:
+    /// a connection there is to that workload, whichever replica answers
+    /// ([`peers`]).
+    pub fn workload_at(&self, address: std::net::IpAddr) -> Option<WorkloadKey> {
+        lock(&self.peers).workload_at(address).cloned()
     }
 
     /// How many cgroup ids are cached (for metrics and tests).
@@ -668,8 +686,12 @@ impl WorkloadResolver {
                         self.forget_unresolved();
                     }
                     if let Some(info) = answer {
+                        let workload = Workload::container(info);
+                        if let Some(info) = workload.container.as_ref().filter(|i| !i.pod_sandbox) {
+                            lock(&self.peers).insert(&info.id, &workload.key, &info.addresses);
+                        }
                         return Outcome {
-                            workload: Arc::new(Workload::container(info)),
+                            workload: Arc::new(workload),
                             retry_at: None,
                         };
                     }
@@ -832,6 +854,23 @@ mod tests {
         let again = r.resolve(tree.id("system.slice/ssh.service"), None).await;
         assert!(Arc::ptr_eq(&ssh, &again), "host workloads are shared");
         assert_eq!(fake.calls.load(Ordering::SeqCst), 0);
+        assert!(r.is_host_cgroup(tree.id("")).await);
+        assert!(!r.is_host_cgroup(987_654_321).await, "unknown is not host");
+    }
+
+    /// A host cgroup whose exec names a container through its v1 hint: that event is the
+    /// container's (provisional until described), the cgroup stays the host's, so the
+    /// pipeline must not hold the host's events behind it.
+    #[tokio::test]
+    async fn a_hint_names_a_container_in_a_host_cgroup_without_making_the_cgroup_its() {
+        let tree = Tree::new(&["user.slice"]);
+        let fake = Arc::new(FakeRuntime::default());
+        let r = resolver(&tree, &fake, fast_retry());
+        let host = tree.id("user.slice");
+        let hinted = r.resolve(host, Some(&format!("/docker/{ID_A}"))).await;
+        assert_eq!(hinted.container_id.as_deref(), Some(ID_A));
+        assert!(r.is_host_cgroup(host).await);
+        assert_eq!(r.resolve(host, None).await.key.as_str(), "host");
     }
 
     #[tokio::test]
@@ -914,6 +953,35 @@ mod tests {
             1,
             "one inspect per container"
         );
+    }
+
+    #[tokio::test]
+    async fn a_described_containers_addresses_name_its_workload_until_it_is_forgotten() {
+        let tree = Tree::new(&[&format!("docker/{ID_A}"), &format!("docker/{ID_B}")]);
+        let fake = Arc::new(FakeRuntime::default());
+        fake.add(ID_A, "shop/backend:2");
+        fake.add(ID_B, "shop/backend:2");
+        let replica_a: std::net::IpAddr = "172.24.0.3".parse().unwrap();
+        let replica_b: std::net::IpAddr = "172.24.0.7".parse().unwrap();
+        for (id, ip) in [(ID_A, replica_a), (ID_B, replica_b)] {
+            lock(&fake.known).get_mut(id).unwrap().addresses = vec![ip];
+        }
+        let r = resolver(&tree, &fake, fast_retry());
+        assert_eq!(r.workload_at(replica_a), None, "not described yet");
+        let a = tree.id(&format!("docker/{ID_A}"));
+        let b = tree.id(&format!("docker/{ID_B}"));
+        r.resolve(a, None).await;
+        r.resolve(b, None).await;
+        let backend = "docker.io/shop/backend:2";
+        assert_eq!(r.workload_at(replica_a).unwrap().as_str(), backend);
+        assert_eq!(r.workload_at(replica_b).unwrap().as_str(), backend);
+        r.forget(b);
+        assert_eq!(
+            r.workload_at(replica_b),
+            None,
+            "a removed replica's address"
+        );
+        assert_eq!(r.workload_at(replica_a).unwrap().as_str(), backend);
     }
 
     #[tokio::test]

@@ -66,6 +66,11 @@ pub struct ContainerInfo {
     pub pod_sandbox: bool,
     /// The host pid of the container's init process (its entrypoint), if the runtime said.
     pub init_pid: Option<u32>,
+    /// The container's own network addresses (Docker's networks, the pod sandbox's IPs);
+    /// empty for a container in the host's network namespace. Other workloads' connections to
+    /// these addresses name this container's workload instead of the address
+    /// ([`super::peers`]).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl ContainerInfo {
@@ -94,6 +99,7 @@ impl ContainerInfo {
             labels,
             pod_sandbox: false,
             init_pid: None,
+            addresses: Vec::new(),
         }
     }
 }

@@ -20,6 +20,7 @@ use habit_probes::{Event, EventBody};
 use habit_profiles::observation::Observation;
 use habit_profiles::profile::ContainerOrigin;
 use habit_profiles::store::WorkloadState;
+use habit_profiles::workload::WorkloadKey;
 
 use crate::alerts::alert::Alert;
 use crate::attribution::{Resolution, Workload, WorkloadResolver};
@@ -261,6 +262,15 @@ impl Pipeline {
             Resolution::Pending(workload) if self.pending.gave_up(cgroup) => {
                 self.process(ev, &workload, alerts);
             }
+            // A container named only by this exec's v1 cgroup hint, in a cgroup that is the
+            // host's (a host without v2 container cgroups, or a runtime helper that joined a
+            // container's v1 cgroups: dockerd's `setup-resolver`). Holding it would hold the
+            // host's cgroup, and every host event queued behind it would be released as that
+            // container's (a scale-up once attributed the test's own clients, dockerd and
+            // iptables to a replica). It goes on under the provisional key, unlearned.
+            Resolution::Pending(workload) if self.resolver.is_host_cgroup(cgroup).await => {
+                self.process(ev, &workload, alerts);
+            }
             Resolution::Pending(workload) => {
                 if let Some(released) = self.pending.hold(ev, hint) {
                     self.process_all(released, &workload, alerts);
@@ -395,12 +405,21 @@ impl Pipeline {
                 exec_by_runtime || parent.is_some_and(|p| p.runtime),
                 parent.map(|p| p.exe.as_str()),
             );
+            // A connection to a container habitd has described is to that container's
+            // workload (any replica), not to the replica's address.
+            let peer = match &ev.body {
+                EventBody::Connect { remote, .. } => {
+                    self.resolver.workload_at(remote.ip().to_canonical())
+                }
+                _ => None,
+            };
             observations(
                 ev,
                 path.as_deref(),
                 path2.as_deref(),
                 exe,
                 parent_exe,
+                peer.as_ref().map(WorkloadKey::as_str),
                 &mut self.observations,
             );
             self.findings.clear();

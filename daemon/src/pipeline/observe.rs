@@ -20,13 +20,16 @@ fn proto(p: Protocol) -> Proto {
 /// `path` is the event's absolute path (exec/open/chmod/file change), `path2` a rename's,
 /// link's or symlink's new name; `exe` the process's executable and `parent_exe` its parent's,
 /// when known (privileged operations, the parent → child edge; `<runtime>` when the parent is
-/// the container runtime: `pipeline::exec_parent`).
+/// the container runtime: `pipeline::exec_parent`). `peer` is the workload key of the container
+/// a connection goes to, when the destination address is one habitd has described
+/// (`attribution::peers`): the connection is then to that workload, whichever replica.
 pub fn observations(
     ev: &Event,
     path: Option<&str>,
     path2: Option<&str>,
     exe: Option<&str>,
     parent_exe: Option<&str>,
+    peer: Option<&str>,
     out: &mut Vec<Observation>,
 ) {
     match &ev.body {
@@ -67,11 +70,12 @@ pub fn observations(
         EventBody::Connect {
             remote, protocol, ..
         } => {
-            out.push(Observation::outbound(
-                remote.ip(),
-                remote.port(),
-                proto(*protocol),
-            ));
+            out.push(match peer {
+                Some(workload) => {
+                    Observation::outbound_workload(workload, remote.port(), proto(*protocol))
+                }
+                None => Observation::outbound(remote.ip(), remote.port(), proto(*protocol)),
+            });
         }
         EventBody::Accept { local, remote } => {
             out.push(Observation::inbound(
@@ -158,6 +162,7 @@ mod tests {
             None,
             None,
             Some("/bin/sh"),
+            None,
             &mut out,
         );
         let dims: Vec<Dimension> = out.iter().map(|o| o.dimension).collect();
@@ -181,6 +186,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             &mut out,
         );
         observations(
@@ -192,11 +198,32 @@ mod tests {
             None,
             Some("/bin/actions"),
             None,
+            None,
             &mut out,
         );
         assert_eq!(out[0].dimension, Dimension::Outbound);
+        assert_eq!(out[0].item, "10.0.0.1 443/tcp");
         assert_eq!(out[1].dimension, Dimension::Privileged);
         assert_eq!(out[1].item, "ptrace /bin/actions");
+    }
+
+    /// A connection to a described container names its workload, not the replica's address.
+    #[test]
+    fn a_connection_to_a_known_container_names_its_workload() {
+        let mut out = Vec::new();
+        let connect = |ip: &str| {
+            ev(EventBody::Connect {
+                remote: format!("{ip}:8000").parse().unwrap(),
+                protocol: Protocol::Tcp,
+                result: 0,
+            })
+        };
+        let backend = Some("docker.io/shop/backend:2");
+        for ip in ["172.24.0.3", "172.24.0.7"] {
+            observations(&connect(ip), None, None, None, None, backend, &mut out);
+        }
+        assert_eq!(out[0].item, "docker.io/shop/backend:2 8000/tcp");
+        assert_eq!(out[0].generalised(), out[1].generalised());
     }
 
     /// A UDP bind opens a port only when it succeeded (binds are reported at exit).
@@ -210,6 +237,7 @@ mod tests {
                     protocol: Protocol::Udp,
                     result,
                 }),
+                None,
                 None,
                 None,
                 None,
@@ -246,10 +274,11 @@ mod tests {
             Some("/var/log/nginx/access.log.1"),
             None,
             None,
+            None,
             &mut out,
         );
         let unlink = change(FileOp::Unlink, "/var/log/auth.log", "");
-        observations(&unlink, None, None, None, None, &mut out);
+        observations(&unlink, None, None, None, None, None, &mut out);
         assert_eq!(out[0].dimension, Dimension::FileChange);
         assert_eq!(
             out[0].generalised(),

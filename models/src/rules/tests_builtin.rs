@@ -319,6 +319,42 @@ fn cases() -> Vec<Case> {
         ),
         no(
             LOG_REMOVAL,
+            "a rotation script's shell expiring old generations",
+            change(ctr(), "sh", "unlink", "/var/log/nginx/access.log.1", &[]),
+            &[],
+        ),
+        no(
+            LOG_REMOVAL,
+            "a rotation script's rm expiring a gzipped generation",
+            change(
+                ctr(),
+                "rm",
+                "unlinkat",
+                "/var/log/nginx/error.log.12.gz",
+                &[],
+            ),
+            &[],
+        ),
+        yes(
+            LOG_REMOVAL,
+            "a shell deleting a live log next to its generations",
+            change(ctr(), "rm", "unlinkat", "/var/log/nginx/access.log", &[]),
+            &[LOG_REMOVAL],
+        ),
+        yes(
+            LOG_REMOVAL,
+            "an old generation truncated (not what rotation does)",
+            change(
+                ctr(),
+                "truncate",
+                "truncate",
+                "/var/log/nginx/access.log.1",
+                &[],
+            ),
+            &[LOG_REMOVAL],
+        ),
+        no(
+            LOG_REMOVAL,
             "logrotate expiring an old generation",
             change(host(), "logrotate", "unlink", "/var/log/syslog.7.gz", &[]),
             &[],
@@ -1192,6 +1228,18 @@ fn cases() -> Vec<Case> {
             "nsenter in a container",
             privileged(ctr(), "setns", "nsenter", &[]),
             &[NAMESPACE],
+        ),
+        yes(
+            NAMESPACE,
+            "nsenter opening pid 1's namespace (denied before any setns)",
+            open(ctr(), "nsenter", "/bin/nsenter", "/proc/1/ns/ipc", "r").with("evt.res", "EACCES"),
+            &[NAMESPACE],
+        ),
+        no(
+            NAMESPACE,
+            "a program reading its own namespace",
+            open(ctr(), "app", "/usr/bin/app", "/proc/self/ns/net", "r"),
+            &[],
         ),
         no(
             NAMESPACE,

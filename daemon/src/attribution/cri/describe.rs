@@ -168,6 +168,28 @@ fn apply_pod(out: &mut ContainerInfo, sandbox: &proto::PodSandboxStatus) {
         .filter(|(k, _)| !k.starts_with("io.kubernetes."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    out.addresses = pod_addresses(sandbox);
+}
+
+/// The pod's own IPs (`network.ip` and `additional_ips`); none for a pod in the node's network
+/// namespace, whose address is the node's and names no one workload.
+pub fn pod_addresses(sandbox: &proto::PodSandboxStatus) -> Vec<std::net::IpAddr> {
+    let host_network = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.namespaces.as_ref())
+        .and_then(|n| n.options.as_ref())
+        .is_some_and(|o| o.network == proto::NamespaceMode::Node as i32);
+    let Some(network) = sandbox.network.as_ref().filter(|_| !host_network) else {
+        return Vec::new();
+    };
+    let mut out: Vec<std::net::IpAddr> = std::iter::once(&network.ip)
+        .chain(network.additional_ips.iter().map(|p| &p.ip))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The image reference that keys the workload. Candidates, best first: the image the user
@@ -406,5 +428,33 @@ mod tests {
             bare.image_ref.key().as_str(),
             "registry.k8s.io/pause:latest"
         );
+    }
+
+    #[test]
+    fn a_pod_has_its_sandbox_ips_unless_it_is_in_the_node_network() {
+        let mut pod = sandbox();
+        pod.network = Some(proto::PodSandboxNetworkStatus {
+            ip: "10.244.1.7".into(),
+            additional_ips: vec![proto::PodIp {
+                ip: "fd00:10:244::7".into(),
+            }],
+        });
+        let s = status("nginx:1.25", "");
+        let info =
+            describe_container(&s, &Value::Null, Some(&pod), &ImageNames::default()).unwrap();
+        let want: Vec<std::net::IpAddr> = vec![
+            "10.244.1.7".parse().unwrap(),
+            "fd00:10:244::7".parse().unwrap(),
+        ];
+        assert_eq!(info.addresses, want);
+        pod.linux = Some(proto::LinuxPodSandboxStatus {
+            namespaces: Some(proto::Namespace {
+                options: Some(proto::NamespaceOption {
+                    network: proto::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+            }),
+        });
+        assert!(pod_addresses(&pod).is_empty());
     }
 }
