@@ -146,17 +146,7 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(other) = runs.get(1) {
         doc["compare"] = other.json(args);
     }
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(
-        &args.json,
-        serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(args.json.with_extension("md"), md).map_err(|e| e.to_string())?;
-    eprintln!("written: {} and .md", args.json.display());
-    Ok(())
+    common::write_report(&args.json, &doc, &md)
 }
 
 /// What one habitd binary used.

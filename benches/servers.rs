@@ -903,9 +903,6 @@ fn report(
         }
     }
     println!("{md}");
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
     let doc = json!({
         "rounds": args.rounds,
         "seconds": args.seconds,
@@ -916,12 +913,5 @@ fn report(
         "results": rows,
         "programs": program_rows,
     });
-    std::fs::write(
-        &args.json,
-        serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(args.json.with_extension("md"), md).map_err(|e| e.to_string())?;
-    eprintln!("written: {} and .md", args.json.display());
-    Ok(())
+    common::write_report(&args.json, &doc, &md)
 }

@@ -134,3 +134,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .to_string();
     Some((status, body))
 }
+
+/// Writes a benchmark's results: `doc` as JSON to `json` (creating its directory) and the
+/// table `md` beside it (same name, `.md`).
+pub fn write_report(json: &Path, doc: &serde_json::Value, md: &str) -> Result<(), String> {
+    if let Some(dir) = json.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let bytes = serde_json::to_vec_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(json, bytes).map_err(|e| e.to_string())?;
+    std::fs::write(json.with_extension("md"), md).map_err(|e| e.to_string())?;
+    eprintln!("written: {} and .md", json.display());
+    Ok(())
+}

@@ -61,7 +61,7 @@
 //!
 //! ```text
 //! cargo build --release -p habitctl
-//! cd /tmp && unzip -q /work/shared/datasets/adfa-ld/ADFA-LD.zip
+//! unzip -q -d /tmp ../shared/datasets/adfa-ld/ADFA-LD.zip   # the data set, where CI lays shared/
 //! target/release/habitctl eval --train /tmp/ADFA-LD/Training_Data_Master \
 //!     --normal /tmp/ADFA-LD/Validation_Data_Master --attack /tmp/ADFA-LD/Attack_Data_Master
 //! ```
