@@ -38,8 +38,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Builds `habitd-inherit/app:TAG`: a busybox web application whose entrypoint (`/app/run`)
 /// reads its configuration, runs `extra` (one more start-up command, for the new version),
-/// then serves /www on port 8080. Its programs are links to busybox (so they run as
-/// `/bin/busybox`), except those in `own_binaries`, copies of it: programs of their own.
+/// then serves /www on port 8080. Its programs are links to busybox (its shell runs `cat` as
+/// `/bin/busybox (cat)`), except those in `own_binaries`, copies of it: programs of their own.
 /// Returns the workload key.
 fn app_image(tag: &str, extra: &str, own_binaries: &[&str]) -> String {
     let name = format!("habitd-inherit/app:{tag}");
@@ -309,10 +309,13 @@ fn a_new_tag_inherits_detects_sooner_and_its_new_behaviour_is_in_the_diff() {
     // The baseline file itself cites the version on the item; what tag 1 knew cites nothing.
     let wc = b2.item(Dimension::Exec, "/bin/wc").unwrap();
     assert_eq!(wc.introduced_by.as_ref().unwrap().version, k2);
-    let busybox = b2.item(Dimension::Exec, "/bin/busybox").unwrap();
+    let busybox = b2.item(Dimension::Exec, "/bin/busybox (cat)").unwrap();
     assert!(busybox.introduced_by.is_none(), "{busybox:?}");
     assert!(
-        busybox.count > b1.item(Dimension::Exec, "/bin/busybox").unwrap().count,
+        busybox.count
+            > b1.item(Dimension::Exec, "/bin/busybox (cat)")
+                .unwrap()
+                .count,
         "tag 2 learned it again, and its counts add up to tag 1's"
     );
 }
@@ -387,7 +390,7 @@ fn inheriting_survives_a_restart_with_its_short_window() {
     let wc = b2.item(Dimension::Exec, "/bin/wc").unwrap();
     assert_eq!(wc.introduced_by.as_ref().unwrap().version, k2);
     assert!(
-        b2.item(Dimension::Exec, "/bin/busybox")
+        b2.item(Dimension::Exec, "/bin/busybox (cat)")
             .unwrap()
             .introduced_by
             .is_none()

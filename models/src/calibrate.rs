@@ -672,6 +672,60 @@ mod tests {
         assert!(exec.novel_score < exec.threshold);
     }
 
+    /// Maintenance that a rule flags (a shell running the log rotation) is held while learning
+    /// and learned once it recurred in 3 intervals: learned with those 3 intervals, not as a
+    /// one-off, so the exec dimension still alerts on the first new program (the application
+    /// evaluation's redis, before: `/bin/sh` a singleton, exec novel score 0.981 < 0.99, and
+    /// `ps`, `netstat`, `/tmp/.kit` never alerted as new programs).
+    #[test]
+    fn maintenance_held_then_habitual_keeps_exec_decisive() {
+        use habit_profiles::held::{HabitCriterion, HeldItems, HoldOutcome};
+        let config = ProfileConfig {
+            interval_ms: 1000,
+            ..ProfileConfig::default()
+        };
+        let mut profile = Profile::new(WorkloadKey::host(), "n", 0, config);
+        let here = Provenance::new("n", None);
+        let mut held = HeldItems::default();
+        let criterion = HabitCriterion {
+            min_intervals: 3,
+            min_containers: 2,
+        };
+        let mut learned = 0;
+        for t in 0..18u64 {
+            let now = t * 1000;
+            let _ = profile.observe(&Observation::exec("/usr/bin/redis-cli"), now, &here);
+            if [3, 4, 6].contains(&t) {
+                let outcome = held.hold(
+                    Dimension::Exec,
+                    "/bin/sh",
+                    "Shell spawned in container",
+                    false,
+                    now,
+                    t,
+                    Some("c1"),
+                    "n",
+                    criterion,
+                );
+                if let HoldOutcome::Habitual(item) = outcome {
+                    let _ = profile.learn_held(&item, now, &here);
+                    learned += 1;
+                }
+            }
+        }
+        assert_eq!(learned, 1);
+        let mut baseline = Baseline::freeze(&profile, 18_000, false);
+        let sh = baseline.item(Dimension::Exec, "/bin/sh").unwrap();
+        assert_eq!((sh.intervals_seen, sh.count, sh.first_seen), (3, 3, 3000));
+        calibrate(&mut baseline, DEFAULT_FALSE_ALARM_RATE);
+        let exec = baseline.calibration.as_ref().unwrap().per_dimension[&Dimension::Exec];
+        assert!(exec.novel_score >= exec.threshold, "{exec:?}");
+        let scorer = NoveltyScorer::new(&baseline);
+        let mut scratch = Scratch::default();
+        let s = scorer.score(&Observation::exec("/bin/ps"), &mut scratch);
+        assert!(scorer.is_alert(&s), "{}", s.score);
+    }
+
     #[test]
     fn an_empty_dimension_is_calibrated_and_alerts() {
         // A server that never connected out (redis without replication), any dimension.

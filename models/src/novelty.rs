@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use habit_profiles::baseline::Baseline;
 use habit_profiles::generalise;
-use habit_profiles::observation::{AlertDimension, Dimension, Observation};
+use habit_profiles::observation::{self, AlertDimension, Dimension, Observation};
 
 use crate::calibrate::{self, DEFAULT_FALSE_ALARM_RATE, Tail};
 use crate::priority::Priority;
@@ -156,6 +156,9 @@ struct DimensionIndex {
     neighbourhoods: HashMap<Box<str>, u32, RandomState>,
     novel_score: f64,
     threshold: f64,
+    /// The baseline names a multi-call binary (`/bin/busybox`) but none of its applets: it
+    /// was learned before applets were told apart, and its binary stands for every applet.
+    legacy_multi_call: bool,
 }
 
 /// Scores observations against one baseline. Immutable once built: share it between
@@ -199,11 +202,18 @@ impl NoveltyScorer {
                         || calibrate::threshold_for(DEFAULT_FALSE_ALARM_RATE),
                         |c| c.threshold,
                     );
+                let legacy_multi_call =
+                    matches!(dimension, Dimension::Exec | Dimension::ProcessEdge)
+                        && items.keys().any(|k| observation::is_multi_call(k))
+                        && !items
+                            .keys()
+                            .any(|k| observation::without_applet(k).is_some());
                 DimensionIndex {
                     items,
                     neighbourhoods,
                     novel_score: tail.score(0),
                     threshold,
+                    legacy_multi_call,
                 }
             })
             .collect();
@@ -240,6 +250,13 @@ impl NoveltyScorer {
                     Some(entry),
                     Some(scratch.key.as_str()),
                 )
+            } else if let Some((bare, entry)) = index
+                .legacy_multi_call
+                .then(|| observation::without_applet(&scratch.item))
+                .flatten()
+                .and_then(|bare| Some((bare, index.items.get(bare)?)))
+            {
+                (Familiarity::KnownGeneralised, Some(entry), Some(bare))
             } else {
                 (Familiarity::Novel, None, None)
             };
@@ -353,6 +370,38 @@ mod tests {
         let mut b = Baseline::freeze(&p, 10 * MIN, false);
         calibrate::calibrate(&mut b, 0.05);
         b
+    }
+
+    /// A baseline learned before busybox's applets were told apart names `/bin/busybox`
+    /// alone: after an upgrade its applets are known through it (no alert storm); a baseline
+    /// that names applets tells them apart.
+    #[test]
+    fn busybox_applets_are_programs_and_old_baselines_still_read() {
+        let learn = |items: &[Observation]| {
+            let mut p = Profile::new(WorkloadKey::host(), "n", 0, ProfileConfig::default());
+            let here = Provenance::new("n", None);
+            for t in 0..30 {
+                for o in items {
+                    let _ = p.observe(o, t * MIN, &here);
+                }
+            }
+            NoveltyScorer::new(&Baseline::freeze(&p, 30 * MIN, false))
+        };
+        let mut scratch = Scratch::default();
+        let ps = Observation::exec_of("/bin/busybox", &["ps"]);
+        let gzip = Observation::exec_of("/bin/busybox", &["gzip"]);
+
+        let new = learn(std::slice::from_ref(&gzip));
+        assert!(!new.score(&gzip, &mut scratch).is_novel());
+        let s = new.score(&ps, &mut scratch);
+        assert!(s.is_novel() && new.is_alert(&s), "{s:?}");
+
+        let old = learn(&[Observation::exec("/bin/busybox")]);
+        let s = old.score(&ps, &mut scratch);
+        assert_eq!(s.familiarity, Familiarity::KnownGeneralised);
+        assert_eq!(s.matched, Some("/bin/busybox"));
+        let s = old.score(&Observation::exec("/usr/bin/nc"), &mut scratch);
+        assert!(old.is_alert(&s));
     }
 
     #[test]

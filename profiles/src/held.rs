@@ -60,12 +60,13 @@ pub struct HeldItem {
 }
 
 /// Whether a held item was learned, or is still held.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldOutcome {
     /// Still held.
     Held,
-    /// Proved habitual: learn it (it has been removed from the held set).
-    Habitual,
+    /// Proved habitual: learn it with its history (it has been removed from the held set;
+    /// `Profile::learn_held`).
+    Habitual(Box<HeldItem>),
     /// The held set is full; the item was not recorded.
     Full,
 }
@@ -136,8 +137,10 @@ impl HeldItems {
         let habitual = held.intervals >= u64::from(criterion.min_intervals)
             || held.containers.len() >= criterion.min_containers as usize;
         if habitual && !held.never_learn {
-            self.items.remove(&k);
-            HoldOutcome::Habitual
+            match self.items.remove(&k) {
+                Some(held) => HoldOutcome::Habitual(Box::new(held)),
+                None => HoldOutcome::Held,
+            }
         } else {
             HoldOutcome::Held
         }
@@ -194,7 +197,7 @@ mod tests {
             "same interval counts once"
         );
         assert_eq!(hold(&mut h, 2), HoldOutcome::Held);
-        assert_eq!(hold(&mut h, 5), HoldOutcome::Habitual);
+        assert!(matches!(hold(&mut h, 5), HoldOutcome::Habitual(held) if held.intervals == 3));
         assert!(h.is_empty());
     }
 
@@ -224,7 +227,7 @@ mod tests {
             "n",
             C,
         );
-        assert_eq!(r, HoldOutcome::Habitual);
+        assert!(matches!(r, HoldOutcome::Habitual(held) if held.count == 2));
     }
 
     #[test]

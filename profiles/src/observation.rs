@@ -335,12 +335,26 @@ impl Observation {
         Self::new(Dimension::Exec, exe)
     }
 
+    /// An executed program named by its executable and argument vector: the executable, and
+    /// for a multi-call binary the program `argv` selects ([`program_into`]).
+    pub fn exec_of<S: AsRef<str>>(exe: &str, argv: &[S]) -> Self {
+        let mut text = String::with_capacity(exe.len() + 16);
+        program_into(&mut text, exe, argv);
+        Self::finish(Dimension::Exec, text)
+    }
+
     /// A process edge: `parent` executed `child`.
     pub fn process_edge(parent_exe: &str, child_exe: &str) -> Self {
+        Self::process_edge_of::<&str>(parent_exe, child_exe, &[])
+    }
+
+    /// A process edge: `parent` executed `child` with `argv` (the child named as by
+    /// [`Observation::exec_of`]).
+    pub fn process_edge_of<S: AsRef<str>>(parent_exe: &str, child_exe: &str, argv: &[S]) -> Self {
         let mut text = String::with_capacity(parent_exe.len() + child_exe.len() + 4);
         push_clean(&mut text, parent_exe);
         text.push_str(generalise::EDGE_SEPARATOR);
-        push_clean(&mut text, child_exe);
+        program_into(&mut text, child_exe, argv);
         Self::finish(Dimension::ProcessEdge, text)
     }
 
@@ -473,6 +487,45 @@ impl fmt::Display for Observation {
     }
 }
 
+/// Multi-call binaries: one executable that is many programs, chosen by the name it is run
+/// as (`argv[0]`), or by its first argument when run under its own name (`busybox ps`).
+const MULTI_CALL: [&str; 2] = ["busybox", "toybox"];
+
+/// Appends the program `exe` runs as: `exe` itself, or for a [`MULTI_CALL`] binary `exe
+/// (applet)`. Without the applet, every program of a busybox-based image is one executable:
+/// once the log rotation's `gzip` had run, `ps`, `nc` or `wget` through a shell were a
+/// known program, and the exec dimension (decisive: a new program alerts on its own) was blind.
+fn program_into<S: AsRef<str>>(out: &mut String, exe: &str, argv: &[S]) {
+    push_clean(out, exe);
+    let name = basename(exe);
+    if !MULTI_CALL.contains(&name) {
+        return;
+    }
+    let mut args = argv.iter().map(|a| basename(a.as_ref()));
+    let applet = match args.next() {
+        Some(arg0) if arg0 == name => args.next().filter(|a| !a.starts_with('-')),
+        other => other,
+    };
+    if let Some(applet) = applet.filter(|a| !a.is_empty()) {
+        out.push_str(" (");
+        push_clean(out, applet.trim_start_matches('-'));
+        out.push(')');
+    }
+}
+
+/// An `exec` item, or a process edge's child, without the applet of a [`MULTI_CALL`] binary:
+/// `/bin/busybox (ps)` → `/bin/busybox`; `None` for any other item. Baselines learned before
+/// applets were told apart name the binary alone (`habit_models::novelty` reads them so).
+pub fn without_applet(item: &str) -> Option<&str> {
+    let (exe, applet) = item.strip_suffix(')')?.rsplit_once(" (")?;
+    (MULTI_CALL.contains(&basename(exe)) && !applet.is_empty()).then_some(exe)
+}
+
+/// Whether a path (or a process edge's child) is a [`MULTI_CALL`] binary named alone.
+pub fn is_multi_call(path: &str) -> bool {
+    MULTI_CALL.contains(&basename(path))
+}
+
 /// The last `/`-separated component of a path (the whole string if it has none).
 fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
@@ -591,6 +644,36 @@ mod tests {
         assert_eq!(o.item, "/bin/busybox ls -l");
         let o = Observation::args("/usr/bin/true", &[] as &[&str]);
         assert_eq!(o.item, "/usr/bin/true");
+    }
+
+    #[test]
+    fn a_multi_call_binary_is_the_program_it_runs_as() {
+        let exec = |exe: &str, argv: &[&str]| Observation::exec_of(exe, argv).item;
+        assert_eq!(exec("/bin/busybox", &["ps"]), "/bin/busybox (ps)");
+        assert_eq!(
+            exec("/bin/busybox", &["/bin/nc", "-l"]),
+            "/bin/busybox (nc)"
+        );
+        assert_eq!(
+            exec("/bin/busybox", &["busybox", "wget"]),
+            "/bin/busybox (wget)"
+        );
+        assert_eq!(exec("/bin/busybox", &["-sh"]), "/bin/busybox (sh)");
+        assert_eq!(exec("/bin/busybox", &["busybox", "--help"]), "/bin/busybox");
+        assert_eq!(exec("/bin/busybox", &[]), "/bin/busybox");
+        // Other executables are themselves, whatever argv[0] says.
+        assert_eq!(
+            exec("/usr/bin/python3.11", &["python3"]),
+            "/usr/bin/python3.11"
+        );
+        let edge = Observation::process_edge_of("/bin/sh", "/bin/busybox", &["gzip"]);
+        assert_eq!(edge.item, "/bin/sh -> /bin/busybox (gzip)");
+        let o = Observation::exec_of("/bin/busybox", &["ps"]);
+        assert_eq!(o.generalised(), "/bin/busybox (ps)");
+        assert_eq!(without_applet(&o.item), Some("/bin/busybox"));
+        assert_eq!(without_applet(&edge.item), Some("/bin/sh -> /bin/busybox"));
+        assert_eq!(without_applet("/usr/bin/app (x)"), None);
+        assert_eq!(without_applet("/bin/busybox"), None);
     }
 
     #[test]

@@ -625,6 +625,38 @@ impl Profile {
         Observed::New
     }
 
+    /// Learns an item that was held (a rule flagged it) until it proved habitual or an operator
+    /// approved it, with the history it was held with: its first sighting, count and the
+    /// learning intervals it was seen in. Learned as one sighting at `now`, an item held
+    /// through three maintenance rounds would look like a one-off, and a single one-off in a
+    /// decisive dimension (`exec`) keeps that dimension from ever alerting on its own
+    /// (`habit_models::calibrate`).
+    pub fn learn_held(
+        &mut self,
+        held: &crate::held::HeldItem,
+        now: UnixMillis,
+        provenance: &Provenance,
+    ) -> Observed {
+        let observed = self.observe(
+            &Observation::new(held.dimension, &held.item),
+            now,
+            provenance,
+        );
+        if observed == Observed::New {
+            let (start, intervals) = (self.learning_started_at, self.intervals);
+            if let Some(stats) = self
+                .dimensions
+                .get_mut(&held.dimension)
+                .and_then(|items| items.get_mut(held.item.as_str()))
+            {
+                stats.first_seen = held.first_seen.clamp(start, stats.first_seen);
+                stats.count = held.count.max(stats.count);
+                stats.intervals_seen = held.intervals.clamp(1, intervals.max(1));
+            }
+        }
+        observed
+    }
+
     /// Learns one interval of syscall counts (`(name, count)`, in any order; a syscall may
     /// appear more than once) covering `interval_secs` seconds.
     ///

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use habit_profiles::api::{Mode, WorkloadView};
 use habit_profiles::error::ProfileError;
 use habit_profiles::held::{HeldItem, HeldItems};
-use habit_profiles::observation::{Dimension, Observation};
+use habit_profiles::observation::Dimension;
 use habit_profiles::profile::Provenance;
 use habit_profiles::store::{ForcedMode, WorkloadState};
 use habit_profiles::workload::WorkloadKey;
@@ -188,7 +188,7 @@ impl Engine {
             && approve
         {
             let provenance = Provenance::new(node, held.containers.first().map(String::as_str));
-            let _ = profile.observe(&Observation::new(dimension, item), now, &provenance);
+            let _ = profile.learn_held(&held, now, &provenance);
         }
         tracing::info!(
             message = if approve { "Held item approved: learned." } else { "Held item discarded." },

@@ -65,14 +65,14 @@ impl Engine {
                 &node,
                 criterion,
             );
-            if outcome == HoldOutcome::Habitual {
+            if let HoldOutcome::Habitual(held) = outcome {
                 tracing::info!(
                     message = "A flagged item proved habitual: learned.",
                     workload = %key,
                     dimension = obs.dimension.name(),
                     item = %item
                 );
-                let _ = profile.observe(obs, now, &provenance);
+                let _ = profile.learn_held(&held, now, &provenance);
             }
             entry.dirty = true;
         }

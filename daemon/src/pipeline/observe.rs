@@ -35,9 +35,9 @@ pub fn observations(
     match &ev.body {
         EventBody::Exec { filename, argv, .. } => {
             let exe = path.unwrap_or(filename);
-            out.push(Observation::exec(exe));
+            out.push(Observation::exec_of(exe, argv));
             if let Some(parent) = parent_exe.filter(|p| !p.is_empty()) {
-                out.push(Observation::process_edge(parent, exe));
+                out.push(Observation::process_edge_of(parent, exe, argv));
             }
             // argv[0] included: multi-call binaries (busybox) are told apart by it.
             out.push(Observation::args(exe, argv));
@@ -170,7 +170,8 @@ mod tests {
             dims,
             [Dimension::Exec, Dimension::ProcessEdge, Dimension::Args]
         );
-        assert_eq!(out[0].item, "/bin/busybox");
+        assert_eq!(out[0].item, "/bin/busybox (cat)");
+        assert_eq!(out[1].item, "/bin/sh -> /bin/busybox (cat)");
     }
 
     #[test]
