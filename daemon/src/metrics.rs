@@ -80,6 +80,8 @@ pub struct Metrics {
     pub sequence_statistic: Histogram,
     /// 6-grams whose value a workload in detection has in the kernel map, by workload.
     pub sequence_kernel_grams: IntGaugeVec,
+    /// Sequence findings not alerted: a container's start-up or its shutdown.
+    pub sequence_findings_set_aside: IntCounterVec,
     /// Times a bounded structure was full, by [`Limit`]; every label exists from start-up.
     pub limit_reached: IntCounterVec,
     /// Files of the delivered-baselines directory read, by result (`imported`, `unchanged`,
@@ -229,6 +231,14 @@ impl Metrics {
             ),
             &["workload"],
         )?;
+        let sequence_findings_set_aside = IntCounterVec::new(
+            Opts::new(
+                "habitd_sequence_findings_set_aside_total",
+                "Threads whose syscall sequences would have alerted, not alerted because their \
+                 container was starting (reason=\"startup\") or stopping (\"stopping\")",
+            ),
+            &["reason"],
+        )?;
         let limit_reached = IntCounterVec::new(
             Opts::new(
                 "habitd_limit_reached_total",
@@ -270,6 +280,7 @@ impl Metrics {
         registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
         registry.register(Box::new(sequence_kernel_grams.clone()))?;
+        registry.register(Box::new(sequence_findings_set_aside.clone()))?;
         registry.register(Box::new(rule_hits.clone()))?;
         registry.register(Box::new(alerts_suppressed.clone()))?;
         registry.register(Box::new(workloads_by_state.clone()))?;
@@ -325,6 +336,7 @@ impl Metrics {
             alerts_suppressed,
             sequence_statistic,
             sequence_kernel_grams,
+            sequence_findings_set_aside,
             limit_reached,
             baseline_files,
             store_writable,

@@ -136,6 +136,19 @@ impl RateTracker {
             .is_some_and(|&until| at < until)
     }
 
+    /// Whether cgroup `cgroup_id` is in its start-up at `at`, as far as the work seen so far
+    /// tells (see [`RateTracker::on_event`]); asks without counting anything.
+    pub fn is_starting(&self, cgroup_id: u64, at: SystemTime) -> bool {
+        self.starting
+            .get(&cgroup_id)
+            .is_some_and(|&until| at < until)
+    }
+
+    /// The nominal interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Counts an event of `key` from cgroup `cgroup_id`. Opens are counted from the kernel's
     /// syscall counts instead (the kernel sends only the first open of a path per interval).
     pub fn on_event(

@@ -36,6 +36,7 @@ impl Pipeline {
         self.read_drops(probes);
         self.read_lost(probes).await;
         self.release_dead_cgroups(probes).await;
+        self.release_sequence_alerts(now, alerts);
         self.sync_sequences(probes).await;
         self.metrics
             .workloads_cached
@@ -211,6 +212,19 @@ impl Pipeline {
                 self.resolver.forget(cgroup_id);
             }
         }
+    }
+
+    /// Raises the sequence alerts that waited long enough, but those of containers that
+    /// stopped meanwhile (`stopping`); runs after the cgroup index was refreshed.
+    fn release_sequence_alerts(&mut self, now: SystemTime, alerts: &mut Vec<Alert>) {
+        let index = self.resolver.index();
+        let set_aside =
+            self.stopping
+                .release(now, |cgroup_id| index.lookup(cgroup_id).is_some(), alerts);
+        self.metrics
+            .sequence_findings_set_aside
+            .with_label_values(&["stopping"])
+            .inc_by(set_aside);
     }
 
     /// Sends the sequence values decided during the last batch to the kernel.

@@ -9,6 +9,7 @@ mod counters;
 pub mod observe;
 pub mod pending;
 pub mod printer;
+mod stopping;
 
 use std::sync::Arc;
 
@@ -96,6 +97,8 @@ pub struct Pipeline {
     rates: RateTracker,
     /// Syscall sequences: kernel modes, learning data and per-thread scores.
     sequences: SequenceTracker,
+    /// Sequence alerts waiting to see whether their container is stopping.
+    stopping: stopping::StoppingCheck,
     written: WrittenFiles,
     /// Events of containers not described yet, held until they are.
     pending: Pending,
@@ -128,6 +131,7 @@ impl Pipeline {
             printer,
             engine,
             fusion,
+            stopping: stopping::StoppingCheck::new(rates.interval()),
             rates,
             sequences,
             written,
@@ -205,16 +209,19 @@ impl Pipeline {
             return;
         }
         let h = &ev.header;
-        let Some(finding) = self
-            .sequences
-            .on_record(record, h.pid, h.tgid, &mut self.engine)
+        let time = self.clock.wall(h.ts_boot_ns);
+        // A container's start-up is not evidence (it is not the workload's habit either for
+        // the rate model, `rates`): its threads are scored from the end of it, afresh.
+        let starting = self.rates.is_starting(h.cgroup_id, time);
+        let Some(finding) =
+            self.sequences
+                .on_record(record, h.pid, h.tgid, starting, &mut self.engine)
         else {
             return;
         };
         let workload = match self.resolver.resolve_now(h.cgroup_id, None).await {
             Resolution::Ready(w) | Resolution::Pending(w) => w,
         };
-        let time = self.clock.wall(h.ts_boot_ns);
         let attributed = Attributed {
             event: ev,
             workload: &workload,
@@ -228,10 +235,11 @@ impl Pipeline {
             procs: &self.procs,
             exe_written_by_container: false,
         };
-        alerts.push(
-            self.fusion
-                .sequence_alert(&finding, view.output_fields(), time),
-        );
+        let alert = self
+            .fusion
+            .sequence_alert(&finding, view.output_fields(), time);
+        self.stopping
+            .wait(alert, h.cgroup_id, std::time::SystemTime::now(), alerts);
     }
 
     async fn handle(&mut self, ev: &Event, alerts: &mut Vec<Alert>) {
@@ -289,6 +297,7 @@ impl Pipeline {
     /// provisional key, as at their deadline), so that none is dropped unhandled and unprinted.
     pub async fn release_all_pending(&mut self, alerts: &mut Vec<Alert>) {
         self.release_held(alerts, true).await;
+        self.stopping.release_all(alerts);
     }
 
     async fn release_held(&mut self, alerts: &mut Vec<Alert>, all: bool) {

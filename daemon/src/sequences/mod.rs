@@ -298,12 +298,16 @@ impl SequenceTracker {
     }
 
     /// One record from the kernel. Returns a finding when a thread's score passes its
-    /// model's threshold (once per thread).
+    /// model's threshold (once per thread). While its container is `starting` (its start-up
+    /// intervals, `rates::STARTUP_INTERVALS`) a thread is not scored: what it would have
+    /// alerted is counted as set aside, and its score starts afresh after start-up (a
+    /// restart's recovery path is no more the workload's habit than a new container's).
     pub fn on_record(
         &mut self,
         record: &SeqRecord,
         tid: u32,
         tgid: u32,
+        starting: bool,
         engine: &mut Engine,
     ) -> Option<SequenceFinding> {
         let followed = self.followed.get(&record.wid)?;
@@ -353,15 +357,26 @@ impl SequenceTracker {
         let threshold = calibration
             .threshold(self.false_alarm_rate)
             .max(MIN_THRESHOLD);
-        let finding = match statistic {
-            Some(statistic)
-                if is_sequence_alert(
-                    statistic,
-                    threshold,
-                    thread.score.state.grams(),
-                    thread.alerted,
-                ) =>
-            {
+        let alert = statistic.filter(|&statistic| {
+            is_sequence_alert(
+                statistic,
+                threshold,
+                thread.score.state.grams(),
+                thread.alerted,
+            )
+        });
+        if starting {
+            if alert.is_some() {
+                self.metrics
+                    .sequence_findings_set_aside
+                    .with_label_values(&["startup"])
+                    .inc();
+            }
+            self.threads.remove(&tid);
+            return None;
+        }
+        let finding = match alert {
+            Some(statistic) => {
                 thread.alerted = true;
                 let state = &thread.score.state;
                 Some(SequenceFinding {
