@@ -344,6 +344,31 @@ fn sequence_model_learns_an_order_and_alerts_on_another() {
     assert_eq!(status, 200, "{body}");
     let (reimported, _) = models(&baseline(&d, &key));
     assert_eq!(reimported, value);
+
+    // A container's shutdown is not an intrusion: the reordered path run just before the
+    // container is killed is set aside (its cgroup is gone when the alert is due), not raised.
+    let seen = seqpaths_alerts(&d, &key).len();
+    std::fs::write(ctl.path().join("b"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    docker(&["kill", &c.id]);
+    let stopping = "habitd_sequence_findings_set_aside_total{reason=\"stopping\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while d.metric(stopping) < 1.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::remove_file(ctl.path().join("b")).unwrap();
+    assert!(
+        d.metric(stopping) >= 1.0,
+        "the reordered path of a container killed at once was not set aside; log:\n{}",
+        common::tail(&d.log(), 40)
+    );
+    let raised = seqpaths_alerts(&d, &key);
+    assert_eq!(
+        raised.len(),
+        seen,
+        "a sequence alert of a stopped container was raised: {:#?}",
+        &raised[seen..]
+    );
     drop(c);
 }
 
