@@ -98,5 +98,8 @@ echo "== benchmarks, smoke mode (they run; their figures claim nothing here)"
 cargo test --bench servers -- --smoke --json target/servers-smoke.json
 cargo test --bench scale -- --smoke --json target/scale-smoke.json
 
+echo "== application evaluation, smoke mode (issue 11: redis learned with the defaults, 4 benign steps, 8 attack techniques; fails on a benign alert or a missed technique; about 5 minutes)"
+bash scripts/eval-apps.sh smoke
+
 echo "== fuzz targets, smoke run (fuzz/run: rules, baseline, decode, config, 60 s each; installs cargo-fuzz)"
 fuzz/run 60
