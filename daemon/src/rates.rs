@@ -131,9 +131,7 @@ impl RateTracker {
             self.starting
                 .insert(cgroup_id, at + self.interval * STARTUP_INTERVALS);
         }
-        self.starting
-            .get(&cgroup_id)
-            .is_some_and(|&until| at < until)
+        self.is_starting(cgroup_id, at)
     }
 
     /// Whether cgroup `cgroup_id` is in its start-up at `at`, as far as the work seen so far

@@ -649,7 +649,9 @@ impl Profile {
                 .get_mut(&held.dimension)
                 .and_then(|items| items.get_mut(held.item.as_str()))
             {
-                stats.first_seen = held.first_seen.clamp(start, stats.first_seen);
+                // Never before learning started, never after this sighting (no `clamp`: a clock
+                // that went backwards must not panic).
+                stats.first_seen = held.first_seen.max(start).min(stats.first_seen);
                 stats.count = held.count.max(stats.count);
                 stats.intervals_seen = held.intervals.clamp(1, intervals.max(1));
             }
