@@ -91,6 +91,7 @@ pub struct Metrics {
     pub store_writable: IntGauge,
     /// Writes to the store that failed (each pauses learning until the store is writable).
     pub store_write_failures: prometheus::IntCounter,
+    pub store_checkpoints: prometheus::IntCounter,
     /// Response actions decided, by action (`kill`, `pause`, `stop`) and outcome (`done`,
     /// `failed`, `gone`, `refused`, `dry_run`, `rate_limited`); every label pair exists from
     /// start-up, also with the response off.
@@ -155,6 +156,11 @@ impl Metrics {
         let store_write_failures = prometheus::IntCounter::new(
             "habitd_store_write_failures_total",
             "Writes to the store that failed or were refused for lack of disk space",
+        )?;
+        let store_checkpoints = prometheus::IntCounter::new(
+            "habitd_store_checkpoints_total",
+            "Checkpoints of the learning state completed (what changed written, the store \
+             flushed): what the API showed before one is durable",
         )?;
         let workloads_cached = IntGauge::new(
             "habitd_workloads_cached",
@@ -277,6 +283,7 @@ impl Metrics {
         registry.register(Box::new(baseline_files.clone()))?;
         registry.register(Box::new(store_writable.clone()))?;
         registry.register(Box::new(store_write_failures.clone()))?;
+        registry.register(Box::new(store_checkpoints.clone()))?;
         registry.register(Box::new(limit_reached.clone()))?;
         registry.register(Box::new(sequence_statistic.clone()))?;
         registry.register(Box::new(sequence_kernel_grams.clone()))?;
@@ -341,6 +348,7 @@ impl Metrics {
             baseline_files,
             store_writable,
             store_write_failures,
+            store_checkpoints,
             response_actions,
         })
     }

@@ -323,8 +323,9 @@ impl Engine {
             tracing::error!(message = "Flushing the store failed.", %e);
             failed = Some(e);
         }
-        if let Some(e) = failed {
-            self.store_failed(&e, wall);
+        match failed {
+            Some(e) => self.store_failed(&e, wall),
+            None => self.metrics.store_checkpoints.inc(),
         }
     }
 
