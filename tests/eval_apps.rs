@@ -1471,6 +1471,12 @@ fn applications_benign_life_and_attack_catalogue() {
         let w = d.wait_state_not(key, "learning", Duration::from_secs(m.learn_max + 120));
         println!("{} learned: {w}", app.name());
         learned.insert(*app, w);
+        // The baseline as learned (its rate model's modes and transients explain rate alerts).
+        if let Some((200, body)) = d.get(&format!("/api/v1/baselines/{key}")) {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/eval_apps.baselines");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("{}.json", app.name())), body);
+        }
     }
     let learned_after = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));

@@ -62,8 +62,8 @@ pub struct RateTracker {
     starting: HashMap<u64, SystemTime>,
     /// The latest time of work seen (to forget start-ups long past).
     latest: SystemTime,
-    /// Workloads with something counted this interval (not only a starting cgroup's work):
-    /// the others are left out of the interval rather than seen as idle.
+    /// Workloads with syscalls counted this interval (not only a starting cgroup's): the
+    /// others are left out of the interval rather than seen as idle.
     counted: HashSet<WorkloadKey>,
     /// When the current interval started; `None` before the first tick (the partial interval
     /// since the daemon started).
@@ -160,7 +160,9 @@ impl RateTracker {
         if self.in_startup(cgroup_id, at) {
             return; // the new cgroup's start-up is not the workload's rate
         }
-        self.count(key);
+        // Not `count`ed: an interval is measured by its syscall counts. At the end of a
+        // start-up window the interval's counts can be left out (it began in the window)
+        // while its later events are not: events alone made intervals of 0 syscalls.
         let Some(f) = self.features(key) else { return };
         match body {
             EventBody::Exec { .. } => {
@@ -384,6 +386,40 @@ mod tests {
         let out = tracker.take_at(at(4000));
         assert_eq!(rate(&out[0].1), 100.0);
         assert_eq!(files(&out[0].1), 1.0);
+    }
+
+    /// The interval that ends a start-up window: its counts began in the window (left out),
+    /// its events after it. Counted, they made an interval of events and no syscalls (a
+    /// learned "transient" of 0 syscalls in the evaluation's Python service).
+    #[test]
+    fn an_interval_with_events_but_its_counts_left_out_is_no_measurement() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let key = WorkloadKey::from_raw("docker.io/library/python:3");
+        let mut tracker = RateTracker::new(1.0, &Metrics::new().unwrap());
+        let open = EventBody::Open {
+            dirfd: -100,
+            path: "/srv/app/app.py".to_string(),
+            base_dir: String::new(),
+            flags: 0,
+            mode: 0,
+            result: 3,
+        };
+        tracker.on_syscalls(&key, 7, &[("read".to_string(), 10)], wall(0));
+        assert!(tracker.take_at(at(0)).is_empty()); // the daemon's partial first interval
+        // A new cgroup, first seen at 1000: its start-up ends at 1000 + 2 intervals.
+        tracker.on_syscalls(&key, 9, &[("read".to_string(), 5_000)], wall(2000));
+        assert!(tracker.take_at(at(2000)).is_empty());
+        // The tick at 3500 covers 2500–3500: counts left out; an event at 3200 is past it.
+        tracker.on_syscalls(&key, 9, &[("read".to_string(), 5_000)], wall(3500));
+        tracker.on_event(&key, 9, &open, None, wall(3200));
+        assert!(tracker.take_at(at(3500)).is_empty());
+        // Then it counts.
+        tracker.on_syscalls(&key, 9, &[("read".to_string(), 100)], wall(4500));
+        tracker.on_event(&key, 9, &open, None, wall(4000));
+        let out = tracker.take_at(at(4500));
+        assert_eq!(rate(&out[0].1), 100.0);
+        assert_eq!(out[0].1.get(Feature::Rate(RateKind::Files)), 1.0);
     }
 
     #[test]

@@ -66,7 +66,10 @@
 //! the spreads of the one mode a short learning has and, scored by models fitted on the
 //! steady intervals, made the exponential tail (scale = mean excess) extrapolate thresholds in
 //! the thousands that no burst reached. Transients are counted in the calibration
-//! ([`RateCalibration::transients`]); an interval like them in detection is anomalous. Above the 80th percentile of these held-out statistics the tail is
+//! ([`RateCalibration::transients`]) and kept with the model: in detection an interval beyond
+//! the threshold that lies within it of the segment from a mode to a transient (the transient
+//! recurring, whole or split across two intervals: a periodic job, a maintenance round) is
+//! explained, not anomalous; what learning never showed is as far as before. Above the 80th percentile of these held-out statistics the tail is
 //! modelled as exponential (scale = mean excess, at least 2, the chi-square tail), which
 //! extrapolates a `1 − rate` quantile that 30 intervals cannot show directly. The threshold
 //! is that quantile for the configured false-alarm rate (per interval, default 0.1 %), and never

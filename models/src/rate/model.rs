@@ -233,8 +233,9 @@ pub struct RateCalibration {
     /// Learning intervals set aside as transients before fitting (a container's start-up, a
     /// one-off burst): fewer than can form a mode of their own, each far beyond the others'
     /// held-out statistics. They are neither in the modes nor in the held-out statistics, so
-    /// that one start-up does not inflate every spread and the threshold; an interval like
-    /// them in detection is anomalous.
+    /// that one start-up does not inflate every spread and the threshold; they are kept with
+    /// the model, and an interval like them (or between a mode and them) in detection is
+    /// explained.
     #[serde(default)]
     pub transients: usize,
 }
@@ -433,6 +434,11 @@ struct RateModelData {
     features: Vec<FeatureBaseline>,
     clusters: Vec<Cluster>,
     calibration: RateCalibration,
+    /// The learning intervals set aside as transients, in model units (at most
+    /// `min_cluster_size − 1`): what explains them again in detection (see
+    /// [`RateModel::score`]). Models stored before them have none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    transients: Vec<Vec<f64>>,
 }
 
 /// A fitted per-workload rate model. Plain data: scoring needs no linfa, and the serialised
@@ -515,6 +521,12 @@ impl RateModel {
 
         let (kept, heldout) = set_aside_transients(&all_rows, &floors, config);
         let transients = intervals.len() - kept.len();
+        let transient_rows: Vec<Vec<f64>> = all_rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| kept.binary_search(i).is_err())
+            .map(|(_, row)| row.clone())
+            .collect();
         let intervals: Vec<FeatureVector> = kept
             .iter()
             .filter_map(|&i| intervals.get(i).cloned())
@@ -562,6 +574,7 @@ impl RateModel {
             features: baselines,
             clusters,
             calibration,
+            transients: transient_rows,
         })
         .map_err(RateError::InvalidModel)
     }
@@ -624,6 +637,13 @@ impl RateModel {
                 return Err("cluster parameters must be finite with positive scales".into());
             }
         }
+        if data
+            .transients
+            .iter()
+            .any(|t| t.len() != d || !t.iter().all(|x| x.is_finite()))
+        {
+            return Err("transient intervals must be finite rows of the model's features".into());
+        }
         data.calibration.validate()?;
         Ok(Self { data })
     }
@@ -650,6 +670,8 @@ impl RateModel {
         let (statistic, nearest) = nearest_cluster(&self.data.clusters, &row, skip, &headroom);
         let calibration = &self.data.calibration;
         let score = (1.0 - calibration.exceedance(statistic)).clamp(0.0, 1.0);
+        let anomalous = statistic > calibration.threshold
+            && !self.like_a_transient(&row, skip, calibration.threshold);
 
         // Rank first; only the named few become (allocated) deviations. A kind of event the
         // mode had less than once per interval, now several times, comes first: its z is held
@@ -699,12 +721,54 @@ impl RateModel {
 
         RateScore {
             score,
-            anomalous: statistic > calibration.threshold,
+            anomalous,
             statistic,
             threshold: calibration.threshold,
             direction,
             top,
         }
+    }
+
+    /// Whether an interval beyond the threshold is explained by a transient set aside while
+    /// learning: within the threshold of the segment from a normal mode to that transient
+    /// (scaled by the mode's spreads). A periodic job or maintenance round seen while
+    /// learning was set aside so that it would not inflate the modes; when it recurs, whole
+    /// or split across two intervals (part job, part normal work: a point between the two
+    /// in model units), it is not new. What learning never showed is as far as before.
+    fn like_a_transient(&self, row: &[f64], skip: Option<usize>, threshold: f64) -> bool {
+        let used = |j: &usize| Some(*j) != skip;
+        self.data.clusters.iter().any(|c| {
+            self.data.transients.iter().any(|t| {
+                // The point of the segment c → t nearest to `row`: a = Σ w(x−c)(t−c) / Σ w(t−c)²,
+                // w = 1/σ², clamped to the segment.
+                let (mut num, mut den) = (0.0, 0.0);
+                for j in (0..row.len()).filter(used) {
+                    let (Some(x), Some(cj), Some(tj), Some(sj)) =
+                        (row.get(j), c.center.get(j), t.get(j), c.scale.get(j))
+                    else {
+                        continue;
+                    };
+                    let w = 1.0 / (sj * sj);
+                    num += w * (x - cj) * (tj - cj);
+                    den += w * (tj - cj) * (tj - cj);
+                }
+                let a = if den > 0.0 {
+                    (num / den).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let distance: f64 = (0..row.len())
+                    .filter(used)
+                    .filter_map(|j| {
+                        let (x, cj, tj, sj) =
+                            (row.get(j)?, c.center.get(j)?, t.get(j)?, c.scale.get(j)?);
+                        let z = (x - (cj + a * (tj - cj))) / sj;
+                        Some(z * z)
+                    })
+                    .sum();
+                distance <= threshold
+            })
+        })
     }
 
     /// Which way an interval deviates, from its features' signed `z` (`(index, z, _)`):
