@@ -91,6 +91,8 @@ pub struct Metrics {
     pub store_writable: IntGauge,
     /// Writes to the store that failed (each pauses learning until the store is writable).
     pub store_write_failures: prometheus::IntCounter,
+    /// Checkpoints completed (what changed written, the store flushed): what the API showed
+    /// before one is durable.
     pub store_checkpoints: prometheus::IntCounter,
     /// Response actions decided, by action (`kill`, `pause`, `stop`) and outcome (`done`,
     /// `failed`, `gone`, `refused`, `dry_run`, `rate_limited`); every label pair exists from

@@ -69,8 +69,8 @@
 //! ([`RateCalibration::transients`]) and kept with the model: in detection an interval beyond
 //! the threshold that lies within it of the segment from a mode to a transient (the transient
 //! recurring, whole or split across two intervals: a periodic job, a maintenance round) is
-//! explained, not anomalous; what learning never showed is as far as before. Above the 80th percentile of these held-out statistics the tail is
-//! modelled as exponential (scale = mean excess, at least 2, the chi-square tail), which
+//! explained, not anomalous; what learning never showed is as far as before. Above the 80th
+//! percentile of these held-out statistics the tail is modelled as exponential (scale = mean excess, at least 2, the chi-square tail), which
 //! extrapolates a `1 − rate` quantile that 30 intervals cannot show directly. The threshold
 //! is that quantile for the configured false-alarm rate (per interval, default 0.1 %), and never
 //! below `min_threshold` (25: one feature 5 spreads off). [`RateScore::score`] is `1 − p` with
