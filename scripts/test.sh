@@ -34,6 +34,11 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 command -v helm >/dev/null 2>&1 || command -v npm >/dev/null 2>&1 || need+=(npm)
+# The servers benchmark's smoke run: nginx and redis under wrk and redis-benchmark.
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 # The ADFA-LD evaluation (tools/tests/adfa.rs) unzips the data set when it is given.
 command -v unzip >/dev/null 2>&1 || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then

@@ -370,10 +370,13 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    /// Alerts written to the file sink so far.
+    /// Alerts written to the file sink so far: complete lines only, as a log shipper reads them
+    /// (a batch being written can be seen in part, so the text after the last newline is left
+    /// for the next call).
     pub fn alerts(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("alerts.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.join("alerts.jsonl")).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| {
                 serde_json::from_str(l)
