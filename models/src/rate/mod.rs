@@ -60,7 +60,7 @@
 //! fitted on the others. **Transients** are set aside first: intervals whose held-out
 //! statistic is beyond Tukey's far-out fence of the others (upper quartile + 3 interquartile
 //! ranges of `ln(1 + statistic)`) and at least 100, when there are at most
-//! `min_cluster_size − 1` of them and a quarter of the intervals (more is a regime, which the
+//! `min_cluster_size − 1` of them and one interval in ten (more is a regime, which the
 //! model must see, and none is set aside); the rest is cross-validated again, up to 3 rounds.
 //! A container's start-up interval can be a hundred times any later one: kept, it inflated
 //! the spreads of the one mode a short learning has and, scored by models fitted on the

@@ -887,3 +887,29 @@ fn transients_are_few_or_they_are_a_regime() {
     let model = RateModel::fit(&w.intervals(200, NORMAL), &RateConfig::default()).unwrap();
     assert_eq!(model.calibration().transients, 0);
 }
+
+/// The learning intervals (5 s) of the evaluation's Python service (`tests/eval_apps.rs`), read
+/// from the baseline it saved: steady requests, a health check every interval, and a
+/// maintenance round (log rotation, compaction) in 3 of them.
+const PYAPP_LEARNING: &str = include_str!("testdata/pyapp_learning.json");
+
+#[test]
+fn a_maintenance_round_that_recurs_while_learning_is_a_regime_not_a_transient() {
+    let learning: Vec<FeatureVector> = serde_json::from_str(PYAPP_LEARNING).unwrap();
+    assert_eq!(learning.len(), 15);
+    let model = RateModel::fit(&learning, &RateConfig::default()).unwrap();
+    let calibration = model.calibration();
+    eprintln!(
+        "python service: threshold {:.1}, transients {}",
+        calibration.threshold, calibration.transients
+    );
+    // With a quarter as the bound, the 3 maintenance intervals were set aside, the 12 identical
+    // steady ones left every share's spread and the threshold at their floors (25), and each
+    // benign change of mix in detection (health checks in a row, a log rotation) alerted.
+    assert_eq!(calibration.transients, 0);
+    assert_eq!(calibration.heldout_count, 15);
+    assert!(calibration.threshold > 100.0, "{calibration:?}");
+    for interval in &learning {
+        assert!(!model.score(interval).anomalous);
+    }
+}
