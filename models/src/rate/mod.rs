@@ -51,8 +51,14 @@
 //! without counting; above it only the excess counts, and a rate the mode never had has no
 //! headroom. A server learned at one load meets three times the clients at its peak (a real
 //! redis then made 2.4 times its syscalls); the rates that do not follow load (execs, distinct
-//! destinations and files) and the syscall mix are scored as before. Scoring applies it, the
-//! calibration does not, so it can only lower the false-alarm rate.
+//! destinations and files) and the syscall mix are scored as before.
+//!
+//! **Shares that fall.** A share below its mode does not count. Shares sum to 1: what a change
+//! adds shows as a share that rises, which counts; a share that falls is the other side of it,
+//! or activity that did not happen this interval (in the application evaluation, redis's
+//! health-check helper not running in an interval of three times the clients: "share of memory
+//! syscalls fell to 0 %", a benign alert). Scoring applies this and the headroom, the
+//! calibration does not, so both can only lower the false-alarm rate.
 //!
 //! # Calibration
 //!

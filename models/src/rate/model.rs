@@ -378,47 +378,65 @@ fn default_load_headroom() -> f64 {
     DEFAULT_LOAD_HEADROOM
 }
 
-/// The load headroom of a model (see [`RateConfig::load_headroom`]): which features follow
-/// load, and the factor.
+/// What scoring forgives a feature (see [`Headroom`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leeway {
+    /// Nothing: every deviation counts.
+    None,
+    /// A rate that follows load: up to the headroom factor above its mode.
+    Load,
+    /// A share of the syscall mix: a fall. Shares sum to 1, so what a change adds shows as a
+    /// share that rises, which counts; a share that falls is the other side of it, or activity
+    /// that did not happen this interval (a health check's helper process that did not run,
+    /// under three times the requests: "share of memory syscalls fell to 0 %" on redis).
+    Share,
+}
+
+/// The leeway scoring gives a model's features (see [`RateConfig::load_headroom`]): which
+/// features follow load, the factor, and the shares whose falls do not count.
 #[derive(Debug, Clone, Copy)]
 struct Headroom<'a> {
-    follows_load: &'a [bool],
+    leeway: &'a [Leeway],
     factor: f64,
 }
 
 impl<'a> Headroom<'a> {
-    /// No headroom (fitting and calibrating: the learning intervals are what they are).
+    /// No leeway (fitting and calibrating: the learning intervals are what they are).
     const NONE: Headroom<'static> = Headroom {
-        follows_load: &[],
+        leeway: &[],
         factor: 1.0,
     };
 
-    /// The mask of load-following features, in the model's feature order.
-    fn mask(features: impl Iterator<Item = Feature>) -> Vec<bool> {
+    /// Each feature's leeway, in the model's feature order.
+    fn leeway(features: impl Iterator<Item = Feature>) -> Vec<Leeway> {
         features
-            .map(|f| matches!(f, Feature::Rate(k) if k.follows_load()))
+            .map(|f| match f {
+                Feature::Rate(k) if k.follows_load() => Leeway::Load,
+                Feature::Share(_) => Leeway::Share,
+                Feature::Rate(_) => Leeway::None,
+            })
             .collect()
     }
 
-    fn new(follows_load: &'a [bool], factor: f64) -> Self {
-        Self {
-            follows_load,
-            factor,
-        }
+    fn new(leeway: &'a [Leeway], factor: f64) -> Self {
+        Self { leeway, factor }
     }
 
-    /// The deviation `x' − center` of feature `j` (model units, `ln(1 + rate)` for rates): a
-    /// load-following rate up to `factor` times the mode's level (`e^center − 1`) is no
-    /// deviation; above it, only the excess counts (`rate − (factor − 1) · level`), so the
-    /// score is continuous and a rise far beyond the headroom keeps nearly all of its weight.
-    /// A mode that never had the rate (level 0) has no headroom for it.
+    /// The deviation `x' − center` of feature `j` (model units, `ln(1 + rate)` for rates,
+    /// `√share` for shares): a load-following rate up to `factor` times the mode's level
+    /// (`e^center − 1`) is no deviation; above it, only the excess counts
+    /// (`rate − (factor − 1) · level`), so the score is continuous and a rise far beyond the
+    /// headroom keeps nearly all of its weight. A mode that never had the rate (level 0) has
+    /// no headroom for it. A share below its mode is no deviation.
     fn deviation(&self, j: usize, x: f64, center: f64) -> f64 {
-        if x > center && self.factor > 1.0 && self.follows_load.get(j).copied().unwrap_or(false) {
-            let level = center.exp_m1().max(0.0);
-            let excess = (x.exp_m1() - (self.factor - 1.0) * level).max(level);
-            excess.ln_1p() - center
-        } else {
-            x - center
+        match self.leeway.get(j).copied().unwrap_or(Leeway::None) {
+            Leeway::Load if x > center && self.factor > 1.0 => {
+                let level = center.exp_m1().max(0.0);
+                let excess = (x.exp_m1() - (self.factor - 1.0) * level).max(level);
+                excess.ln_1p() - center
+            }
+            Leeway::Share if x < center => 0.0,
+            _ => x - center,
         }
     }
 }
@@ -669,11 +687,11 @@ impl RateModel {
                 .position(|&f| f == Feature::Rate(RateKind::Bytes))
         };
         // Load-following rates above their mode get the headroom (see
-        // `RateConfig::load_headroom`). Only here: the threshold is calibrated on held-out
-        // statistics without it, so headroom can only lower the false-alarm rate below the
-        // target (measured in the tests), never raise it.
-        let follows_load = Headroom::mask(features.iter().copied());
-        let headroom = Headroom::new(&follows_load, self.data.load_headroom);
+        // `RateConfig::load_headroom`), shares below it do not count. Only here: the
+        // threshold is calibrated on held-out statistics without either, so they can only
+        // lower the false-alarm rate below the target (measured in the tests), never raise it.
+        let leeway = Headroom::leeway(features.iter().copied());
+        let headroom = Headroom::new(&leeway, self.data.load_headroom);
         let (statistic, nearest) = nearest_cluster(&self.data.clusters, &row, skip, &headroom);
         let calibration = &self.data.calibration;
         let score = (1.0 - calibration.exceedance(statistic)).clamp(0.0, 1.0);

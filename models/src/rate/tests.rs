@@ -913,3 +913,37 @@ fn a_maintenance_round_that_recurs_while_learning_is_a_regime_not_a_transient() 
         assert!(!model.score(interval).anomalous);
     }
 }
+
+#[test]
+fn a_share_that_falls_does_not_count_one_that_rises_does() {
+    // The quiet service with a health check's helper process in every learning interval: its
+    // start-up is the mode's memory syscalls.
+    let with_helper = |requests: u64, mappings: u64| {
+        let mut b = quiet_service(requests);
+        b.add_syscalls(&[("execve", 1), ("mmap", 2 * mappings), ("munmap", mappings)]);
+        b.add_event(EventKind::Exec);
+        b.finish()
+    };
+    let learning: Vec<FeatureVector> = [5, 5, 5, 4, 5, 6, 5, 5, 5, 5, 4, 5, 5, 5]
+        .into_iter()
+        .map(|requests| with_helper(requests, 10))
+        .collect();
+    let model = RateModel::fit(&learning, &RateConfig::default()).unwrap();
+    // Three times the requests, and the helper did not run this interval: the memory share
+    // falls to 0 and the others rise by the same factor. Counted, the fall alone was far
+    // beyond the threshold ("share of memory syscalls fell to 0%" on redis, benign).
+    let score = model.score(&quiet_service(15).finish());
+    assert!(!score.anomalous, "{}", score.explain());
+    assert!(
+        score
+            .top
+            .iter()
+            .all(|d| d.z >= 0.0 || !d.name.starts_with("share.")),
+        "{}",
+        score.explain()
+    );
+    // The same helper mapping five times as much: the memory share rises, and counts.
+    let score = model.score(&with_helper(5, 50));
+    assert!(score.anomalous, "{}", score.explain());
+    assert_eq!(score.top[0].name, "share.memory", "{}", score.explain());
+}
