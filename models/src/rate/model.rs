@@ -48,7 +48,7 @@ const TRANSIENT_ROUNDS: usize = 3;
 
 /// At most one learning interval in this many is a transient. A one-off (a start-up, a
 /// deploy's migration) is rare; what recurs more often (a periodic job, a maintenance round)
-/// is a regime the model must see. Measured: a service whose maintenance ran in 3 of its 16
+/// is a regime the model must see. Measured: a service whose maintenance ran in 3 of its 15
 /// learning intervals had it set aside under the earlier bound (a quarter), kept only its
 /// identical steady intervals, and alerted on every benign change of mix in detection.
 const TRANSIENT_MAX_SHARE: usize = 10;
