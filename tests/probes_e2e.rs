@@ -51,6 +51,57 @@ fn exec_event_has_pid_ppid_path_and_argv() {
     assert_eq!(exit["evt.arg.status"], 0, "{exit}");
 }
 
+/// Stopping habitd handles what the probes wrote before they were detached: the ring is read
+/// every 10 ms and decoded batches queue for the pipeline, and a stop that dropped both unread
+/// could lose the last events. Every exec made before SIGTERM is printed.
+#[test]
+fn events_written_just_before_a_stop_are_handled() {
+    let mut daemon = Daemon::start("");
+    let echo = |marker: &str| {
+        let status = Command::new("/bin/echo")
+            .args(["-n", marker])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let first = format!("habitd-e2e-first-{}", std::process::id());
+    echo(&first);
+    daemon.wait_event("the first echo", WAIT, |f| {
+        f["proc.args"] == format!("-n {first}")
+    });
+    // 200 execs in a row, then SIGTERM from the same shell (a builtin: no exec between):
+    // the last execs may still be in the ring or the reader's queue when the signal comes.
+    let marker = format!("habitd-e2e-last-{}", std::process::id());
+    let status = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!(
+                "i=0; while [ $i -lt 200 ]; do i=$((i+1)); /bin/echo -n {marker}-$i; done; \
+                 kill -TERM {}",
+                daemon.pid()
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    daemon.stop();
+    let printed: std::collections::HashSet<String> = daemon
+        .events()
+        .iter()
+        .filter_map(|e| e["output_fields"]["proc.args"].as_str().map(String::from))
+        .collect();
+    let missing: Vec<usize> = (1..=200)
+        .filter(|i| !printed.contains(&format!("-n {marker}-{i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "execs made before the stop were not printed: {missing:?}; habitd log:\n{}",
+        daemon.log()
+    );
+}
+
 #[test]
 fn container_events_are_attributed_to_the_image() {
     let image = busybox_image("attribution");

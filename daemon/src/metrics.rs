@@ -56,6 +56,9 @@ pub struct Metrics {
     pub syscalls: IntCounterVec,
     /// 1 once every probe is attached.
     pub probes_attached: IntGauge,
+    /// When the newest event handled happened (Unix seconds): `time() -` it is how far the
+    /// pipeline is behind the kernel (a stalled or overloaded daemon shows here first).
+    pub events_handled_until: prometheus::Gauge,
     /// Workloads currently known to the resolver cache.
     pub workloads_cached: IntGauge,
     /// Workloads by learning state.
@@ -148,6 +151,11 @@ impl Metrics {
         let probes_attached = IntGauge::new(
             "habitd_probes_attached",
             "1 when every eBPF program is attached",
+        )?;
+        let events_handled_until = prometheus::Gauge::new(
+            "habitd_events_handled_until_timestamp_seconds",
+            "When the newest event the pipeline handled happened (Unix time): time() minus this \
+             is how far habitd is behind the kernel",
         )?;
         let store_writable = IntGauge::new(
             "habitd_store_writable",
@@ -306,6 +314,7 @@ impl Metrics {
         registry.register(Box::new(printed_events_dropped.clone()))?;
         registry.register(Box::new(syscalls.clone()))?;
         registry.register(Box::new(probes_attached.clone()))?;
+        registry.register(Box::new(events_handled_until.clone()))?;
         registry.register(Box::new(workloads_cached.clone()))?;
         // Counters whose label values are known up front exist at zero from start-up, so that
         // dashboards and `absent()` alerts work before the first alert.
@@ -333,6 +342,7 @@ impl Metrics {
             printed_events_dropped,
             syscalls,
             probes_attached,
+            events_handled_until,
             workloads_cached,
             workloads_by_state,
             learning_progress,

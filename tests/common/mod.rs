@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -521,6 +521,24 @@ impl Daemon {
             .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// Waits until the daemon has handled every event up to `until` (its
+    /// `habitd_events_handled_until_timestamp_seconds`); returns how long that took, or `None`
+    /// if it had not after `timeout` (the daemon is behind the kernel).
+    pub fn wait_handled_until(&self, until: SystemTime, timeout: Duration) -> Option<Duration> {
+        let want = until
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.metric("habitd_events_handled_until_timestamp_seconds") >= want {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
     }
 
     /// Current value of a Prometheus sample (`name{labels}` exactly as exposed), 0 if absent.

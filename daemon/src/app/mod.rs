@@ -33,6 +33,9 @@ use crate::rules::fusion::Fusion;
 use crate::sequences::SequenceTracker;
 use crate::tamper::TamperWatch;
 
+/// Longest a shutdown spends handling what the ring buffer still held.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -274,9 +277,23 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let _ = stop_tx.send(true);
     state.probes_attached.store(false, Ordering::Release);
-    drop(events);
     drop(probes);
     tracing::info!("Probes detached.");
+    // What the programs wrote before they were detached is handled, not lost; bounded, so
+    // that a stuck runtime cannot hold the shutdown.
+    events.finish();
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        let decode_error = |e: habit_probes::decode::DecodeError| {
+            metrics.decode_errors.with_label_values(&[e.reason()]).inc();
+        };
+        while events.next_batch(&mut batch, decode_error).await.is_ok() {
+            pipeline.handle_batch(&batch, &mut alerts).await;
+            responder.respond(&mut alerts);
+            alerting.raise(&mut alerts);
+        }
+    })
+    .await;
+    drop(events);
     pipeline.release_all_pending(&mut alerts).await;
     alerting.raise(&mut alerts);
     pipeline.shutdown();

@@ -545,14 +545,16 @@ impl WorkloadResolver {
     /// Drops what is cached about a container (call it when the runtime reports it gone).
     pub fn forget_container(&self, container_id: &str) {
         lock(&self.containers).remove(container_id);
-        lock(&self.peers).remove(container_id);
+        lock(&self.peers).remove(container_id, Instant::now());
     }
 
-    /// The workload of the described container(s) that have `address`, if one workload's do:
-    /// a connection there is to that workload, whichever replica answers
-    /// ([`peers`]).
+    /// The workload of the described container(s) that have `address`, if one workload's do
+    /// (or did, until a few minutes ago): a connection there is to that workload, whichever
+    /// replica answers ([`peers`]).
     pub fn workload_at(&self, address: std::net::IpAddr) -> Option<WorkloadKey> {
-        lock(&self.peers).workload_at(address).cloned()
+        lock(&self.peers)
+            .workload_at(address, Instant::now())
+            .cloned()
     }
 
     /// How many cgroup ids are cached (for metrics and tests).
@@ -956,7 +958,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_described_containers_addresses_name_its_workload_until_it_is_forgotten() {
+    async fn a_described_containers_addresses_name_its_workload_also_just_after_it_went() {
         let tree = Tree::new(&[&format!("docker/{ID_A}"), &format!("docker/{ID_B}")]);
         let fake = Arc::new(FakeRuntime::default());
         fake.add(ID_A, "shop/backend:2");
@@ -977,9 +979,9 @@ mod tests {
         assert_eq!(r.workload_at(replica_b).unwrap().as_str(), backend);
         r.forget(b);
         assert_eq!(
-            r.workload_at(replica_b),
-            None,
-            "a removed replica's address"
+            r.workload_at(replica_b).unwrap().as_str(),
+            backend,
+            "a replica removed a moment ago (peers::GONE_GRACE)"
         );
         assert_eq!(r.workload_at(replica_a).unwrap().as_str(), backend);
     }

@@ -181,6 +181,12 @@ impl Pipeline {
             self.handle(ev, alerts).await;
         }
         self.flush_printer();
+        if let Some(newest) = events.iter().map(|e| e.header.ts_boot_ns).max() {
+            let at = self.clock.wall(newest);
+            if let Ok(unix) = at.duration_since(std::time::UNIX_EPOCH) {
+                self.metrics.events_handled_until.set(unix.as_secs_f64());
+            }
+        }
     }
 
     /// Writes the printed lines of the events handled so far.

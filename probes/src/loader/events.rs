@@ -98,6 +98,13 @@ impl EventStream {
         Ok(())
     }
 
+    /// Asks the reader to read everything the kernel has written so far and stop: the batches
+    /// still to come are the last ones, then [`Self::next_batch`] fails. Called at shutdown once
+    /// the programs are detached, so that no event they wrote is lost.
+    pub fn finish(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// The ring buffer's file descriptor (for diagnostics).
     pub fn raw_fd(&self) -> i32 {
         self.fd
@@ -106,9 +113,10 @@ impl EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // The reader notices within one READ_EVERY, or at once if it waits on a full queue.
+        // Closed first, so that the reader's last sends fail at once instead of queueing.
         self.batches.close();
+        // The reader notices within one READ_EVERY, or at once if it waits on a full queue.
+        self.stop.store(true, Ordering::Release);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -116,7 +124,8 @@ impl Drop for EventStream {
 }
 
 /// The reader thread: waits for a wake-up or READ_EVERY, decodes everything available into
-/// batches and queues them, until the stream is dropped.
+/// batches and queues them, until asked to stop (then it empties the ring first) or the stream
+/// is dropped.
 fn read_ring(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: &AtomicBool) {
     let mut pollfd = libc::pollfd {
         fd: ring.as_raw_fd(),
@@ -124,7 +133,10 @@ fn read_ring(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: &AtomicB
         revents: 0,
     };
     let timeout_ms = READ_EVERY.as_millis() as libc::c_int;
-    while !stop.load(Ordering::Acquire) {
+    loop {
+        // Once asked to stop, the reader empties the ring before it returns: what the kernel
+        // wrote before its programs were detached is handed over (`EventStream::finish`).
+        let stopping = stop.load(Ordering::Acquire);
         let mut batch = Batch {
             events: Vec::new(),
             errors: Vec::new(),
@@ -141,6 +153,9 @@ fn read_ring(mut ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, stop: &AtomicB
         let full = batch.events.len() >= MAX_BATCH;
         if !(batch.events.is_empty() && batch.errors.is_empty()) && tx.blocking_send(batch).is_err()
         {
+            return;
+        }
+        if stopping && !full {
             return;
         }
         if !full {
