@@ -36,6 +36,12 @@ use crate::tamper::TamperWatch;
 /// Longest a shutdown spends handling what the ring buffer still held.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+/// A ring-buffer record the decoder rejected: counted by reason, logged at debug level.
+fn count_decode_error(metrics: &Metrics, e: habit_probes::decode::DecodeError) {
+    metrics.decode_errors.with_label_values(&[e.reason()]).inc();
+    tracing::debug!(message = "Rejected ring-buffer record.", %e);
+}
+
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -230,10 +236,7 @@ pub async fn run(config: Config) -> Result<()> {
 
     loop {
         tokio::select! {
-            r = events.next_batch(&mut batch, |e| {
-                metrics.decode_errors.with_label_values(&[e.reason()]).inc();
-                tracing::debug!(message = "Rejected ring-buffer record.", %e);
-            }) => {
+            r = events.next_batch(&mut batch, |e| count_decode_error(&metrics, e)) => {
                 r?;
                 pipeline.handle_batch(&batch, &mut alerts).await;
                 pipeline.flush_sequences(&mut probes);
@@ -283,10 +286,11 @@ pub async fn run(config: Config) -> Result<()> {
     // that a stuck runtime cannot hold the shutdown.
     events.finish();
     let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
-        let decode_error = |e: habit_probes::decode::DecodeError| {
-            metrics.decode_errors.with_label_values(&[e.reason()]).inc();
-        };
-        while events.next_batch(&mut batch, decode_error).await.is_ok() {
+        while events
+            .next_batch(&mut batch, |e| count_decode_error(&metrics, e))
+            .await
+            .is_ok()
+        {
             pipeline.handle_batch(&batch, &mut alerts).await;
             responder.respond(&mut alerts);
             alerting.raise(&mut alerts);
