@@ -21,6 +21,12 @@ use crate::falco::fields::{RuleEvent, supplied};
 use crate::process::table::ProcInfo;
 
 /// Converts kernel boot-time stamps (`CLOCK_BOOTTIME`) to wall-clock time.
+///
+/// Boot time only moves forward; the wall clock can be stepped (NTP, a VM's host resyncing it
+/// after a pause). The pipeline re-reads both clocks every second ([`Clock::resync`]): with an
+/// offset taken once at start-up, every event and alert after a step carried a time off by the
+/// step (33.6 s in one application evaluation, which then found the attacks' events in the
+/// wrong windows).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// Wall-clock time at boot.
@@ -43,6 +49,18 @@ impl Clock {
 
     pub fn wall(&self, boot_ns: u64) -> SystemTime {
         self.boot + Duration::from_nanos(boot_ns)
+    }
+
+    /// Reads both clocks again; returns how far the wall clock moved against boot time since
+    /// the last reading, in seconds (positive: stepped forward).
+    pub fn resync(&mut self) -> f64 {
+        let fresh = Self::new();
+        let step = match fresh.boot.duration_since(self.boot) {
+            Ok(forward) => forward.as_secs_f64(),
+            Err(back) => -back.duration().as_secs_f64(),
+        };
+        *self = fresh;
+        step
     }
 }
 
@@ -371,5 +389,49 @@ mod escape_tests {
                 "{s:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod clock_tests {
+    use super::Clock;
+    use std::time::{Duration, SystemTime};
+
+    /// A clock whose offset was taken before the wall clock was stepped forward by 33.6 s
+    /// converts boot stamps to times 33.6 s in the past until it is re-read; `resync` reports
+    /// the step and then converts "now" to now.
+    #[test]
+    fn a_resync_follows_a_stepped_wall_clock_and_reports_the_step() {
+        let fresh = Clock::new();
+        let mut stale = Clock {
+            boot: fresh.boot - Duration::from_millis(33_600),
+        };
+        let now_boot = {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes into the timespec we own.
+            unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        };
+        let behind = SystemTime::now()
+            .duration_since(stale.wall(now_boot))
+            .unwrap();
+        assert!(behind > Duration::from_secs(33), "{behind:?}");
+        let step = stale.resync();
+        assert!((step - 33.6).abs() < 0.5, "step {step}");
+        let off = SystemTime::now()
+            .duration_since(stale.wall(now_boot))
+            .unwrap_or_default();
+        assert!(off < Duration::from_millis(500), "{off:?} after the resync");
+        let mut ahead = Clock {
+            boot: stale.boot + Duration::from_secs(10),
+        };
+        assert!(
+            (ahead.resync() + 10.0).abs() < 0.5,
+            "a step back is negative"
+        );
     }
 }

@@ -13,6 +13,9 @@ use crate::attribution::Resolution;
 use crate::learning::unix_ms;
 use crate::metrics::Metrics;
 
+/// A wall-clock step at least this large (seconds) is logged.
+const CLOCK_STEP_LOGGED: f64 = 1.0;
+
 impl Pipeline {
     /// Reads the in-kernel counters: syscall counts go to learning/scoring and metrics, drops
     /// to metrics; the slots of removed cgroups are released.
@@ -235,6 +238,13 @@ impl Pipeline {
     /// The once-a-second tick of learning (convergence, checkpoints); a workload that became
     /// unstable is an alert in `alerts`.
     pub fn tick(&mut self, now: SystemTime, alerts: &mut Vec<Alert>) {
+        let step = self.clock.resync();
+        if step.abs() >= CLOCK_STEP_LOGGED {
+            tracing::warn!(
+                message = "The wall clock was stepped; event times follow it from now on.",
+                seconds = step
+            );
+        }
         self.engine.tick(now);
         for (key, reason) in self.engine.take_unstable() {
             alerts.push(self.fusion.unstable_alert(key.as_str(), &reason, now));
