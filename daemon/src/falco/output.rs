@@ -35,15 +35,8 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
         Self {
-            boot: SystemTime::now() - since_boot,
+            boot: SystemTime::now() - since_boot(),
         }
     }
 
@@ -62,6 +55,17 @@ impl Clock {
         *self = fresh;
         step
     }
+}
+
+/// `CLOCK_BOOTTIME` now: the clock of the kernel's event stamps.
+fn since_boot() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 impl Default for Clock {
@@ -395,7 +399,7 @@ mod escape_tests {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod clock_tests {
-    use super::Clock;
+    use super::{Clock, since_boot};
     use std::time::{Duration, SystemTime};
 
     /// A clock whose offset was taken before the wall clock was stepped forward by 33.6 s
@@ -407,15 +411,7 @@ mod clock_tests {
         let mut stale = Clock {
             boot: fresh.boot - Duration::from_millis(33_600),
         };
-        let now_boot = {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime writes into the timespec we own.
-            unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-        };
+        let now_boot = since_boot().as_nanos() as u64;
         let behind = SystemTime::now()
             .duration_since(stale.wall(now_boot))
             .unwrap();
